@@ -1,0 +1,269 @@
+"""Rows and plain values ⇄ Clarifai protobuf messages. No logic beyond the shape change."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from clarifai_grpc.grpc.api import resources_pb2 as pb
+from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+from clarifai_grpc.grpc.api.status import status_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from modelmill.services import AppScope
+from modelmill.services.inputs import NewInput
+from modelmill.store import tables
+from modelmill.training.registry import FieldSpec, ModelTypeSpec
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return stamp
+
+
+def status(code: int, description: str = "", details: str = "") -> status_pb2.Status:
+    return status_pb2.Status(
+        code=code, description=description or codes.StatusCode.Name(code), details=details
+    )
+
+
+def struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    if value:
+        message.update(value)
+    return message
+
+
+def to_dict(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def parse(value: dict[str, Any], message: Any) -> Any:
+    return json_format.ParseDict(value, message, ignore_unknown_fields=True)
+
+
+# ---- proto → plain ----------------------------------------------------------------------------
+
+
+def concept_labels(concepts: Any) -> list[dict[str, Any]]:
+    # Built by hand, not with MessageToDict: a concept value of 0 is a negative label, and
+    # MessageToDict would drop it as a default.
+    return [{"id": c.id or c.name, "name": c.name, "value": c.value} for c in concepts]
+
+
+def labels(data: pb.Data) -> dict[str, Any]:
+    """The concepts and regions of a Data message, as the services' label dict."""
+    result: dict[str, Any] = {}
+    if data.concepts:
+        result["concepts"] = concept_labels(data.concepts)
+    if data.regions:
+        result["regions"] = [
+            {
+                "id": region.id,
+                "region_info": to_dict(region.region_info),
+                "data": {"concepts": concept_labels(region.data.concepts)},
+            }
+            for region in data.regions
+        ]
+    return result
+
+
+def new_input(message: pb.Input) -> NewInput:
+    data = message.data
+    unsupported = next(
+        (kind for kind in ("video", "audio") if data.HasField(kind)), ""  # type: ignore[arg-type]
+    )
+    return NewInput(
+        id=message.id,
+        image_bytes=data.image.base64 if data.image.base64 else None,
+        image_url=data.image.url,
+        text=data.text.raw if data.HasField("text") and not data.text.url else None,
+        text_url=data.text.url,
+        labels=labels(data),
+        metadata=json_format.MessageToDict(data.metadata) if data.HasField("metadata") else {},
+        dataset_ids=list(message.dataset_ids),
+        unsupported=unsupported,
+    )
+
+
+# ---- rows → proto -----------------------------------------------------------------------------
+
+
+def app(row: tables.App, user_id: str) -> pb.App:
+    return pb.App(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        user_id=user_id,
+        created_at=timestamp(row.created_at),
+        modified_at=timestamp(row.modified_at),
+    )
+
+
+def data(labels_: dict[str, Any]) -> pb.Data:
+    return parse(labels_, pb.Data()) if labels_ else pb.Data()
+
+
+def input_(row: tables.Input, labels_: dict[str, Any], scope: AppScope, base_url: str) -> pb.Input:
+    message = pb.Input(
+        id=row.id,
+        data=data(labels_),
+        status=status(row.status_code),
+        created_at=timestamp(row.created_at),
+        modified_at=timestamp(row.modified_at),
+    )
+    if row.kind == "image" and row.blob_key:
+        message.data.image.url = f"{base_url}/blobs/{row.blob_key}"
+        message.data.image.image_info.width = row.width
+        message.data.image.image_info.height = row.height
+        message.data.image.image_info.format = row.mime.split("/")[-1].upper()
+    elif row.kind == "text":
+        message.data.text.raw = row.text or ""
+    if row.metadata_:
+        message.data.metadata.update(row.metadata_)
+    return message
+
+
+def concept(row: tables.Concept, scope: AppScope) -> pb.Concept:
+    return pb.Concept(
+        id=row.id,
+        name=row.name,
+        value=1.0,
+        app_id=scope.app_id,
+        user_id=scope.user_id,
+        created_at=timestamp(row.created_at),
+    )
+
+
+def annotation(row: tables.Annotation, input_id: str, scope: AppScope) -> pb.Annotation:
+    return pb.Annotation(
+        id=row.id,
+        input_id=input_id,
+        data=data(row.data),
+        status=status(row.status_code),
+        app_id=scope.app_id,
+        user_id=scope.user_id,
+        created_at=timestamp(row.created_at),
+        modified_at=timestamp(row.modified_at),
+    )
+
+
+def dataset(row: tables.Dataset, scope: AppScope) -> pb.Dataset:
+    return pb.Dataset(
+        id=row.id,
+        app_id=scope.app_id,
+        user_id=scope.user_id,
+        description=row.description,
+        metadata=struct(row.metadata_),
+        created_at=timestamp(row.created_at),
+        modified_at=timestamp(row.modified_at),
+    )
+
+
+def dataset_version(row: tables.DatasetVersion, dataset_id: str, scope: AppScope) -> pb.DatasetVersion:
+    message = pb.DatasetVersion(
+        id=row.id,
+        dataset_id=dataset_id,
+        app_id=scope.app_id,
+        user_id=scope.user_id,
+        description=row.description,
+        status=status(row.status_code),
+        created_at=timestamp(row.created_at),
+        modified_at=timestamp(row.created_at),
+    )
+    if row.metrics.get("summary"):
+        parse(row.metrics["summary"], message.metrics["/"])
+    return message
+
+
+def metrics_groups(row: tables.DatasetVersion) -> list[pb.DatasetVersionMetricsGroup]:
+    return [parse(group, pb.DatasetVersionMetricsGroup()) for group in row.metrics.get("groups", [])]
+
+
+def model_version(
+    row: tables.ModelVersion, model: tables.Model, scope: AppScope, base_url: str
+) -> pb.ModelVersion:
+    progress = row.progress or {}
+    description = row.status_description or codes.StatusCode.Name(row.status_code)
+    message = pb.ModelVersion(
+        id=row.id,
+        status=status(row.status_code, description, progress.get("message", "")),
+        description=row.description,
+        app_id=scope.app_id,
+        user_id=scope.user_id,
+        created_at=timestamp(row.created_at),
+        modified_at=timestamp(row.modified_at),
+        completed_at=timestamp(row.completed_at),
+        train_log=f"{base_url}/v2/users/{scope.user_id}/apps/{scope.app_id}/models/{model.id}"
+        f"/versions/{row.id}/log",
+    )
+    parse(row.train_info, message.train_info)
+    parse(row.output_info, message.output_info)
+    parse(row.input_info, message.input_info)
+    if progress:
+        message.metadata.update({"progress": progress})
+    concepts = (row.output_info.get("data") or {}).get("concepts", [])
+    message.active_concept_count = len(concepts)
+    message.total_input_count = int(progress.get("total_inputs", 0))
+    return message
+
+
+def model(
+    row: tables.Model, version: tables.ModelVersion | None, scope: AppScope, base_url: str
+) -> pb.Model:
+    message = pb.Model(
+        id=row.id,
+        name=row.name,
+        model_type_id=row.model_type_id,
+        description=row.description,
+        app_id=scope.app_id,
+        user_id=scope.user_id,
+        created_at=timestamp(row.created_at),
+        modified_at=timestamp(row.modified_at),
+    )
+    parse(row.output_info, message.output_info)
+    if version is not None:
+        message.model_version.CopyFrom(model_version(version, row, scope, base_url))
+    return message
+
+
+def _field(spec: FieldSpec) -> pb.ModelTypeField:
+    message = pb.ModelTypeField(
+        path=spec.path,
+        field_type=pb.ModelTypeField.ModelTypeFieldType.Value(spec.field_type),
+        description=spec.description,
+        required=spec.required,
+        placeholder=spec.placeholder,
+    )
+    if spec.default is not None:
+        json_format.ParseDict(spec.default, message.default_value)
+    if spec.range is not None:
+        low, high, step = spec.range
+        message.model_type_range_info.CopyFrom(pb.ModelTypeRangeInfo(min=low, max=high, step=step))
+    for option in spec.options:
+        message.model_type_enum_options.append(
+            pb.ModelTypeEnumOption(
+                id=option.id,
+                description=option.description,
+                aliases=[pb.ModelTypeEnumOptionAlias(wildcard_string=a) for a in option.aliases],
+                recommended=option.recommended,
+                model_type_fields=[_field(f) for f in option.fields],
+            )
+        )
+    return message
+
+
+def model_type(spec: ModelTypeSpec) -> pb.ModelType:
+    return pb.ModelType(
+        id=spec.info.id,
+        title=spec.info.title,
+        description=spec.info.description,
+        input_fields=list(spec.info.input_fields),
+        output_fields=list(spec.info.output_fields),
+        trainable=True,
+        creatable=True,
+        model_type_fields=[_field(f) for f in spec.fields],
+    )

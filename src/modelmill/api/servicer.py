@@ -1,0 +1,48 @@
+"""The one clarifai.api.V2 servicer, assembled from the handler modules, used by gRPC and REST."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clarifai_grpc.grpc.api import service_pb2_grpc
+
+from modelmill.api.handlers import annotations, apps, concepts, datasets, inputs, models
+from modelmill.services import AppScope, Env
+from modelmill.services import auth
+from modelmill.services.paging import Page
+
+HANDLER_MODULES = [apps, inputs, concepts, annotations, datasets, models]
+
+
+class Servicer(service_pb2_grpc.V2Servicer):
+    """V2 methods modelmill implements; the rest answer UNIMPLEMENTED as the base class does."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.base_url = env.settings.resolved_public_url
+
+    def authenticate(self, authorization: str | None) -> auth.Principal:
+        return auth.authenticate(self.env, authorization)
+
+    def scope(self, user_app_id: Any, principal: auth.Principal) -> AppScope:
+        app_id = user_app_id.app_id
+        if not app_id and len(principal.app_ids) == 1:
+            app_id = principal.app_ids[0]  # a key for one app implies it on unscoped paths
+        return auth.resolve_app(self.env, principal, user_app_id.user_id, app_id)
+
+    @staticmethod
+    def page(request: Any) -> Page:
+        return Page.of(request.page, request.per_page)
+
+
+def implemented_methods() -> dict[str, Any]:
+    return {
+        name: function
+        for module in HANDLER_MODULES
+        for name, function in vars(module).items()
+        if getattr(function, "is_modelmill_rpc", False)
+    }
+
+
+for _name, _function in implemented_methods().items():
+    setattr(Servicer, _name, _function)

@@ -1,0 +1,38 @@
+"""`modelmill serve`: the gRPC and HTTP servers in one process, plus the training workers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import uvicorn
+
+from modelmill.api.grpc_server import start_grpc_server
+from modelmill.api.http import create_http_app
+from modelmill.api.servicer import Servicer
+from modelmill.services import Env
+from modelmill.settings import Settings
+
+log = logging.getLogger("modelmill")
+
+
+def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
+    """Run until interrupted."""
+    env = Env.open(settings)
+    servicer = Servicer(env)
+    grpc_server, grpc_port = start_grpc_server(servicer, settings)
+    scheme = "grpcs" if settings.tls_cert else "grpc"
+    announce(f"gRPC  {scheme}://{settings.host}:{grpc_port}")
+    announce(f"HTTP  http://{settings.host}:{settings.http_port}  (REST API at /v2)")
+    announce(f"data  {settings.data_dir.resolve()}  ({env.db.engine.url.get_backend_name()})")
+    try:
+        uvicorn.run(
+            create_http_app(servicer),
+            host=settings.host,
+            port=settings.http_port,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        grpc_server.stop(grace=2)
+        env.db.dispose()

@@ -1,0 +1,52 @@
+"""Every setting modelmill reads, in one place: the only module that looks at environment variables.
+
+Each field is also a CLI flag where it makes sense; the README's table lists them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """modelmill's settings; environment variables are the field names with a MODELMILL_ prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELMILL_", extra="ignore")
+
+    data_dir: Path = Field(Path("modelmill-data"), description="Where the database and blobs live.")
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means SQLite at DATA_DIR/modelmill.db."
+    )
+    blob_url: str = Field("", description="Blob store; empty means the folder DATA_DIR/blobs.")
+    host: str = Field("127.0.0.1", description="Address the HTTP and gRPC servers bind to.")
+    http_port: int = Field(8080, description="Port of the REST API and web UI.")
+    grpc_port: int = Field(18080, description="Port of the gRPC API.")
+    public_url: str = Field(
+        "", description="Base URL clients reach the HTTP server at (links to logs, blobs)."
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate; with tls_key, gRPC uses TLS.")
+    tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")
+    workers: int = Field(1, description="Training worker processes `serve` starts (0 for none).")
+    allow_url_inputs: bool = Field(False, description="Let inputs name a URL the server fetches.")
+    url_timeout_s: float = Field(10.0, description="Time limit for fetching one URL input.")
+    max_input_bytes: int = Field(20_000_000, description="Largest image or fetched file, in bytes.")
+    max_image_pixels: int = Field(
+        89_478_485, description="Largest image, in pixels (guards decompression bombs)."
+    )
+    max_text_chars: int = Field(100_000, description="Longest text input, in characters.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'modelmill.db').resolve()}"
+
+    @property
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or f"file://{(self.data_dir / 'blobs').resolve()}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return (self.public_url or f"http://{host}:{self.http_port}").rstrip("/")

@@ -1,0 +1,191 @@
+"""The SQL tables. Rich Clarifai structures (output_info, train params, regions) are JSON columns.
+
+Every resource has a surrogate integer `pk` and the user-facing `id`, unique within its parent.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID = String(255)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class User(Base):
+    __tablename__ = "users"
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[str] = mapped_column(ID, unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A personal access token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_keys"
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # App ids this key may use; empty means every app of its user.
+    app_ids: Mapped[list[Any]] = mapped_column(default=list)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class App(Base):
+    __tablename__ = "apps"
+    __table_args__ = (UniqueConstraint("user_pk", "id"),)
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(ID)
+    name: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Input(Base):
+    __tablename__ = "inputs"
+    __table_args__ = (UniqueConstraint("app_pk", "id"),)
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    app_pk: Mapped[int] = mapped_column(ForeignKey("apps.pk", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(ID)
+    kind: Mapped[str] = mapped_column(String(16))  # "image" or "text"
+    blob_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    mime: Mapped[str] = mapped_column(String(64), default="")
+    width: Mapped[int] = mapped_column(default=0)
+    height: Mapped[int] = mapped_column(default=0)
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    url: Mapped[str] = mapped_column(Text, default="")
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    status_code: Mapped[int] = mapped_column(Integer)
+    add_job_id: Mapped[str | None] = mapped_column(ID, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class InputsAddJob(Base):
+    """One PostInputs batch, so clients can poll GetInputsAddJob for its progress."""
+
+    __tablename__ = "inputs_add_jobs"
+    __table_args__ = (UniqueConstraint("app_pk", "id"),)
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    app_pk: Mapped[int] = mapped_column(ForeignKey("apps.pk", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(ID)
+    processed: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Concept(Base):
+    __tablename__ = "concepts"
+    __table_args__ = (UniqueConstraint("app_pk", "id"),)
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    app_pk: Mapped[int] = mapped_column(ForeignKey("apps.pk", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(ID)
+    name: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Annotation(Base):
+    """Labels on one input: `data` holds `concepts` [{id, value}] and `regions` (boxes, polygons,
+    masks), in the Clarifai Data shape."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (UniqueConstraint("app_pk", "id"),)
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    app_pk: Mapped[int] = mapped_column(ForeignKey("apps.pk", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(ID)
+    input_pk: Mapped[int] = mapped_column(ForeignKey("inputs.pk", ondelete="CASCADE"), index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status_code: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("app_pk", "id"),)
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    app_pk: Mapped[int] = mapped_column(ForeignKey("apps.pk", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(ID)
+    description: Mapped[str] = mapped_column(Text, default="")
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DatasetInput(Base):
+    __tablename__ = "dataset_inputs"
+    dataset_pk: Mapped[int] = mapped_column(
+        ForeignKey("datasets.pk", ondelete="CASCADE"), primary_key=True
+    )
+    input_pk: Mapped[int] = mapped_column(
+        ForeignKey("inputs.pk", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetVersion(Base):
+    """A frozen snapshot: the blob `snapshot_key` holds every input id with its annotations."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("dataset_pk", "id"),)
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    dataset_pk: Mapped[int] = mapped_column(ForeignKey("datasets.pk", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(ID)
+    description: Mapped[str] = mapped_column(Text, default="")
+    status_code: Mapped[int] = mapped_column(Integer)
+    snapshot_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Model(Base):
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("app_pk", "id"),)
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    app_pk: Mapped[int] = mapped_column(ForeignKey("apps.pk", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(ID)
+    name: Mapped[str] = mapped_column(Text, default="")
+    model_type_id: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    # Clarifai OutputInfo as JSON: data.concepts, output_config, params.
+    output_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_pk", "id"),)
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    model_pk: Mapped[int] = mapped_column(ForeignKey("models.pk", ondelete="CASCADE"), index=True)
+    id: Mapped[str] = mapped_column(ID)
+    status_code: Mapped[int] = mapped_column(Integer)
+    status_description: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    train_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    output_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    input_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dataset_version_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("dataset_versions.pk", ondelete="SET NULL"), default=None
+    )
+    # Progress while training: percent, epoch, step, eta_s, message.
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    artifacts_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(default=None)
+
