@@ -152,8 +152,11 @@ class Template(Protocol):
     def train(self, ctx: TrainContext, data: TrainingData, params: BaseModel) -> Path: ...
 
     def evaluate(
-        self, ctx: TrainContext, data: TrainingData, params: BaseModel
-    ) -> dict[str, Any]: ...
+        self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path
+    ) -> dict[str, Any]:
+        """EvalMetrics in the Clarifai JSON shape, on data the artifacts were not fitted to
+        (a held-out split, or k-fold cross-validation for transfer learning)."""
+        ...
 
     def load(self, artifacts: Path) -> Predictor: ...
 
