@@ -120,6 +120,7 @@ class TrainContext:
     embeddings: Embeddings
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("modelmill.training"))
     resume_from: Path | None = None
+    weights_dir: Path | None = None  # where pretrained weights are looked up first
     save_checkpoint: Callable[[], None] = lambda: None
 
     def check_cancelled(self) -> None:
@@ -144,6 +145,11 @@ class Template(Protocol):
     recommended: ClassVar[bool]
     input_kind: ClassVar[InputKind]
     Params: ClassVar[type[BaseModel]]
+
+    def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
+        """Raise DataError (MODEL_TRAINING_INVALID_PARAMS) when this server cannot train with
+        these params, e.g. pretrained weights that are nowhere to be had. Runs before queueing."""
+        ...
 
     def validate(self, examples: Sequence[Example], params: BaseModel) -> list[InvalidInput]: ...
 
