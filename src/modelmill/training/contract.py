@@ -120,6 +120,9 @@ class TrainContext:
     embeddings: Embeddings
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("modelmill.training"))
     resume_from: Path | None = None
+    # True: resume_from is an earlier version's checkpoint to start a new training from
+    # (incremental training). False: it is this training's own checkpoint, to continue.
+    warm_start: bool = False
     weights_dir: Path | None = None  # where pretrained weights are looked up first
     save_checkpoint: Callable[[], None] = lambda: None
 
