@@ -50,6 +50,14 @@ def serve(
     run(settings, announce=lambda line: console.print(f"[bold green]modelmill[/] {line}"))
 
 
+@app.command()
+def worker(data_dir: DataDir = None) -> None:
+    """Run one training worker (start several on one or more machines sharing the database)."""
+    from modelmill.jobs.worker import main
+
+    main(_settings(data_dir))
+
+
 @token_app.command("create")
 def token_create(
     user: Annotated[str, typer.Option("--user", help="User id; created if missing.")],

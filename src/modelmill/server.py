@@ -10,6 +10,7 @@ import uvicorn
 from modelmill.api.grpc_server import start_grpc_server
 from modelmill.api.http import create_http_app
 from modelmill.api.servicer import Servicer
+from modelmill.jobs.supervisor import Supervisor
 from modelmill.services import Env
 from modelmill.settings import Settings
 
@@ -25,6 +26,8 @@ def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
     announce(f"gRPC  {scheme}://{settings.host}:{grpc_port}")
     announce(f"HTTP  http://{settings.host}:{settings.http_port}  (REST API at /v2)")
     announce(f"data  {settings.data_dir.resolve()}  ({env.db.engine.url.get_backend_name()})")
+    supervisor = Supervisor(settings, settings.workers) if settings.workers else None
+    announce(f"jobs  {settings.workers} training worker(s)")
     try:
         uvicorn.run(
             create_http_app(servicer),
@@ -34,5 +37,7 @@ def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
             access_log=False,
         )
     finally:
+        if supervisor is not None:
+            supervisor.stop()
         grpc_server.stop(grace=2)
         env.db.dispose()

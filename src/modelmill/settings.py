@@ -30,6 +30,18 @@ class Settings(BaseSettings):
     tls_cert: Path | None = Field(None, description="PEM certificate; with tls_key, gRPC uses TLS.")
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")
     workers: int = Field(1, description="Training worker processes `serve` starts (0 for none).")
+    secret_key: str = Field(
+        "", description="Signs links and sessions; empty means a key kept in DATA_DIR/secret.key."
+    )
+    weights_dir: Path | None = Field(
+        None, description="Pretrained weights folder; empty means DATA_DIR/weights."
+    )
+    device: str = Field("auto", description="Training device: auto, cpu or cuda.")
+    embed_on_upload: bool = Field(
+        True, description="Compute base-model embeddings of new inputs in the background."
+    )
+    job_lease_s: float = Field(30.0, description="A worker that is silent this long loses its job.")
+    job_max_attempts: int = Field(3, description="Attempts before a job fails for good.")
     allow_url_inputs: bool = Field(False, description="Let inputs name a URL the server fetches.")
     url_timeout_s: float = Field(10.0, description="Time limit for fetching one URL input.")
     max_input_bytes: int = Field(20_000_000, description="Largest image or fetched file, in bytes.")
@@ -45,6 +57,10 @@ class Settings(BaseSettings):
     @property
     def resolved_blob_url(self) -> str:
         return self.blob_url or f"file://{(self.data_dir / 'blobs').resolve()}"
+
+    @property
+    def resolved_weights_dir(self) -> Path:
+        return (self.weights_dir or self.data_dir / "weights").resolve()
 
     @property
     def resolved_public_url(self) -> str:

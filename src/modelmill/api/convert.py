@@ -10,9 +10,12 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from clarifai_grpc.grpc.api.status import status_pb2
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
+from modelmill.api.links import Links
 from modelmill.services import AppScope
+from modelmill.services.evaluations import light
 from modelmill.services.inputs import NewInput
 from modelmill.store import tables
+from modelmill.training.contract import Output
 from modelmill.training.registry import FieldSpec, ModelTypeSpec
 
 
@@ -107,7 +110,7 @@ def data(labels_: dict[str, Any]) -> pb.Data:
     return parse(labels_, pb.Data()) if labels_ else pb.Data()
 
 
-def input_(row: tables.Input, labels_: dict[str, Any], scope: AppScope, base_url: str) -> pb.Input:
+def input_(row: tables.Input, labels_: dict[str, Any], scope: AppScope, links: Links) -> pb.Input:
     message = pb.Input(
         id=row.id,
         data=data(labels_),
@@ -116,7 +119,7 @@ def input_(row: tables.Input, labels_: dict[str, Any], scope: AppScope, base_url
         modified_at=timestamp(row.modified_at),
     )
     if row.kind == "image" and row.blob_key:
-        message.data.image.url = f"{base_url}/blobs/{row.blob_key}"
+        message.data.image.url = links.blob(row.blob_key)
         message.data.image.image_info.width = row.width
         message.data.image.image_info.height = row.height
         message.data.image.image_info.format = row.mime.split("/")[-1].upper()
@@ -184,7 +187,7 @@ def metrics_groups(row: tables.DatasetVersion) -> list[pb.DatasetVersionMetricsG
 
 
 def model_version(
-    row: tables.ModelVersion, model: tables.Model, scope: AppScope, base_url: str
+    row: tables.ModelVersion, model: tables.Model, scope: AppScope, links: Links
 ) -> pb.ModelVersion:
     progress = row.progress or {}
     description = row.status_description or codes.StatusCode.Name(row.status_code)
@@ -197,8 +200,7 @@ def model_version(
         created_at=timestamp(row.created_at),
         modified_at=timestamp(row.modified_at),
         completed_at=timestamp(row.completed_at),
-        train_log=f"{base_url}/v2/users/{scope.user_id}/apps/{scope.app_id}/models/{model.id}"
-        f"/versions/{row.id}/log",
+        train_log=links.train_log(row.pk),
     )
     parse(row.train_info, message.train_info)
     parse(row.output_info, message.output_info)
@@ -208,11 +210,14 @@ def model_version(
     concepts = (row.output_info.get("data") or {}).get("concepts", [])
     message.active_concept_count = len(concepts)
     message.total_input_count = int(progress.get("total_inputs", 0))
+    if row.metrics:
+        parse(light(row.metrics), message.metrics)
+        message.metrics.status.CopyFrom(status(codes.MODEL_EVALUATED))
     return message
 
 
 def model(
-    row: tables.Model, version: tables.ModelVersion | None, scope: AppScope, base_url: str
+    row: tables.Model, version: tables.ModelVersion | None, scope: AppScope, links: Links
 ) -> pb.Model:
     message = pb.Model(
         id=row.id,
@@ -226,7 +231,7 @@ def model(
     )
     parse(row.output_info, message.output_info)
     if version is not None:
-        message.model_version.CopyFrom(model_version(version, row, scope, base_url))
+        message.model_version.CopyFrom(model_version(version, row, scope, links))
     return message
 
 
@@ -267,3 +272,52 @@ def model_type(spec: ModelTypeSpec) -> pb.ModelType:
         creatable=True,
         model_type_fields=[_field(f) for f in spec.fields],
     )
+
+
+def output(result: Output, echo: pb.Input, names: dict[str, str]) -> pb.Output:
+    """A predictor's Output as a Clarifai Output: concepts, regions, embeddings or text."""
+    message = pb.Output(input=echo, status=status(codes.SUCCESS, "Ok"))
+    for concept_id, value in result.concepts:
+        message.data.concepts.append(pb.Concept(id=concept_id, name=names.get(concept_id, concept_id), value=value))
+    for region in result.regions:
+        item = message.data.regions.add()
+        if region.box is not None:
+            top, left, bottom, right = region.box
+            item.region_info.bounding_box.CopyFrom(
+                pb.BoundingBox(top_row=top, left_col=left, bottom_row=bottom, right_col=right)
+            )
+        if region.mask_png is not None:
+            item.region_info.mask.image.base64 = region.mask_png
+        for concept_id, value in sorted(region.concepts.items(), key=lambda kv: -kv[1]):
+            item.data.concepts.append(pb.Concept(id=concept_id, name=names.get(concept_id, concept_id), value=value))
+    if result.embedding is not None:
+        message.data.embeddings.append(
+            pb.Embedding(vector=[float(v) for v in result.embedding], num_dimensions=len(result.embedding))
+        )
+    if result.heatmap_png is not None:
+        message.data.heatmaps.append(pb.Image(base64=result.heatmap_png))
+    if result.text is not None:
+        message.data.text.raw = result.text
+    return message
+
+
+def evaluation(
+    row: tables.Evaluation, model_row: tables.Model, version: tables.ModelVersion, scope: AppScope,
+    links: Links, fields: set[str],
+) -> pb.EvalMetrics:
+    message = pb.EvalMetrics()
+    if row.metrics:
+        parse(light(row.metrics, fields), message)
+    message.id = row.id
+    message.app_id, message.user_id = scope.app_id, scope.user_id
+    message.status.CopyFrom(status(row.status_code, row.status_description))
+    message.model.CopyFrom(model(model_row, version, scope, links))
+    message.model.model_version.ClearField("metrics")
+    return message
+
+
+def export(row: tables.Export, links: Links) -> pb.ModelVersionExport:
+    message = pb.ModelVersionExport(status=status(row.status_code, row.status_description), size=row.size)
+    if row.blob_key:
+        message.url = links.blob(row.blob_key)
+    return message

@@ -1,14 +1,26 @@
-"""The HTTP application: the REST gateway, blob downloads, health, and (later) the web UI."""
+"""The HTTP application: the REST gateway, signed links (blobs, train logs), modelmill's own
+routes (cancel a training), health, and the web UI."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from google.protobuf import json_format
 
+from modelmill.api import convert
 from modelmill.api.rest import HeadersContext, RestGateway
 from modelmill.api.rpc import authorization
 from modelmill.api.servicer import Servicer, implemented_methods
 from modelmill.domain.errors import ApiError
+from modelmill.services import training
+from modelmill.services.signing import verify
+
+
+def _error(error: ApiError, http_status: int = 400) -> JSONResponse:
+    return JSONResponse(
+        {"status": {"code": error.code, "description": error.description, "details": error.details}},
+        http_status,
+    )
 
 
 def create_http_app(servicer: Servicer) -> FastAPI:
@@ -21,11 +33,12 @@ def create_http_app(servicer: Servicer) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/blobs/{key}")
-    def blob(key: str, request: Request) -> Response:
-        try:
-            servicer.authenticate(authorization(HeadersContext(request)))
-        except ApiError as error:
-            return JSONResponse({"status": {"code": error.code, "description": error.description}}, 401)
+    def blob(key: str, request: Request, sig: str = "") -> Response:
+        if not verify(env, "blob:" + key, sig):
+            try:
+                servicer.authenticate(authorization(HeadersContext(request)))
+            except ApiError as error:
+                return _error(error, 401)
         try:
             path = env.blobs.path(key)
         except KeyError:
@@ -34,8 +47,30 @@ def create_http_app(servicer: Servicer) -> FastAPI:
             return JSONResponse({"status": {"description": "No such blob"}}, 404)
         return FileResponse(path, headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
-    app.add_api_route(
-        "/v2/{path:path}", gateway, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]
-    )
-    return app
+    @app.get("/logs/{version_pk}")
+    def log(version_pk: int, sig: str = "") -> Response:
+        if not verify(env, f"log:{version_pk}", sig):
+            return PlainTextResponse("This link is not valid.", 403)
+        try:
+            return PlainTextResponse(training.train_log(env, version_pk))
+        except ApiError as error:
+            return _error(error, 404)
 
+    @app.post("/v2/users/{user_id}/apps/{app_id}/models/{model_id}/versions/{version_id}/cancel")
+    def cancel(user_id: str, app_id: str, model_id: str, version_id: str, request: Request) -> Response:
+        """modelmill's own call: stop a training (the version ends MODEL_TRAINING_FAILED)."""
+        try:
+            principal = servicer.authenticate(authorization(HeadersContext(request)))
+            scope = servicer.auth_scope(principal, user_id, app_id)
+            version = training.cancel_version(env, scope, model_id, version_id)
+            _, model_row = training.model_of(env, version)
+        except ApiError as error:
+            return _error(error)
+        message = convert.model_version(version, model_row, scope, servicer.links)
+        return JSONResponse(
+            {"status": {"code": 10000, "description": "Ok"},
+             "model_version": json_format.MessageToDict(message, preserving_proto_field_name=True)}
+        )
+
+    app.add_api_route("/v2/{path:path}", gateway, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    return app

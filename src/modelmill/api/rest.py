@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from clarifai_grpc.channel.custom_converters.custom_message_to_dict import protobuf_to_dict
 from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from clarifai_grpc.grpc.api.utils import extensions_pb2
@@ -142,6 +143,33 @@ def _apply_default_floats(value: Any, message: descriptor.Descriptor) -> None:
             _apply_default_floats(item, field.message_type)
 
 
+_BASE64 = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
+
+
+def _check_base64(value: Any, message: descriptor.Descriptor, path: str = "") -> None:
+    """Reject bytes fields that are not base64. json_format decodes leniently (it drops
+    characters outside the alphabet), so broken base64 would otherwise reach the services as
+    debris and be answered with a misleading "not an image"."""
+    if not isinstance(value, dict):
+        return
+    for field in message.fields:
+        name = field.name if field.name in value else field.json_name
+        child = value.get(name)
+        if child is None:
+            continue
+        items = child if isinstance(child, list) else [child]
+        for index, item in enumerate(items):
+            where = f"{path}{name}" + (f"[{index}]" if isinstance(child, list) else "")
+            if field.type == descriptor.FieldDescriptor.TYPE_BYTES and isinstance(item, str):
+                if not _BASE64.match(item) or len(item.rstrip("=")) % 4 == 1:
+                    raise ValueError(
+                        f"{where} is not valid base64 (it has characters outside A-Z, a-z, 0-9, "
+                        "'+', '/', '-', '_' and '=' padding, or a length base64 cannot have)"
+                    )
+            elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+                _check_base64(item, field.message_type, f"{where}.")
+
+
 class RestGateway:
     """Turns an HTTP request into a V2 request message, calls the servicer, answers JSON."""
 
@@ -175,6 +203,7 @@ class RestGateway:
             payload.update(_query_to_dict(request, route.input_descriptor))
             for path, value in fields.items():
                 _set_path(payload, path, value)
+            _check_base64(payload, route.input_descriptor)
             _apply_default_floats(payload, route.input_descriptor)
             message_class = message_factory.GetMessageClass(route.input_descriptor)
             message = json_format.ParseDict(payload, message_class(), ignore_unknown_fields=True)
@@ -191,10 +220,11 @@ class RestGateway:
             method: Callable[..., Any] = getattr(self.servicer, route.rpc_name)
             response = await run_in_threadpool(method, message, HeadersContext(request))
         code = response.status.code
+        # Clarifai's printer, not MessageToDict: it keeps fields marked cl_show_if_empty, such as
+        # a concept's value 0. Left out, the client fills in cl_default_float (1): a negative label
+        # would read back as positive.
         return JSONResponse(
-            json_format.MessageToDict(
-                response, preserving_proto_field_name=True, use_integers_for_enums=True
-            ),
+            protobuf_to_dict(response, use_integers_for_enums=True),
             status_code=_HTTP_STATUS.get(code, 400),
         )
 

@@ -6,12 +6,13 @@ from typing import Any
 
 from clarifai_grpc.grpc.api import service_pb2_grpc
 
-from modelmill.api.handlers import annotations, apps, concepts, datasets, inputs, models
-from modelmill.services import AppScope, Env
-from modelmill.services import auth
+from modelmill.api.handlers import annotations, apps, concepts, datasets, inputs, models, training
+from modelmill.api.links import Links
+from modelmill.services import AppScope, Env, auth
 from modelmill.services.paging import Page
+from modelmill.services.predictions import PredictorCache
 
-HANDLER_MODULES = [apps, inputs, concepts, annotations, datasets, models]
+HANDLER_MODULES = [apps, inputs, concepts, annotations, datasets, models, training]
 
 
 class Servicer(service_pb2_grpc.V2Servicer):
@@ -19,7 +20,8 @@ class Servicer(service_pb2_grpc.V2Servicer):
 
     def __init__(self, env: Env) -> None:
         self.env = env
-        self.base_url = env.settings.resolved_public_url
+        self.links = Links(env, env.settings.resolved_public_url)
+        self.predictors = PredictorCache(env)
 
     def authenticate(self, authorization: str | None) -> auth.Principal:
         return auth.authenticate(self.env, authorization)
@@ -29,6 +31,9 @@ class Servicer(service_pb2_grpc.V2Servicer):
         if not app_id and len(principal.app_ids) == 1:
             app_id = principal.app_ids[0]  # a key for one app implies it on unscoped paths
         return auth.resolve_app(self.env, principal, user_app_id.user_id, app_id)
+
+    def auth_scope(self, principal: auth.Principal, user_id: str, app_id: str) -> AppScope:
+        return auth.resolve_app(self.env, principal, user_id, app_id)
 
     @staticmethod
     def page(request: Any) -> Page:

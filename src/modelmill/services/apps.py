@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from modelmill.domain.errors import ApiError
 from modelmill.domain.ids import check_id
-from modelmill.services.auth import Principal, check_user
 from modelmill.services import Env
+from modelmill.services.auth import Principal, check_user
 from modelmill.services.paging import Page
 from modelmill.store.tables import App
 

@@ -18,7 +18,7 @@ from modelmill.services.paging import Page
 from modelmill.store.tables import Dataset, DatasetInput, DatasetVersion, Input
 
 
-def _find(session: Session, app: AppScope, dataset_id: str) -> Dataset:
+def find_dataset(session: Session, app: AppScope, dataset_id: str) -> Dataset:
     row = session.scalar(select(Dataset).where(Dataset.app_pk == app.app_pk, Dataset.id == dataset_id))
     if row is None:
         raise ApiError(
@@ -52,7 +52,7 @@ def create_datasets(
 
 def get_dataset(env: Env, app: AppScope, dataset_id: str) -> Dataset:
     with env.db.session() as session:
-        return _find(session, app, dataset_id)
+        return find_dataset(session, app, dataset_id)
 
 
 def list_datasets(env: Env, app: AppScope, page: Page) -> list[Dataset]:
@@ -68,7 +68,7 @@ def patch_datasets(
     with env.db.session() as session:
         rows = []
         for dataset_id, description, metadata in patches:
-            row = _find(session, app, dataset_id)
+            row = find_dataset(session, app, dataset_id)
             if description is not None:
                 row.description = description
             if metadata is not None:
@@ -80,13 +80,13 @@ def patch_datasets(
 def delete_datasets(env: Env, app: AppScope, dataset_ids: list[str]) -> None:
     with env.db.session() as session:
         for dataset_id in dataset_ids:
-            session.delete(_find(session, app, dataset_id))
+            session.delete(find_dataset(session, app, dataset_id))
 
 
 def add_dataset_inputs(env: Env, app: AppScope, dataset_id: str, input_ids: list[str]) -> int:
     """PostDatasetInputs: inputs already in the dataset are left as they are."""
     with env.db.session() as session:
-        dataset = _find(session, app, dataset_id)
+        dataset = find_dataset(session, app, dataset_id)
         found = dict(
             session.execute(
                 select(Input.id, Input.pk).where(Input.app_pk == app.app_pk, Input.id.in_(input_ids))
@@ -113,7 +113,7 @@ def add_dataset_inputs(env: Env, app: AppScope, dataset_id: str, input_ids: list
 
 def list_dataset_inputs(env: Env, app: AppScope, dataset_id: str, page: Page) -> list[Input]:
     with env.db.session() as session:
-        dataset = _find(session, app, dataset_id)
+        dataset = find_dataset(session, app, dataset_id)
         query = (
             select(Input)
             .join(DatasetInput, DatasetInput.input_pk == Input.pk)
@@ -125,7 +125,7 @@ def list_dataset_inputs(env: Env, app: AppScope, dataset_id: str, page: Page) ->
 
 def remove_dataset_inputs(env: Env, app: AppScope, dataset_id: str, input_ids: list[str]) -> None:
     with env.db.session() as session:
-        dataset = _find(session, app, dataset_id)
+        dataset = find_dataset(session, app, dataset_id)
         pks = select(Input.pk).where(Input.app_pk == app.app_pk, Input.id.in_(input_ids))
         session.execute(
             delete(DatasetInput).where(
@@ -249,7 +249,7 @@ def create_versions(
 ) -> list[DatasetVersion]:
     """PostDatasetVersions: freeze the dataset's inputs and labels as they are now."""
     with env.db.session() as session:
-        dataset = _find(session, app, dataset_id)
+        dataset = find_dataset(session, app, dataset_id)
         snapshot = snapshot_rows(session, None, dataset_pk=dataset.pk)
         rows = []
         for version_id, description in versions or [("", "")]:
@@ -267,7 +267,7 @@ def create_versions(
 
 
 def find_version(session: Session, app: AppScope, dataset_id: str, version_id: str) -> DatasetVersion:
-    dataset = _find(session, app, dataset_id)
+    dataset = find_dataset(session, app, dataset_id)
     row = session.scalar(
         select(DatasetVersion).where(
             DatasetVersion.dataset_pk == dataset.pk, DatasetVersion.id == version_id
@@ -288,7 +288,7 @@ def get_version(env: Env, app: AppScope, dataset_id: str, version_id: str) -> Da
 
 def list_versions(env: Env, app: AppScope, dataset_id: str, page: Page) -> list[DatasetVersion]:
     with env.db.session() as session:
-        dataset = _find(session, app, dataset_id)
+        dataset = find_dataset(session, app, dataset_id)
         query = (
             select(DatasetVersion)
             .where(DatasetVersion.dataset_pk == dataset.pk)

@@ -28,9 +28,11 @@ from modelmill.services.concepts import ensure_concepts
 from modelmill.services.labels import check_labels, concept_names
 from modelmill.services.paging import Page
 from modelmill.settings import Settings
-from modelmill.store.tables import Annotation, Dataset, DatasetInput, Input, InputsAddJob
+from modelmill.store.tables import Annotation, Dataset, DatasetInput, Input, InputsAddJob, Job
 
 MAX_BATCH = 128
+# The words Clarifai puts in `details` of a duplicate; the SDK's dataset upload compares them.
+DUPLICATE_DETAILS = "Input has a duplicate ID."
 _BASE64_TEXT = re.compile(rb"^[A-Za-z0-9+/=\r\n]+$")
 
 
@@ -56,6 +58,7 @@ class InputResult:
     id: str
     code: int
     description: str = ""
+    details: str = ""
     row: Input | None = None
     labels: dict[str, Any] = field(default_factory=dict)
 
@@ -146,7 +149,7 @@ def _check_text(text: str, settings: Settings) -> str:
     return text
 
 
-def _check(spec: NewInput, settings: Settings) -> _Checked:
+def check_input(spec: NewInput, settings: Settings) -> _Checked:
     if spec.unsupported:
         raise ApiError(
             codes.INPUT_UNSUPPORTED_FORMAT,
@@ -205,12 +208,15 @@ def post_inputs(
             check_id(result.id, "input", codes.INPUT_INVALID_ARGUMENT)
             if result.id in seen:
                 raise ApiError(
-                    codes.INPUT_DUPLICATE, f"Input id '{result.id}' appears twice in this request."
+                    codes.INPUT_DUPLICATE,
+                    f"Input id '{result.id}' appears twice in this request.",
+                    DUPLICATE_DETAILS,
                 )
             seen.add(result.id)
-            checked.append((result, _check(spec, env.settings)))
+            checked.append((result, check_input(spec, env.settings)))
         except ApiError as error:
             result.code, result.description = error.code, error.description
+            result.details = error.details
 
     dataset_ids = sorted({d for _, c in checked for d in c.spec.dataset_ids})
     for attempt in range(2):
@@ -255,6 +261,7 @@ def _store(
             if result.id in taken:
                 result.code = codes.INPUT_DUPLICATE
                 result.description = f"An input with id '{result.id}' already exists in this app."
+                result.details = DUPLICATE_DETAILS
             else:
                 good.append((result, item))
         names: dict[str, str] = {}
@@ -304,6 +311,20 @@ def _store(
             session.add(job)
         job.processed += batch_size
         job.failed += batch_size - len(good)
+        if good and env.settings.embed_on_upload:
+            _queue_embedding(session, app, min(r.row.pk for r, _ in good if r.row) - 1)
+
+
+def _queue_embedding(session: Session, app: AppScope, after_pk: int) -> None:
+    """Embed new inputs in the background; one waiting job per app covers every later upload."""
+    from modelmill.jobs import queue
+
+    waiting = session.scalars(
+        select(Job).where(Job.kind == "embed", Job.state == queue.QUEUED)
+    ).all()
+    if any(job.payload.get("app_pk") == app.app_pk for job in waiting):
+        return
+    queue.enqueue(session, "embed", {"app_pk": app.app_pk, "after_pk": after_pk}, max_attempts=1)
 
 
 def get_add_job(env: Env, app: AppScope, job_id: str) -> InputsAddJob:

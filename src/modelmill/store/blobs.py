@@ -6,6 +6,7 @@ Chosen by URL, as mlflow does: `file:///abs/path` (the default, under the data d
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -75,3 +76,25 @@ def open_blob_store(url: str) -> BlobStore:
     if url.startswith("file://"):
         return LocalBlobStore(Path(url.removeprefix("file://")))
     raise ValueError(f"unsupported blob store URL {url!r}: use file:///absolute/path")
+
+
+def put_tree(store: BlobStore, folder: Path) -> str:
+    """Store every file under `folder`; returns the key of a JSON manifest naming them."""
+    files = {
+        str(path.relative_to(folder)): store.put(path.read_bytes())
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+    return store.put(json.dumps({"files": files}, sort_keys=True).encode())
+
+
+def get_tree(store: BlobStore, key: str, folder: Path) -> Path:
+    """Write the files of a manifest under `folder` (created); returns `folder`."""
+    manifest = json.loads(store.get(key))
+    for name, file_key in manifest["files"].items():
+        target = (folder / name).resolve()
+        if folder.resolve() not in target.parents:
+            raise ValueError(f"manifest entry escapes its folder: {name!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(store.get(file_key))
+    return folder

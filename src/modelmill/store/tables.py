@@ -8,7 +8,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ID = String(255)
@@ -185,7 +194,81 @@ class ModelVersion(Base):
     # Progress while training: percent, epoch, step, eta_s, message.
     progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
     artifacts_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    # EvalMetrics (Clarifai JSON shape) of the evaluation run when training finished.
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
 
+
+
+class Job(Base):
+    """Background work (training, evaluation, embedding, export) claimed by workers with a lease.
+
+    A worker that stops heartbeating loses its lease; another claims the job and resumes it.
+    """
+
+    __tablename__ = "jobs"
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    model_version_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.pk", ondelete="CASCADE"), default=None, index=True
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    checkpoint_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    log_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Embedding(Base):
+    """A cached embedding, keyed by content (blob key or text hash) and embedder version."""
+
+    __tablename__ = "embeddings"
+    content_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    embedder: Mapped[str] = mapped_column(String(128), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Evaluation(Base):
+    """EvalMetrics of a model version on its held-out data or a ground-truth dataset version."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("app_pk", "id"),)
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    app_pk: Mapped[int] = mapped_column(ForeignKey("apps.pk", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(ID)
+    model_version_pk: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.pk", ondelete="CASCADE"), index=True
+    )
+    dataset_version_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("dataset_versions.pk", ondelete="SET NULL"), default=None
+    )
+    status_code: Mapped[int] = mapped_column(Integer)
+    status_description: Mapped[str] = mapped_column(Text, default="")
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Export(Base):
+    """An export archive of a model version, built in the background."""
+
+    __tablename__ = "exports"
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    model_version_pk: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.pk", ondelete="CASCADE"), unique=True
+    )
+    status_code: Mapped[int] = mapped_column(Integer)
+    status_description: Mapped[str] = mapped_column(Text, default="")
+    blob_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    size: Mapped[int] = mapped_column(default=0)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -16,9 +16,12 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from modelmill.training.contract import Template
+from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
 
 # The templates modelmill can train, in the order the API lists them.
-TEMPLATES: list[Template] = []
+TEMPLATES: list[Template] = [
+    EMBEDDING_CLASSIFIER,
+]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from clarifai_grpc.grpc.api import resources_pb2 as pb
 from clarifai_grpc.grpc.api import service_pb2 as service
+from clarifai_grpc.grpc.api.status import status_pb2
 from google.protobuf import json_format
 
 from modelmill.api import convert
@@ -53,7 +54,7 @@ def PatchDatasets(api, request, principal):  # type: ignore[no-untyped-def]
 def DeleteDatasets(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
     datasets.delete_datasets(api.env, scope, list(request.dataset_ids))
-    return service.BaseResponse()
+    return status_pb2.BaseResponse()
 
 
 @rpc
@@ -72,7 +73,7 @@ def ListDatasetInputs(api, request, principal):  # type: ignore[no-untyped-def]
     rows = datasets.list_dataset_inputs(api.env, scope, request.dataset_id, api.page(request))
     return service.MultiDatasetInputResponse(
         dataset_inputs=[
-            pb.DatasetInput(input=convert.input_(row, {}, scope, api.base_url)) for row in rows
+            pb.DatasetInput(input=convert.input_(row, {}, scope, api.links)) for row in rows
         ]
     )
 
@@ -81,7 +82,7 @@ def ListDatasetInputs(api, request, principal):  # type: ignore[no-untyped-def]
 def DeleteDatasetInputs(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
     datasets.remove_dataset_inputs(api.env, scope, request.dataset_id, list(request.input_ids))
-    return service.BaseResponse()
+    return status_pb2.BaseResponse()
 
 
 @rpc
@@ -120,7 +121,7 @@ def GetDatasetVersion(api, request, principal):  # type: ignore[no-untyped-def]
 def DeleteDatasetVersions(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
     datasets.delete_versions(api.env, scope, request.dataset_id, list(request.dataset_version_ids))
-    return service.BaseResponse()
+    return status_pb2.BaseResponse()
 
 
 @rpc

@@ -6,6 +6,7 @@ from __future__ import annotations
 from clarifai_grpc.grpc.api import resources_pb2 as pb
 from clarifai_grpc.grpc.api import service_pb2 as service
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+from clarifai_grpc.grpc.api.status import status_pb2
 
 from modelmill.api import convert
 from modelmill.api.rpc import batch_status, rpc
@@ -32,12 +33,12 @@ def PostInputs(api, request, principal):  # type: ignore[no-untyped-def]
     answers = []
     for result, message in zip(results, request.inputs, strict=True):
         if result.row is not None:
-            answer = convert.input_(result.row, result.labels, scope, api.base_url)
+            answer = convert.input_(result.row, result.labels, scope, api.links)
         else:
             answer = pb.Input(id=result.id, data=message.data)
             if answer.data.HasField("image"):
                 answer.data.image.ClearField("base64")  # never echo megabytes back
-            answer.status.CopyFrom(convert.status(result.code, result.description))
+            answer.status.CopyFrom(convert.status(result.code, result.description, result.details))
         answers.append(answer)
     first_error = next((r.description for r in results if r.row is None), "")
     return service.MultiInputResponse(
@@ -54,7 +55,7 @@ def ListInputs(api, request, principal):  # type: ignore[no-untyped-def]
         api.env, scope, api.page(request), list(request.ids), request.status.code
     )
     return service.MultiInputResponse(
-        inputs=[convert.input_(row, labels, scope, api.base_url) for row, labels in rows]
+        inputs=[convert.input_(row, labels, scope, api.links) for row, labels in rows]
     )
 
 
@@ -62,19 +63,19 @@ def ListInputs(api, request, principal):  # type: ignore[no-untyped-def]
 def GetInput(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
     row, labels = inputs.get_input_with_labels(api.env, scope, request.input_id)
-    return service.SingleInputResponse(input=convert.input_(row, labels, scope, api.base_url))
+    return service.SingleInputResponse(input=convert.input_(row, labels, scope, api.links))
 
 
 @rpc
 def DeleteInputs(api, request, principal):  # type: ignore[no-untyped-def]
     inputs.delete_inputs(api.env, api.scope(request.user_app_id, principal), list(request.ids))
-    return service.BaseResponse()
+    return status_pb2.BaseResponse()
 
 
 @rpc
 def DeleteInput(api, request, principal):  # type: ignore[no-untyped-def]
     inputs.delete_inputs(api.env, api.scope(request.user_app_id, principal), [request.input_id])
-    return service.BaseResponse()
+    return status_pb2.BaseResponse()
 
 
 @rpc

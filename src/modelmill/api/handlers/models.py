@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from clarifai_grpc.grpc.api import service_pb2 as service
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+from clarifai_grpc.grpc.api.status import status_pb2
 
 from modelmill.api import convert
 from modelmill.api.rpc import rpc
@@ -13,7 +14,7 @@ from modelmill.training.registry import model_type_specs
 
 
 def _model(api, scope, row, version):  # type: ignore[no-untyped-def]
-    return convert.model(row, version, scope, api.base_url)
+    return convert.model(row, version, scope, api.links)
 
 
 @rpc
@@ -71,13 +72,13 @@ def PatchModels(api, request, principal):  # type: ignore[no-untyped-def]
 @rpc
 def DeleteModel(api, request, principal):  # type: ignore[no-untyped-def]
     models.delete_models(api.env, api.scope(request.user_app_id, principal), [request.model_id])
-    return service.BaseResponse()
+    return status_pb2.BaseResponse()
 
 
 @rpc
 def DeleteModels(api, request, principal):  # type: ignore[no-untyped-def]
     models.delete_models(api.env, api.scope(request.user_app_id, principal), list(request.ids))
-    return service.BaseResponse()
+    return status_pb2.BaseResponse()
 
 
 @rpc
@@ -110,7 +111,7 @@ def ListModelVersions(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
     model, rows = models.list_versions(api.env, scope, request.model_id, api.page(request))
     return service.MultiModelVersionResponse(
-        model_versions=[convert.model_version(r, model, scope, api.base_url) for r in rows]
+        model_versions=[convert.model_version(r, model, scope, api.links) for r in rows]
     )
 
 
@@ -119,7 +120,7 @@ def GetModelVersion(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
     model, row = models.get_version(api.env, scope, request.model_id, request.version_id)
     return service.SingleModelVersionResponse(
-        model_version=convert.model_version(row, model, scope, api.base_url)
+        model_version=convert.model_version(row, model, scope, api.links)
     )
 
 
@@ -130,7 +131,7 @@ def PatchModelVersions(api, request, principal):  # type: ignore[no-untyped-def]
         api.env, scope, request.model_id, [(v.id, v.description) for v in request.model_versions]
     )
     return service.MultiModelVersionResponse(
-        model_versions=[convert.model_version(r, model, scope, api.base_url) for r in rows]
+        model_versions=[convert.model_version(r, model, scope, api.links) for r in rows]
     )
 
 
@@ -138,4 +139,4 @@ def PatchModelVersions(api, request, principal):  # type: ignore[no-untyped-def]
 def DeleteModelVersion(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
     models.delete_version(api.env, scope, request.model_id, request.version_id)
-    return service.BaseResponse()
+    return status_pb2.BaseResponse()

@@ -1,0 +1,22 @@
+"""URLs the API hands out: signed so that clients fetch them without a key (like pre-signed
+URLs), as the clarifai SDK does for train logs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelmill.services import Env
+from modelmill.services.signing import sign
+
+
+@dataclass(frozen=True)
+class Links:
+    env: Env
+    base_url: str
+
+    def blob(self, key: str) -> str:
+        return f"{self.base_url}/blobs/{key}?sig={sign(self.env, 'blob:' + key)}"
+
+    def train_log(self, model_version_pk: int) -> str:
+        token = f"log:{model_version_pk}"
+        return f"{self.base_url}/logs/{model_version_pk}?sig={sign(self.env, token)}"

@@ -1,0 +1,92 @@
+"""The child process of one job: sets up its log, runs the job's kind, records how it ended."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+
+from modelmill.domain import model_versions as lifecycle
+from modelmill.jobs import queue
+from modelmill.services import Env
+from modelmill.settings import Settings
+from modelmill.store.tables import Evaluation, Export, Job, ModelVersion, utcnow
+
+PARENT_CHECK_S = 1.0
+
+
+def log_path(settings: Settings, job_pk: int) -> Path:
+    return settings.data_dir / "logs" / f"job-{job_pk}.log"
+
+
+def _die_with_parent(parent: int) -> None:
+    # A worker killed with SIGKILL cannot stop its child; the child notices and stops itself,
+    # so that the job's next owner does not race an orphan.
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)
+        time.sleep(PARENT_CHECK_S)
+
+
+def kinds() -> dict[str, Callable[[Env, Job, str, logging.Logger], None]]:
+    from modelmill.jobs.embed import run_embedding
+    from modelmill.jobs.evaluate import run_evaluation
+    from modelmill.jobs.export import run_export
+    from modelmill.jobs.train import run_training
+
+    return {"train": run_training, "evaluate": run_evaluation, "embed": run_embedding, "export": run_export}
+
+
+def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
+    """Entry point of the child process."""
+    threading.Thread(target=_die_with_parent, args=(os.getppid(),), daemon=True).start()
+    settings = Settings(**settings_values)
+    env = Env.open(settings, migrate=False)
+    path = log_path(settings, job_pk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log = logging.getLogger(f"modelmill.job.{job_pk}")
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    job = queue.get(env, job_pk)
+    log.info("job %s (%s), attempt %s of %s, on %s", job_pk, job.kind, job.attempts, job.max_attempts, owner)
+    try:
+        kinds()[job.kind](env, job, owner, log)
+    except Exception as error:  # a bug or bad data: retrying would fail the same way
+        log.exception("job failed")
+        fail_for_good(env, job, f"{type(error).__name__}: {error}. The train log has the details.")
+        queue.finish(env, job_pk, owner, queue.FAILED, str(error))
+    else:
+        queue.finish(env, job_pk, owner, queue.DONE)
+    finally:
+        handler.flush()
+        with env.db.session() as session:
+            session.get(Job, job_pk).log_key = env.blobs.put(path.read_bytes())  # type: ignore[union-attr]
+
+
+def fail_for_good(env: Env, job: Job, description: str, code: int = codes.MODEL_TRAINING_FAILED) -> None:
+    """Record on the job's target (version, evaluation or export) that it failed, and why."""
+    with env.db.session() as session:
+        if job.kind == "train" and job.model_version_pk:
+            version = session.get(ModelVersion, job.model_version_pk)
+            if version is not None and version.status_code not in lifecycle.TERMINAL:
+                version.status_code = lifecycle.check_transition(version.status_code, code)
+                version.status_description = description
+                version.completed_at = utcnow()
+        elif job.kind == "evaluate":
+            evaluation = session.get(Evaluation, job.payload["evaluation_pk"])
+            if evaluation is not None:
+                evaluation.status_code = codes.MODEL_EVALUATION_FAILED
+                evaluation.status_description = description
+        elif job.kind == "export":
+            export = session.get(Export, job.payload["export_pk"])
+            if export is not None:
+                export.status_code = codes.MODEL_EXPORTING_FAILED
+                export.status_description = description

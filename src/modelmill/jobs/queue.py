@@ -1,0 +1,113 @@
+"""The job queue: rows in the `jobs` table claimed under a lease that a heartbeat keeps alive.
+
+Claims are optimistic (a conditional UPDATE that must touch exactly one row), so they are safe
+across processes and machines on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import case, or_, select, update
+from sqlalchemy.orm import Session
+
+from modelmill.services import Env
+from modelmill.store.tables import Job, utcnow
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+
+
+def enqueue(
+    session: Session, kind: str, payload: dict[str, Any], model_version_pk: int | None = None,
+    max_attempts: int = 3,
+) -> Job:
+    job = Job(kind=kind, payload=payload, model_version_pk=model_version_pk, max_attempts=max_attempts)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _claimable():  # type: ignore[no-untyped-def]
+    now = utcnow()
+    return or_(Job.state == QUEUED, (Job.state == RUNNING) & (Job.lease_expires_at < now))
+
+
+def claim(env: Env, owner: str) -> Job | None:
+    """Take the oldest queued job, or one whose worker went silent; None when there is none."""
+    lease = timedelta(seconds=env.settings.job_lease_s)
+    for _ in range(5):
+        with env.db.session() as session:
+            # Background embedding yields to trainings: a training embeds what it needs itself.
+            background_last = case((Job.kind == "embed", 1), else_=0)
+            job = session.scalar(
+                select(Job).where(_claimable()).order_by(background_last, Job.pk).limit(1)
+            )
+            if job is None:
+                return None
+            now = utcnow()
+            claimed = session.execute(
+                update(Job)
+                .where(Job.pk == job.pk, Job.attempts == job.attempts, _claimable())
+                .values(
+                    state=RUNNING,
+                    lease_owner=owner,
+                    lease_expires_at=now + lease,
+                    attempts=job.attempts + 1,
+                    started_at=job.started_at or now,
+                )
+            ).rowcount
+            if claimed == 1:
+                session.expire(job)
+                session.refresh(job)
+                return job
+    return None
+
+
+def heartbeat(env: Env, job_pk: int, owner: str) -> bool:
+    """Extend the lease; False if this owner lost the job (to another worker, or it ended)."""
+    with env.db.session() as session:
+        extended = session.execute(
+            update(Job)
+            .where(Job.pk == job_pk, Job.lease_owner == owner, Job.state == RUNNING)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=env.settings.job_lease_s))
+        ).rowcount
+    return extended == 1
+
+
+def finish(env: Env, job_pk: int, owner: str, state: str, error: str = "") -> bool:
+    """End a job this owner holds; False if the lease was lost meanwhile."""
+    with env.db.session() as session:
+        done = session.execute(
+            update(Job)
+            .where(Job.pk == job_pk, Job.lease_owner == owner, Job.state == RUNNING)
+            .values(state=state, error=error, finished_at=utcnow(), lease_expires_at=None)
+        ).rowcount
+    return done == 1
+
+
+def release(env: Env, job_pk: int, owner: str, error: str) -> None:
+    """Give a job back to the queue after a crash, to be tried again."""
+    with env.db.session() as session:
+        session.execute(
+            update(Job)
+            .where(Job.pk == job_pk, Job.lease_owner == owner, Job.state == RUNNING)
+            .values(state=QUEUED, error=error, lease_owner=None, lease_expires_at=None)
+        )
+
+
+def get(env: Env, job_pk: int) -> Job:
+    with env.db.session() as session:
+        job = session.get(Job, job_pk)
+    assert job is not None
+    return job
+
+
+def is_cancel_requested(env: Env, job_pk: int) -> bool:
+    with env.db.session() as session:
+        return bool(session.scalar(select(Job.cancel_requested).where(Job.pk == job_pk)))
+
+
+def set_checkpoint(env: Env, job_pk: int, key: str) -> None:
+    with env.db.session() as session:
+        session.execute(update(Job).where(Job.pk == job_pk).values(checkpoint_key=key))

@@ -1,0 +1,198 @@
+"""The training job: data → validate → train (progress, checkpoints, cancel) → evaluate → store."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from typing import Any
+
+from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+from sqlalchemy import select
+
+from modelmill.domain import model_versions as lifecycle
+from modelmill.jobs import queue
+from modelmill.services import Env
+from modelmill.services.datasets import load_snapshot
+from modelmill.services.embeddings import EmbeddingCache
+from modelmill.services.evaluations import record_training_evaluation
+from modelmill.services.examples import content_key, from_snapshot
+from modelmill.store.blobs import get_tree, put_tree
+from modelmill.store.tables import DatasetVersion, Job, Model, ModelVersion, utcnow
+from modelmill.training.contract import DataError, TrainContext, TrainingCancelled, TrainingData
+from modelmill.training.registry import MODEL_TYPES, find_template
+
+REPORT_EVERY_S = 0.5
+CANCEL_CHECK_EVERY_S = 1.0
+
+
+def device(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class _Progress:
+    """Writes progress to the version, at most every REPORT_EVERY_S, with an ETA."""
+
+    def __init__(self, env: Env, version_pk: int, total_inputs: int, log: logging.Logger) -> None:
+        self.env, self.version_pk, self.total_inputs, self.log = env, version_pk, total_inputs, log
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, progress: float, **metrics: Any) -> None:
+        now = time.monotonic()
+        if now - self.last < REPORT_EVERY_S and progress < 1.0:
+            return
+        self.last = now
+        elapsed = now - self.started
+        eta = elapsed * (1 - progress) / progress if progress > 0 else None
+        values = {k: (float(v) if isinstance(v, int | float) else v) for k, v in metrics.items()}
+        state = {
+            "percent": round(100 * min(max(progress, 0.0), 1.0), 1),
+            "elapsed_s": round(elapsed, 1),
+            "total_inputs": self.total_inputs,
+            **({"eta_s": round(eta, 1)} if eta is not None else {}),
+            **values,
+        }
+        self.log.info("progress %s", state)
+        with self.env.db.session() as session:
+            version = session.get(ModelVersion, self.version_pk)
+            if version is not None:
+                version.progress = state
+
+
+def _checker(env: Env, job_pk: int):  # type: ignore[no-untyped-def]
+    state = {"at": 0.0, "cancelled": False}
+
+    def cancelled() -> bool:
+        now = time.monotonic()
+        if not state["cancelled"] and now - state["at"] > CANCEL_CHECK_EVERY_S:
+            state["at"] = now
+            state["cancelled"] = queue.is_cancel_requested(env, job_pk)
+        return bool(state["cancelled"])
+
+    return cancelled
+
+
+def _start(env: Env, job: Job) -> tuple[ModelVersion, Model, DatasetVersion]:
+    with env.db.session() as session:
+        version = session.get(ModelVersion, job.model_version_pk)
+        assert version is not None
+        model = session.get(Model, version.model_pk)
+        dataset_version = session.get(DatasetVersion, version.dataset_version_pk)
+        assert model is not None and dataset_version is not None
+        if version.status_code == lifecycle.QUEUED:
+            version.status_code = lifecycle.check_transition(version.status_code, lifecycle.TRAINING)
+            version.status_description = "Training"
+        return version, model, dataset_version
+
+
+def _source_checkpoint(env: Env, version_pk: int) -> str | None:
+    """The last checkpoint of an earlier version's training, else its final artifacts."""
+    with env.db.session() as session:
+        key = session.scalar(
+            select(Job.checkpoint_key)
+            .where(Job.model_version_pk == version_pk, Job.kind == "train", Job.state == queue.DONE)
+            .order_by(Job.pk.desc())
+            .limit(1)
+        )
+        return key or session.scalar(select(ModelVersion.artifacts_key).where(ModelVersion.pk == version_pk))
+
+
+def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
+    version, model, dataset_version = _start(env, job)
+    info = MODEL_TYPES[model.model_type_id]
+    template = find_template(model.model_type_id, (version.train_info.get("params") or {}).get("template"))
+    assert template is not None, "the template was checked when the version was created"
+    params = template.Params(**job.payload["params"])
+    concepts = [c["id"] for c in (version.output_info.get("data") or {}).get("concepts", [])]
+    snapshot = load_snapshot(env, dataset_version)
+    examples = [from_snapshot(env, item, concepts) for item in snapshot]
+    log.info("template %s, %d inputs, concepts %s, params %s", template.name, len(examples), concepts,
+             params.model_dump())
+
+    try:
+        invalid = template.validate(examples, params)
+        for item in invalid:
+            log.warning("skipping input %s: %s", item.input_id, item.reason)
+        if info.uses_template:
+            from modelmill.training.data import check_tolerance
+
+            check_tolerance(len(examples), invalid, float(job.payload.get("tolerance", 0.0)))
+        skipped = {item.input_id for item in invalid}
+        usable = [e for e in examples if e.input_id not in skipped]
+        if not usable:
+            raise DataError(codes.MODEL_TRAINING_NO_DATA, "None of the training inputs is usable; "
+                            "the train log lists why each was skipped.")
+        data = TrainingData(usable, concepts, bool(getattr(params, "concepts_mutually_exclusive", False)))
+
+        work = env.settings.data_dir / "work" / f"job-{job.pk}"
+        shutil.rmtree(work, ignore_errors=True)
+        checkpoints = work / "checkpoints"
+        checkpoints.mkdir(parents=True)
+        resume_from, warm_start = None, False
+        if job.checkpoint_key:  # this job ran before and died: continue from its last epoch
+            resume_from = get_tree(env.blobs, job.checkpoint_key, work / "resume")
+            log.info("resuming from this job's last checkpoint")
+        elif job.payload.get("resume_from_version_pk"):
+            key = _source_checkpoint(env, job.payload["resume_from_version_pk"])
+            if key:
+                resume_from, warm_start = get_tree(env.blobs, key, work / "resume"), True
+                log.info("incremental training from an earlier version's checkpoint")
+
+        def save_checkpoint() -> None:
+            queue.set_checkpoint(env, job.pk, put_tree(env.blobs, checkpoints))
+
+        keys = {item["id"]: content_key(item) for item in snapshot}
+        ctx = TrainContext(
+            device=device(env.settings.device),
+            work_dir=work,
+            checkpoint_dir=checkpoints,
+            report=_Progress(env, version.pk, len(usable), log),
+            cancelled=_checker(env, job.pk),
+            embeddings=EmbeddingCache(env, keys),
+            log=log,
+            resume_from=resume_from,
+            warm_start=warm_start,
+            weights_dir=env.settings.resolved_weights_dir,
+            save_checkpoint=save_checkpoint,
+        )
+        artifacts = template.train(ctx, data, params)
+        ctx.report(1.0, stage="evaluating")
+        log.info("evaluating")
+        metrics = template.evaluate(ctx, data, params, artifacts)
+        artifacts_key = put_tree(env.blobs, artifacts)
+    except TrainingCancelled:
+        _end(env, job, owner, codes.MODEL_TRAINING_FAILED, "Training was cancelled by the user.")
+        log.info("cancelled")
+        return
+    except DataError as error:
+        _end(env, job, owner, error.code, error.description)
+        log.error("%s", error.description)
+        return
+    _end(env, job, owner, lifecycle.TRAINED, "Model is trained and ready", artifacts_key, metrics)
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("trained")
+
+
+def _end(env: Env, job: Job, owner: str, code: int, description: str, artifacts_key: str | None = None,
+         metrics: dict[str, Any] | None = None) -> None:
+    with env.db.session() as session:
+        current = session.get(Job, job.pk)
+        if current is None or current.lease_owner != owner:
+            return  # another worker owns the job now; it will record the outcome
+        version = session.get(ModelVersion, job.model_version_pk)
+        assert version is not None
+        version.status_code = lifecycle.check_transition(version.status_code, code)
+        version.status_description = description
+        version.completed_at = utcnow()
+        if artifacts_key:
+            version.artifacts_key = artifacts_key
+            version.metrics = metrics or {}
+            version.progress = {**version.progress, "percent": 100.0, "eta_s": 0.0}
+            model = session.get(Model, version.model_pk)
+            assert model is not None
+            record_training_evaluation(session, model.app_pk, version)

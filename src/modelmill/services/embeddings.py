@@ -1,0 +1,76 @@
+"""Embeddings from base embedding models, cached per (content, embedder version): never twice."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sqlalchemy import select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from modelmill.services import Env
+from modelmill.store.tables import Embedding
+from modelmill.training.contract import Example
+from modelmill.training.embedders import get_embedder
+
+BATCH = 256  # examples embedded and stored per round; bounds memory for large datasets
+
+
+def _insert(env: Env):  # type: ignore[no-untyped-def]
+    dialect = postgresql if env.db.engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(Embedding)
+
+
+class EmbeddingCache:
+    """`cache(examples, embedder_id)` → an (n, dim) float32 array, computing only what is missing.
+
+    `keys` maps an input id to its content key; examples without one are embedded uncached.
+    """
+
+    def __init__(self, env: Env, keys: dict[str, str]) -> None:
+        self.env = env
+        self.keys = keys
+
+    def __call__(self, examples: Sequence[Example], embedder_id: str) -> np.ndarray:
+        embedder = get_embedder(embedder_id)
+        tag = f"{embedder.id}@{embedder.version}"
+        result = np.zeros((len(examples), embedder.dim), dtype=np.float32)
+        for start in range(0, len(examples), BATCH):
+            chunk = examples[start : start + BATCH]
+            keys = [self.keys.get(e.input_id) for e in chunk]
+            known = self._lookup(tag, [k for k in keys if k])
+            missing = [i for i, k in enumerate(keys) if k not in known]
+            if missing:
+                vectors = embedder.embed([chunk[i].load() for i in missing])
+                fresh = {}
+                for i, vector in zip(missing, vectors, strict=True):
+                    result[start + i] = vector
+                    if keys[i]:
+                        fresh[keys[i]] = vector
+                self._store(tag, fresh)
+            for i, key in enumerate(keys):
+                if key in known:
+                    result[start + i] = known[key]
+        return result
+
+    def _lookup(self, tag: str, keys: list[str]) -> dict[str, np.ndarray]:
+        if not keys:
+            return {}
+        with self.env.db.session() as session:
+            rows = session.execute(
+                select(Embedding.content_key, Embedding.vector).where(
+                    tuple_(Embedding.content_key, Embedding.embedder).in_([(k, tag) for k in keys])
+                )
+            )
+            return {key: np.frombuffer(vector, dtype=np.float32) for key, vector in rows}
+
+    def _store(self, tag: str, vectors: dict[str, np.ndarray]) -> None:
+        if not vectors:
+            return
+        rows = [
+            {"content_key": key, "embedder": tag, "vector": np.asarray(v, np.float32).tobytes()}
+            for key, v in vectors.items()
+        ]
+        with self.env.db.session() as session:
+            # A concurrent job may have stored the same embedding: keep the first.
+            session.execute(_insert(self.env).values(rows).on_conflict_do_nothing())

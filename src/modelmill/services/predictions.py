@@ -1,0 +1,123 @@
+"""Predictions: load a trained version once, then answer PostModelOutputs with its settings."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+from sqlalchemy import select
+
+from modelmill.domain import model_versions as lifecycle
+from modelmill.domain.errors import ApiError
+from modelmill.services import AppScope, Env
+from modelmill.services.examples import image_example, text_example
+from modelmill.services.inputs import MAX_BATCH, NewInput, check_input
+from modelmill.services.models import find_model, find_version
+from modelmill.store.blobs import get_tree
+from modelmill.store.tables import Model, ModelVersion
+from modelmill.training.contract import Example, Output, Predictor
+from modelmill.training.registry import find_template
+
+CACHED_PREDICTORS = 8
+
+
+class PredictorCache:
+    """Trained predictors by artifacts key, least recently used dropped first."""
+
+    def __init__(self, env: Env, size: int = CACHED_PREDICTORS) -> None:
+        self.env = env
+        self.size = size
+        self._items: OrderedDict[str, Predictor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model: Model, version: ModelVersion) -> Predictor:
+        key = version.artifacts_key
+        assert key is not None
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            template = find_template(model.model_type_id, (version.train_info.get("params") or {}).get("template"))
+            assert template is not None
+            folder = self.env.settings.data_dir / "cache" / "artifacts" / key
+            if not folder.exists():
+                get_tree(self.env.blobs, key, folder.with_suffix(".tmp"))
+                folder.with_suffix(".tmp").rename(folder)
+            predictor = template.load(Path(folder))
+            self._items[key] = predictor
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
+            return predictor
+
+
+def trained_version(env: Env, app: AppScope, model_id: str, version_id: str) -> tuple[Model, ModelVersion]:
+    """The named version, or the newest trained one; a clear error when there is none."""
+    with env.db.session() as session:
+        model = find_model(session, app, model_id)
+        if version_id:
+            version = find_version(session, model, version_id)
+        else:
+            version = session.scalar(
+                select(ModelVersion)
+                .where(ModelVersion.model_pk == model.pk, ModelVersion.status_code == lifecycle.TRAINED)
+                .order_by(ModelVersion.pk.desc())
+                .limit(1)
+            )
+        if version is None:
+            raise ApiError(
+                codes.MODEL_UNTRAINED,
+                f"Model '{model_id}' has no trained version yet; train one (PostModelVersions) and "
+                "wait until its status is MODEL_TRAINED.",
+            )
+        if version.status_code != lifecycle.TRAINED:
+            raise ApiError(
+                codes.MODEL_UNTRAINED,
+                f"Version '{version.id}' of model '{model_id}' is not trained "
+                f"({codes.StatusCode.Name(version.status_code)}: {version.status_description}).",
+            )
+        return model, version
+
+
+def inference_params(version: ModelVersion, output_config: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The version's stored inference settings, overridden by the request's."""
+    merged = {
+        **(version.output_info.get("output_config") or {}),
+        **(version.output_info.get("params") or {}),
+    }
+    merged.update({k: v for k, v in output_config.items() if v not in (None, [], 0, 0.0, "")})
+    merged.update(params)
+    return merged
+
+
+def predict(
+    env: Env, cache: PredictorCache, app: AppScope, model_id: str, version_id: str,
+    inputs: list[NewInput], output_config: dict[str, Any], params: dict[str, Any],
+) -> tuple[Model, ModelVersion, list[Output | ApiError]]:
+    """Predict on up to MAX_BATCH inputs; an unreadable input gets its own error."""
+    if not inputs:
+        raise ApiError(codes.INPUT_INVALID_REQUEST, "Send at least one input to predict on.")
+    if len(inputs) > MAX_BATCH:
+        raise ApiError(
+            codes.INPUT_INVALID_REQUEST,
+            f"A prediction request may carry at most {MAX_BATCH} inputs; this one has {len(inputs)}.",
+        )
+    model, version = trained_version(env, app, model_id, version_id)
+    predictor = cache.get(model, version)
+    examples: list[Example | None] = []
+    errors: dict[int, ApiError] = {}
+    for index, spec in enumerate(inputs):
+        try:
+            checked = check_input(spec, env.settings)
+            examples.append(
+                image_example(spec.id, checked.image) if checked.image is not None
+                else text_example(spec.id, checked.text or "")
+            )
+        except ApiError as error:
+            errors[index] = error
+            examples.append(None)
+    good = [e for e in examples if e is not None]
+    outputs = iter(predictor.predict(good, inference_params(version, output_config, params)) if good else [])
+    return model, version, [errors[i] if e is None else next(outputs) for i, e in enumerate(examples)]

@@ -1,0 +1,351 @@
+"""Starting a training: check the request against the model type and template, freeze the data,
+create the version in MODEL_QUEUED_FOR_TRAINING and its job. Also cancelling one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from modelmill.domain import model_versions as lifecycle
+from modelmill.domain.errors import ApiError
+from modelmill.domain.ids import new_id
+from modelmill.jobs import queue
+from modelmill.services import AppScope, Env
+from modelmill.services.datasets import find_dataset, freeze, load_snapshot, snapshot_rows
+from modelmill.services.datasets import find_version as find_dataset_version
+from modelmill.services.models import find_model, find_version
+from modelmill.store.tables import Concept, Dataset, Job, Model, ModelVersion, utcnow
+from modelmill.training.contract import DataError, Template
+from modelmill.training.registry import (
+    COMMON_TRAIN_PARAMS,
+    DEFAULT_INVALID_DATA_TOLERANCE_PERCENT,
+    MODEL_TYPES,
+    find_template,
+    param_path,
+    templates_of,
+)
+
+TOLERANCE = "invalid_data_tolerance_percent"
+
+
+@dataclass
+class TrainRequest:
+    """The parts of PostModelVersions that shape a training, as plain values."""
+
+    train_params: dict[str, Any] = field(default_factory=dict)
+    inference_params: dict[str, Any] = field(default_factory=dict)
+    output_config: dict[str, Any] = field(default_factory=dict)
+    concepts: list[str] = field(default_factory=list)
+    base_embed_model: str = ""
+    resume_from: tuple[str, str] | None = None  # (model id, version id)
+    description: str = ""
+
+
+def _invalid(description: str, details: str = "") -> ApiError:
+    return ApiError(codes.MODEL_TRAINING_INVALID_PARAMS, description, details)
+
+
+def resolve_template(model_type_id: str, name: str) -> Template:
+    template = find_template(model_type_id, name or None)
+    if template is not None:
+        return template
+    known = [t.name for t in templates_of(model_type_id)]
+    if not name:
+        raise _invalid(f"Choose a template for this {model_type_id} model: one of {', '.join(known)}.")
+    raise _invalid(
+        f"Template '{name}' is not one of the {model_type_id} templates: {', '.join(known)}."
+    )
+
+
+def build_params(template: Template, model: Model, request: TrainRequest) -> BaseModel:
+    """The template's Params from the request, over the model's defaults, over Params defaults."""
+    by_path: dict[str, dict[str, Any]] = {
+        "train_info.params": request.train_params,
+        "output_info.params": {**(model.output_info.get("params") or {}), **request.inference_params},
+        "output_info.output_config": {
+            **(model.output_info.get("output_config") or {}),
+            **request.output_config,
+        },
+        "input_info": {"base_embed_model": request.base_embed_model} if request.base_embed_model else {},
+    }
+    values: dict[str, Any] = {}
+    for name, info in template.Params.model_fields.items():
+        source = by_path.get(param_path(info), {})
+        if name in source:
+            values[name] = source[name]
+    unknown = sorted(set(request.train_params) - set(values))
+    if unknown:
+        known = [n for n, i in template.Params.model_fields.items() if param_path(i) == "train_info.params"]
+        raise _invalid(
+            f"Unknown training parameters for template '{template.name}': {', '.join(unknown)}.",
+            f"Known: {', '.join(known)}.",
+        )
+    for name, info in template.Params.model_fields.items():
+        # Struct numbers arrive as floats (num_epochs: 30.0); accept whole floats for int fields.
+        if info.annotation is int and isinstance(values.get(name), float) and values[name].is_integer():
+            values[name] = int(values[name])
+    try:
+        return template.Params(**values)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise _invalid(f"Invalid parameters for template '{template.name}': {problems}.") from None
+
+
+def _labelled_snapshot(session: Session, app: AppScope, concepts: list[str]) -> list[dict[str, Any]]:
+    """Every app input with a label (concept or region) for one of `concepts`."""
+    wanted = set(concepts)
+    rows = snapshot_rows(session, None, app_pk=app.app_pk)
+
+    def mentions(labels: dict[str, Any]) -> bool:
+        found = {c["id"] for c in labels.get("concepts", [])}
+        for region in labels.get("regions", []):
+            found.update(c["id"] for c in region["data"]["concepts"])
+        return bool(found & wanted)
+
+    return [row for row in rows if mentions(row["labels"])]
+
+
+def _auto_dataset(session: Session, app: AppScope, model: Model) -> Dataset:
+    dataset_id = f"{model.id}-training-data"
+    dataset = session.scalar(select(Dataset).where(Dataset.app_pk == app.app_pk, Dataset.id == dataset_id))
+    if dataset is None:
+        dataset = Dataset(
+            app_pk=app.app_pk,
+            id=dataset_id,
+            description=f"Inputs labelled with the concepts of model '{model.id}', frozen per training.",
+        )
+        session.add(dataset)
+        session.flush()
+    return dataset
+
+
+def _check_data(snapshot: list[dict[str, Any]], concepts: list[str], exclusive: bool) -> None:
+    if not snapshot:
+        raise ApiError(
+            codes.MODEL_TRAINING_NO_DATA,
+            f"No inputs are labelled with the concepts {', '.join(concepts)}; label some inputs "
+            "(PostInputs with data.concepts, or PostAnnotations) or choose a dataset.",
+        )
+    positives = {c: 0 for c in concepts}
+    for item in snapshot:
+        labels = item["labels"]
+        for concept in labels.get("concepts", []):
+            if concept["id"] in positives and concept["value"] > 0:
+                positives[concept["id"]] += 1
+        for region in labels.get("regions", []):
+            for concept in region["data"]["concepts"]:
+                if concept["id"] in positives and concept["value"] > 0:
+                    positives[concept["id"]] += 1
+    missing = [c for c, n in positives.items() if n == 0]
+    if missing:
+        raise ApiError(
+            codes.MODEL_TRAINING_NO_POSITIVES,
+            f"No input is labelled as a positive example of {', '.join(missing)} in the training "
+            "data; add positive examples or leave those concepts out.",
+        )
+    if exclusive and len(concepts) < 2:
+        raise ApiError(
+            codes.MODEL_TRAINING_ONE_VS_N_SINGLE_CLASS,
+            f"Mutually exclusive concepts need at least two concepts; this training has only "
+            f"'{concepts[0]}'. Add a concept or turn concepts_mutually_exclusive off.",
+        )
+
+
+def create_version(
+    env: Env, app: AppScope, model_id: str, request: TrainRequest
+) -> tuple[Model, ModelVersion]:
+    """PostModelVersions: everything is checked before anything is written or queued."""
+    params = dict(request.train_params)
+    template_name = str(params.pop("template", "") or "")
+    dataset_id = str(params.pop("dataset_id", "") or "")
+    dataset_version_id = str(params.pop("dataset_version_id", "") or "")
+    tolerance = float(params.pop(TOLERANCE, DEFAULT_INVALID_DATA_TOLERANCE_PERCENT))
+    extras = {k: params.pop(k) for k in COMMON_TRAIN_PARAMS if k in params}
+    if not 0 <= tolerance <= 100:
+        raise _invalid(f"{TOLERANCE} is {tolerance}; give a percentage from 0 to 100.")
+    with env.db.session() as session:
+        model = find_model(session, app, model_id)
+        info = MODEL_TYPES[model.model_type_id]
+        template = resolve_template(model.model_type_id, template_name)
+        params_model = build_params(template, model, TrainRequest(**{**request.__dict__, "train_params": params}))
+        concepts = request.concepts or [c["id"] for c in (model.output_info.get("data") or {}).get("concepts", [])]
+        concepts = list(dict.fromkeys(concepts))
+        if info.predicts_concepts and not concepts:
+            raise ApiError(
+                codes.MODEL_INVALID_ARGUMENT,
+                "Choose the concepts this version should predict (output_info.data.concepts).",
+            )
+        known = set(
+            session.scalars(select(Concept.id).where(Concept.app_pk == app.app_pk, Concept.id.in_(concepts)))
+        )
+        unknown = [c for c in concepts if c not in known]
+        if unknown:
+            raise ApiError(
+                codes.MODEL_INVALID_ARGUMENT,
+                f"Concepts {', '.join(unknown)} do not exist in app '{app.app_id}'.",
+            )
+        exclusive = bool(getattr(params_model, "concepts_mutually_exclusive", False))
+        try:
+            template.check_params(params_model, env.settings.resolved_weights_dir)
+        except DataError as error:
+            raise ApiError(error.code, error.description) from None
+        resume_pk = None
+        if request.resume_from is not None:
+            resume_pk = _resume_source(session, app, request.resume_from, template)
+
+        if dataset_version_id and not dataset_id:
+            raise ApiError(
+                codes.CONN_INVALID_REQUEST, "dataset_version_id needs dataset_id beside it."
+            )
+        if dataset_id and dataset_version_id:
+            version = find_dataset_version(session, app, dataset_id, dataset_version_id)
+            snapshot = load_snapshot(env, version)
+            dataset = session.get(Dataset, version.dataset_pk)
+        elif dataset_id:
+            dataset = find_dataset(session, app, dataset_id)
+            snapshot = snapshot_rows(session, None, dataset_pk=dataset.pk)
+            version = None
+        else:
+            dataset = _auto_dataset(session, app, model)
+            snapshot = _labelled_snapshot(session, app, concepts)
+            version = None
+        if info.predicts_concepts:
+            _check_data(snapshot, concepts, exclusive)
+        elif not snapshot:
+            raise ApiError(codes.MODEL_TRAINING_NO_DATA, "The training data has no inputs.")
+        assert dataset is not None
+        if version is None:
+            version = freeze(env, session, dataset, "", "Frozen for training", snapshot)
+
+        dumped = params_model.model_dump(mode="json")
+        fields = template.Params.model_fields
+        train_params = {k: v for k, v in dumped.items() if param_path(fields[k]) == "train_info.params"}
+        inference = {k: v for k, v in dumped.items() if param_path(fields[k]) == "output_info.params"}
+        output_config = {
+            k: v for k, v in dumped.items() if param_path(fields[k]) == "output_info.output_config"
+        }
+        row = ModelVersion(
+            model_pk=model.pk,
+            id=new_id(),
+            status_code=lifecycle.QUEUED,
+            status_description="Queued for training",
+            description=request.description,
+            train_info={
+                "params": {
+                    **({"template": template.name} if info.uses_template else {}),
+                    **train_params,
+                    **extras,
+                    "dataset_id": dataset.id,
+                    "dataset_version_id": version.id,
+                    **({TOLERANCE: tolerance} if info.uses_template else {}),
+                },
+                "dataset": {"id": dataset.id, "version": {"id": version.id}},
+                **(
+                    {"resume_from_model": {"id": request.resume_from[0],
+                                           "model_version": {"id": request.resume_from[1]}}}
+                    if request.resume_from else {}
+                ),
+            },
+            output_info={
+                "data": {"concepts": [{"id": c} for c in concepts]},
+                "output_config": output_config,
+                "params": inference,
+            },
+            input_info={"base_embed_model": {"id": dumped["base_embed_model"]}}
+            if dumped.get("base_embed_model")
+            else {},
+            dataset_version_pk=version.pk,
+            progress={"percent": 0.0, "total_inputs": len(snapshot)},
+        )
+        session.add(row)
+        session.flush()
+        queue.enqueue(
+            session,
+            "train",
+            {"params": dumped, "tolerance": tolerance, "resume_from_version_pk": resume_pk},
+            model_version_pk=row.pk,
+            max_attempts=env.settings.job_max_attempts,
+        )
+    return model, row
+
+
+def _resume_source(session: Session, app: AppScope, source: tuple[str, str], template: Template) -> int:
+    model = find_model(session, app, source[0])
+    version = find_version(session, model, source[1])
+    if version.status_code != lifecycle.TRAINED or not version.artifacts_key:
+        raise ApiError(
+            codes.MODEL_INVALID_ARGUMENT,
+            f"Version '{version.id}' of model '{model.id}' is not trained, so there is no "
+            "checkpoint to start from.",
+        )
+    previous = (version.train_info.get("params") or {}).get("template", template.name)
+    if find_template(model.model_type_id, previous) is not template:
+        raise ApiError(
+            codes.MODEL_INVALID_ARGUMENT,
+            f"Incremental training continues the same template; version '{version.id}' was "
+            f"trained with '{previous}', not '{template.name}'.",
+        )
+    return version.pk
+
+
+def cancel_version(env: Env, app: AppScope, model_id: str, version_id: str) -> ModelVersion:
+    """Ask the training of a version to stop; a queued version fails at once."""
+    with env.db.session() as session:
+        model = find_model(session, app, model_id)
+        version = find_version(session, model, version_id)
+        if version.status_code in lifecycle.TERMINAL:
+            raise ApiError(
+                codes.MODEL_INVALID_ARGUMENT,
+                f"Version '{version_id}' has already finished; there is nothing to cancel.",
+            )
+        session.execute(
+            update(Job).where(Job.model_version_pk == version.pk, Job.state.in_([queue.QUEUED, queue.RUNNING]))
+            .values(cancel_requested=True)
+        )
+        if version.status_code == lifecycle.QUEUED:
+            queued = session.scalar(
+                select(Job).where(Job.model_version_pk == version.pk, Job.state == queue.QUEUED)
+            )
+            if queued is not None:
+                queued.state = queue.CANCELLED
+                queued.finished_at = utcnow()
+                version.status_code = lifecycle.check_transition(
+                    version.status_code, codes.MODEL_TRAINING_FAILED
+                )
+                version.status_description = "Training was cancelled by the user."
+                version.completed_at = utcnow()
+    return version
+
+
+
+def train_log(env: Env, version_pk: int) -> bytes:
+    """The log of a version's training: the live file while it runs, else the stored copy."""
+    with env.db.session() as session:
+        job = session.scalar(
+            select(Job)
+            .where(Job.model_version_pk == version_pk, Job.kind == "train")
+            .order_by(Job.pk.desc())
+            .limit(1)
+        )
+    if job is None:
+        raise ApiError(codes.CONN_DOES_NOT_EXIST, "This version has no training log.")
+    live = env.settings.data_dir / "logs" / f"job-{job.pk}.log"
+    if live.exists():
+        return live.read_bytes()
+    if job.log_key:
+        return env.blobs.get(job.log_key)
+    return b"Waiting for a worker to start this training.\n"
+
+
+def model_of(env: Env, version: ModelVersion) -> tuple[ModelVersion, Model]:
+    with env.db.session() as session:
+        model = session.get(Model, version.model_pk)
+    assert model is not None
+    return version, model
