@@ -4,7 +4,7 @@
 #   make test           set up everything, then run every test tier: default, slow, postgres, browser
 #   make check          the fast default tier only, for the edit-test loop
 #   make test-postgres  start a throwaway PostgreSQL and run the postgres tier against it
-#   make lint           ruff check + ruff format --check
+#   make lint           ruff check + ruff format --check; the README's settings table is current
 #   make bench          bench/ingest.py on SQLite, and on PostgreSQL when it can start one
 #
 # Set-up is idempotent: the virtual environment is (re)installed only when pyproject.toml or
@@ -15,7 +15,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
-LINTED := src tests bench
+LINTED := src tests bench scripts
 
 .PHONY: install serve test check test-postgres lint bench
 
@@ -30,6 +30,7 @@ serve: install
 	$(BIN)/modelmill serve $(ARGS)
 
 test: install
+	@$(BIN)/python scripts/settings_table.py --check || echo "(warning only: make lint fails on it)"
 	scripts/install-system-packages.sh postgresql chromium
 	scripts/run-tests.sh default slow postgres browser
 
@@ -43,8 +44,10 @@ test-postgres: install
 lint: install
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/python scripts/settings_table.py --check
 
 bench: install
-	@url=$$(scripts/postgres.sh start | tail -n 1) || { url=; echo "(no PostgreSQL: SQLite only)"; }; \
-	trap 'scripts/postgres.sh stop' EXIT; \
+	@export MODELMILL_PG_PORT=$${MODELMILL_PG_PORT:-$$(scripts/postgres.sh free-port)}; \
+	url=$$(scripts/postgres.sh start) || { url=; echo "(no PostgreSQL: SQLite only)"; }; \
+	trap '[ -z "$$url" ] || scripts/postgres.sh stop' EXIT; \
 	$(BIN)/python bench/ingest.py $${url:+--postgres-url $$url} $(ARGS)

@@ -198,9 +198,11 @@ def running_server(database_url: str, profile: Path | None, label: str) -> Itera
                 time.sleep(0.2)
         if profile is not None:
             profile.mkdir(parents=True, exist_ok=True)
+            py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            # Collapsed stacks ("frame;frame;... count"): grep-able, and speedscope opens them.
             profiler = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(process.pid), "--rate", "100", "--threads",
-                 "--format", "speedscope", "--output", str(profile / f"{label}.speedscope.json")],
+                [py_spy, "record", "--pid", str(process.pid), "--rate", "100", "--format", "raw",
+                 "--output", str(profile / f"{label}.collapsed.txt")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         yield Server(process, http_port, grpc_port, key)
@@ -235,10 +237,16 @@ class Row:
     seconds: float
     batch_ms: float  # median latency of one PostInputs call
     server_cpu: float  # server CPU seconds / wall seconds (2.0 = both cores busy)
+    load: float  # the machine's 1-minute load average as the run started: other work competes
 
     @property
     def per_second(self) -> float:
         return self.inputs / self.seconds
+
+    @property
+    def cpu_ms_per_input(self) -> float:
+        """Server CPU per input: what the server itself costs, whatever else shares the cores."""
+        return self.server_cpu * self.seconds * 1000 / self.inputs
 
 
 def stub_for(server: Server, transport: str) -> service_pb2_grpc.V2Stub:
@@ -273,6 +281,7 @@ def measure(
     stub = stub_for(server, transport)
     for request in warmup:
         post(stub, server.key, request)
+    load = os.getloadavg()[0]
     cpu_before, start = server.cpu_seconds(), time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         latencies = list(pool.map(lambda request: post(stub, server.key, request), timed))
@@ -280,7 +289,7 @@ def measure(
     cpu = (server.cpu_seconds() - cpu_before) / seconds
     return Row(
         backend, transport, kind, clients, len(timed) * BATCH, seconds,
-        statistics.median(latencies) * 1000, cpu,
+        statistics.median(latencies) * 1000, cpu, load,
     )  # fmt: skip
 
 
@@ -293,10 +302,13 @@ def print_table(rows: list[Row], title: str) -> None:
     table.add_column("inputs/s", justify="right", style="bold")
     table.add_column("ms/batch (median)", justify="right")
     table.add_column("server CPU", justify="right")
+    table.add_column("CPU ms/input", justify="right")
+    table.add_column("load", justify="right")
     for r in rows:
         table.add_row(
             r.backend, r.transport, r.kind, str(r.clients), str(r.inputs), f"{r.seconds:.1f}",
             f"{r.per_second:.0f}", f"{r.batch_ms:.0f}", f"{r.server_cpu * 100:.0f}%",
+            f"{r.cpu_ms_per_input:.2f}", f"{r.load:.1f}",
         )  # fmt: skip
     console.print(table)
 
@@ -304,12 +316,13 @@ def print_table(rows: list[Row], title: str) -> None:
 def markdown(rows: list[Row]) -> str:
     lines = [
         "| backend | transport | kind | clients | inputs | seconds | inputs/s "
-        "| ms/batch (median) | server CPU |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|",
+        "| ms/batch (median) | server CPU | CPU ms/input | load |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     lines += [
         f"| {r.backend} | {r.transport} | {r.kind} | {r.clients} | {r.inputs} | {r.seconds:.1f} "
-        f"| **{r.per_second:.0f}** | {r.batch_ms:.0f} | {r.server_cpu * 100:.0f}% |"
+        f"| **{r.per_second:.0f}** | {r.batch_ms:.0f} | {r.server_cpu * 100:.0f}% "
+        f"| {r.cpu_ms_per_input:.2f} | {r.load:.1f} |"
         for r in rows
     ]
     return "\n".join(lines) + "\n"
@@ -332,7 +345,7 @@ def main() -> None:
     parser.add_argument("--kinds", default="images,texts", help="comma-separated")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     parser.add_argument(
-        "--profile", type=Path, help="record each server with py-spy into this folder"
+        "--profile", type=Path, help="record each server with py-spy (pip install py-spy) here"
     )
     args = parser.parse_args()
 

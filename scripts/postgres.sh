@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL for the postgres test tier and the benchmark; prints its URL.
 #
-#   scripts/postgres.sh start    # start (or find running) and print the URL as the last line
+#   scripts/postgres.sh start    # start it (or find it running); prints only the URL on stdout
 #   scripts/postgres.sh url      # print the URL
 #   scripts/postgres.sh stop     # stop it (a temp cluster is also deleted)
+#   scripts/postgres.sh free-port   # a free loopback port, for a private MODELMILL_PG_PORT
 #
 # Two kinds, chosen by MODELMILL_PG_MODE:
 #   temp   (default) a fresh cluster made with initdb in MODELMILL_PG_DIR, listening on
-#          127.0.0.1:MODELMILL_PG_PORT (default 55432); run as the `postgres` user when we are
-#          root, since PostgreSQL refuses to run as root.
+#          127.0.0.1:MODELMILL_PG_PORT (default 55432; the folder defaults to one per port, so
+#          runs with different ports do not meet); run as the `postgres` user when we are root,
+#          since PostgreSQL refuses to run as root.
 #   debian the cluster Debian's `postgresql` package made (pg_ctlcluster); needs root.
 # Either way the superuser `postgres` gets the password MODELMILL_PG_PASSWORD (default postgres).
 # Needs PostgreSQL's server binaries: `apt-get install postgresql` (`make test` does it as root).
@@ -17,7 +19,7 @@ set -euo pipefail
 mode=${MODELMILL_PG_MODE:-temp}
 port=${MODELMILL_PG_PORT:-55432}
 password=${MODELMILL_PG_PASSWORD:-postgres}
-dir=${MODELMILL_PG_DIR:-${TMPDIR:-/tmp}/modelmill-pg-$(id -u)}
+dir=${MODELMILL_PG_DIR:-${TMPDIR:-/tmp}/modelmill-pg-$(id -u)-$port}
 
 die() { echo "postgres.sh: $*" >&2; exit 1; }
 
@@ -102,5 +104,6 @@ case "$mode:${1:-}" in
   debian:start) debian_start ;;
   debian:stop) debian_stop ;;
   debian:url) read -r _ _ dport <<<"$(debian_cluster)"; url "$dport" ;;
-  *) die "usage: [MODELMILL_PG_MODE=temp|debian] $0 start|stop|url" ;;
+  *:free-port) python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' ;;
+  *) die "usage: [MODELMILL_PG_MODE=temp|debian] $0 start|stop|url|free-port" ;;
 esac

@@ -42,7 +42,9 @@ prepare() {
     postgres)
       [ -n "${MODELMILL_TEST_POSTGRES_URL:-}" ] && return 0
       local url
-      if url=$(scripts/postgres.sh start | tail -n 1); then
+      # A port (and so a cluster folder) of its own: another run on this machine keeps its own.
+      export MODELMILL_PG_PORT=${MODELMILL_PG_PORT:-$(scripts/postgres.sh free-port)}
+      if url=$(scripts/postgres.sh start); then
         started_postgres=1
         export MODELMILL_TEST_POSTGRES_URL=$url
       else

@@ -27,6 +27,7 @@ from google.protobuf import message_factory
 POSTGRES_URL_VARIABLE = "MODELMILL_TEST_POSTGRES_URL"
 SERVER_START_TIMEOUT_S = 60.0
 SERVER_STOP_TIMEOUT_S = 10.0
+BIND_ATTEMPTS = 3
 OWNER = "alice"
 
 
@@ -82,32 +83,47 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def start(self, *extra_args: str) -> Server:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "modelmill", "serve",
-                "--data-dir", str(self.data_dir),
-                "--host", "127.0.0.1",
-                "--http-port", str(self.http_port),
-                "--grpc-port", str(self.grpc_port),
-                *extra_args,
-            ],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        """Start `modelmill serve` and wait for /health; on a port another process took between
+        free_port() and the bind, try again on fresh ports."""
+        try:
+            for _ in range(BIND_ATTEMPTS):
+                if self._start_once(extra_args):
+                    return self
+                self.http_port, self.grpc_port = free_port(), free_port()
+        except BaseException:
+            self.stop()  # never leave a server behind, even on Ctrl-C
+            raise
+        raise RuntimeError(f"modelmill serve found no free ports:\n{self.log()}")
+
+    def _start_once(self, extra_args: tuple[str, ...]) -> bool:
+        logged = len(self.log())
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "modelmill", "serve",
+                    "--data-dir", str(self.data_dir),
+                    "--host", "127.0.0.1",
+                    "--http-port", str(self.http_port),
+                    "--grpc-port", str(self.grpc_port),
+                    *extra_args,
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"modelmill serve exited early:\n{self.log()}")
+                output = self.log()[logged:]
+                if "Failed to bind" in output or "address already in use" in output:
+                    return False
+                raise RuntimeError(f"modelmill serve exited early:\n{output}")
             try:
                 if requests.get(f"{self.http_url}/health", timeout=1).ok:
-                    return self
-            except requests.ConnectionError:
+                    return True
+            except requests.RequestException:  # not up yet, or a stranger holds the port
                 pass
             time.sleep(0.1)
-        self.stop()
         raise RuntimeError(f"modelmill serve did not answer /health in time:\n{self.log()}")
 
     def stop(self) -> None:
@@ -322,6 +338,12 @@ def transport(request: pytest.FixtureRequest) -> str:
 def api(server: Server, owner: Account, app_id: str, transport: str) -> Api:
     """The owner's client on a fresh app, over this test's transport."""
     return Api(server, transport, owner.key, owner.user_id, app_id)
+
+
+@pytest.fixture
+def grpc_api(server: Server, owner: Account, app_id: str) -> Api:
+    """The owner's client over gRPC only, for what only gRPC can send (raw bytes, bad metadata)."""
+    return Api(server, "grpc", owner.key, owner.user_id, app_id)
 
 
 @pytest.fixture

@@ -87,3 +87,65 @@ def token_revoke(
         console.print("[red]No such key.[/]")
         raise typer.Exit(1)
     console.print("Revoked.")
+
+
+
+@app.command()
+def calibrate(
+    data_dir: DataDir = None,
+    templates: Annotated[list[str] | None, typer.Option(
+        "--template", help="A template to calibrate, by name or alias; repeat for several "
+        "(all when none).")] = None,
+    params: Annotated[list[str] | None, typer.Option(
+        "--param", help="KEY=VALUE set in every trial of the templates that have KEY, "
+        "e.g. pretrained_weights=None where no weights can be had.")] = None,
+    time_scale: Annotated[float, typer.Option(
+        help="Scales each trial's length: 0.5 halves the time calibrating takes.")] = 1.0,
+    export: Annotated[Path | None, typer.Option(
+        help="Also write the runs to this calibration file (how the ones modelmill ships "
+        "are made).")] = None,
+) -> None:
+    """Time short real trainings of each template on this machine (synthetic data) and fit its
+    training-time estimate for this hardware; finished trainings refine it later."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    import sys
+
+    from modelmill.services import Env, calibrations
+    from modelmill.training.calibrate import fit_report
+
+    env = Env.open(_settings(data_dir))
+    try:
+        chosen = calibrations.templates_named(templates or [])
+        overrides = dict(item.split("=", 1) for item in params or [])
+    except ValueError as error:
+        console.print(f"[red]{error}[/] (--param takes KEY=VALUE)")
+        raise typer.Exit(2) from None
+    tasks: dict[str, TaskID] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+
+        def on_trial(key: str, done: int, total: int, what: str) -> None:
+            if key not in tasks:
+                tasks[key] = progress.add_task(key, total=total)
+            progress.update(tasks[key], completed=done, total=total, description=f"{key}: {what}")
+
+        results = calibrations.calibrate_templates(env, chosen, overrides, time_scale, on_trial)
+    for result in results:
+        title = f"{result.template.model_type_id}/{result.template.name}/{result.kind}"
+        if result.skipped:
+            console.print(f"[yellow]{title}: not calibrated: {result.skipped}[/]")
+        else:
+            console.print(*fit_report(title, result.measured))
+    if export is not None:
+        command = "modelmill calibrate " + " ".join(sys.argv[2:])
+        calibrations.export_calibration(export, results, command=command)
+        console.print(f"Wrote {export}.")

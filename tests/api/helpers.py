@@ -12,7 +12,9 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from PIL import Image
 
 
-def image_bytes(width: int = 32, height: int = 24, fmt: str = "JPEG", color: Any = (200, 30, 30)) -> bytes:
+def image_bytes(
+    width: int = 32, height: int = 24, fmt: str = "JPEG", color: Any = (200, 30, 30)
+) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, format=fmt)
     return buffer.getvalue()
@@ -58,7 +60,9 @@ def bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
     )
 
 
-def image_input(input_id: str = "", data: bytes | None = None, concepts: Any = (), **extra: Any) -> pb.Input:
+def image_input(
+    input_id: str = "", data: bytes | None = None, concepts: Any = (), **extra: Any
+) -> pb.Input:
     return pb.Input(
         id=input_id,
         data=pb.Data(
@@ -69,7 +73,9 @@ def image_input(input_id: str = "", data: bytes | None = None, concepts: Any = (
     )
 
 
-def text_input(input_id: str = "", text: str = "a short text", concepts: Any = (), **extra: Any) -> pb.Input:
+def text_input(
+    input_id: str = "", text: str = "a short text", concepts: Any = (), **extra: Any
+) -> pb.Input:
     return pb.Input(
         id=input_id,
         data=pb.Data(
@@ -83,7 +89,9 @@ def text_input(input_id: str = "", text: str = "a short text", concepts: Any = (
 def box(top: float, left: float, bottom: float, right: float, concept: str = "cat") -> pb.Region:
     return pb.Region(
         region_info=pb.RegionInfo(
-            bounding_box=pb.BoundingBox(top_row=top, left_col=left, bottom_row=bottom, right_col=right)
+            bounding_box=pb.BoundingBox(
+                top_row=top, left_col=left, bottom_row=bottom, right_col=right
+            )
         ),
         data=pb.Data(concepts=[pb.Concept(id=concept, value=1.0)]),
     )

@@ -4,6 +4,7 @@ and every kind of bad input getting its own status with nothing half-written."""
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 import requests
@@ -25,7 +26,7 @@ from api.helpers import (
     text_input,
     truncated_jpeg,
 )
-from conftest import Api, Http
+from conftest import Account, Api, Http, Server, create_app
 
 # ---- storing and reading -------------------------------------------------------------------------
 
@@ -106,7 +107,9 @@ def test_image_regions_are_stored_with_the_input(api: Api) -> None:
 
     region = assert_ok(api.GetInput(input_id="boxed")).input.data.regions[0]
     found = region.region_info.bounding_box
-    assert [round(v, 4) for v in (found.top_row, found.left_col, found.bottom_row, found.right_col)] == [0.1, 0.2, 0.5, 0.6]
+    assert [
+        round(v, 4) for v in (found.top_row, found.left_col, found.bottom_row, found.right_col)
+    ] == [0.1, 0.2, 0.5, 0.6]
     assert [c.id for c in region.data.concepts] == ["cat"]
 
 
@@ -244,20 +247,20 @@ def test_decompression_bomb_is_rejected_before_decoding(api: Api, side: int) -> 
     assert input_ids(api) == ["fine"]
 
 
-def test_grpc_image_sent_as_base64_text_is_explained(api: Api) -> None:
+def test_grpc_image_sent_as_base64_text_is_explained(grpc_api: Api) -> None:
     """Over gRPC `base64` is a bytes field: sending base64 *text* there is a common mistake."""
-    if api.transport != "grpc":
-        pytest.skip("over REST the JSON base64 string is decoded by the gateway")
     as_text = base64.b64encode(jpeg())
 
-    reply = api.PostInputs(inputs=[image_input("b64", as_text)])
+    reply = grpc_api.PostInputs(inputs=[image_input("b64", as_text)])
 
     assert_status(reply.inputs[0].status, codes.INPUT_UNSUPPORTED_FORMAT, "base64")
-    assert input_ids(api) == []
+    assert input_ids(grpc_api) == []
 
 
 @pytest.mark.parametrize("bad", ["not base64!!", "@@@@", "QUJD$", "abcde"])
-def test_rest_image_with_invalid_base64_is_refused_and_nothing_is_stored(http: Http, bad: str) -> None:
+def test_rest_image_with_invalid_base64_is_refused_and_nothing_is_stored(
+    http: Http, bad: str
+) -> None:
     """Over REST bytes travel as base64 strings; a broken one makes the body unreadable."""
     body = {
         "inputs": [
@@ -355,7 +358,9 @@ def test_input_ids_with_bad_characters_or_length_are_rejected(
 
 
 def test_concept_label_must_be_one_or_zero(api: Api) -> None:
-    reply = api.PostInputs(inputs=[text_input("half", "text", concepts=[pb.Concept(id="maybe", value=0.5)])])
+    reply = api.PostInputs(
+        inputs=[text_input("half", "text", concepts=[pb.Concept(id="maybe", value=0.5)])]
+    )
 
     assert_status(reply.inputs[0].status, codes.INPUT_INVALID_ARGUMENT, "0.5", "1 (present) or 0")
     assert input_ids(api) == []
@@ -414,21 +419,26 @@ LIMITS = {
 
 
 @pytest.fixture(scope="module")
-def limited_server(start_server):  # type: ignore[no-untyped-def]
+def limited_server(start_server: Any) -> Server:
     """A server with small limits, so over-limit inputs are cheap to send."""
     return start_server(LIMITS)
 
 
-@pytest.fixture
-def limited_api(limited_server, transport):  # type: ignore[no-untyped-def]
-    from conftest import Account, create_app
+@pytest.fixture(scope="module")
+def limited_account(limited_server: Server) -> Account:
+    return Account("limited", limited_server.token("limited"))
 
-    account = Account("limited", limited_server.token("limited"))
-    return Api(limited_server, transport, account.key, account.user_id, create_app(limited_server, account))
+
+@pytest.fixture
+def limited_api(limited_server: Server, limited_account: Account, transport: str) -> Api:
+    app_id = create_app(limited_server, limited_account)
+    return Api(limited_server, transport, limited_account.key, limited_account.user_id, app_id)
 
 
 def test_image_over_the_pixel_setting_is_rejected(limited_api: Api) -> None:
-    reply = limited_api.PostInputs(inputs=[image_input("big", png(101, 100)), image_input("small", png(100, 100))])
+    reply = limited_api.PostInputs(
+        inputs=[image_input("big", png(101, 100)), image_input("small", png(100, 100))]
+    )
 
     assert reply.status.code == codes.MIXED_STATUS
     assert_status(reply.inputs[0].status, codes.INPUT_OVER_LIMIT, "101x100", "10000 pixels")
@@ -436,10 +446,10 @@ def test_image_over_the_pixel_setting_is_rejected(limited_api: Api) -> None:
 
 
 def test_image_over_the_byte_setting_is_rejected(limited_api: Api) -> None:
-    noisy = image_bytes(100, 100, "BMP")  # 30 KB of pixels, under the pixel limit
-    large = noisy + b"\x00" * 30_000  # BMP readers ignore trailing bytes; now over 50 KB
+    bmp = image_bytes(100, 100, "BMP")  # 30 KB of pixels, at the pixel limit
+    large = bmp + b"\x00" * 30_000  # a valid image whose file is over the 50 KB limit
 
-    reply = limited_api.PostInputs(inputs=[image_input("large", large), image_input("bmp", noisy)])
+    reply = limited_api.PostInputs(inputs=[image_input("large", large), image_input("bmp", bmp)])
 
     assert reply.status.code == codes.MIXED_STATUS
     assert_status(reply.inputs[0].status, codes.INPUT_OVER_LIMIT, "bytes", "50000")
@@ -447,7 +457,27 @@ def test_image_over_the_byte_setting_is_rejected(limited_api: Api) -> None:
 
 
 def test_text_over_the_length_setting_is_rejected(limited_api: Api) -> None:
-    reply = limited_api.PostInputs(inputs=[text_input("long", "y" * 51), text_input("short", "y" * 50)])
+    reply = limited_api.PostInputs(
+        inputs=[text_input("long", "y" * 51), text_input("short", "y" * 50)]
+    )
 
     assert_status(reply.inputs[0].status, codes.INPUT_OVER_LIMIT, "51 characters", "50")
     assert input_ids(limited_api) == ["short"]
+
+
+def test_concurrent_batches_with_the_same_new_concepts_all_succeed(server: Server, api: Api) -> None:
+    """The SDK uploads batches from many threads; each batch creates the same new concepts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def upload(batch: int) -> int:
+        client = Api(server, api.transport, api.key, api.user_app_id.user_id, api.app_id)
+        inputs = [text_input(f"b{batch}-{i}", "x", concepts=["shared", f"own-{batch}"]) for i in range(8)]
+        return int(client.PostInputs(inputs=inputs).status.code)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(upload, range(8)))
+
+    assert statuses == [codes.SUCCESS] * 8
+    assert len(input_ids(api)) == 64
+    concepts = [c.id for c in assert_ok(api.ListConcepts(per_page=100)).concepts]
+    assert sorted(concepts) == sorted(["shared"] + [f"own-{b}" for b in range(8)])

@@ -72,21 +72,27 @@ def tiny_sentence_transformer(tmp_path):
     """A random two-layer BERT saved like a sentence-transformers model folder."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
+    folder = tmp_path / "sentence-transformer"
+    folder.mkdir()
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "dog", "sat", "ran"]
-    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
-    BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=len(words), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64,
+        vocab_size=len(words),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
     )
-    BertModel(config).save_pretrained(tmp_path)
-    (tmp_path / "1_Pooling").mkdir()
-    (tmp_path / "1_Pooling" / "config.json").write_text(
+    BertModel(config).save_pretrained(folder)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(
         json.dumps({"word_embedding_dimension": 16, "pooling_mode_mean_tokens": True})
     )
-    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 32}))
-    return tmp_path
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 32}))
+    return folder
 
 
 def test_embedder_loads_from_a_local_sentence_transformer_folder(tiny_sentence_transformer):

@@ -202,7 +202,8 @@ def test_enrichment_lowers_scores_of_unrelated_text(tmp_path):
 
 def test_evaluate_cross_validates_into_eval_metrics(tmp_path):
     data = TrainingData(topic_examples(TRAIN), list(TOPICS))
-    metrics = EMBEDDING_CLASSIFIER.evaluate(make_context(tmp_path), data, Params())
+    artifacts = EMBEDDING_CLASSIFIER.train(make_context(tmp_path), data, Params())
+    metrics = EMBEDDING_CLASSIFIER.evaluate(make_context(tmp_path), data, Params(), artifacts)
     message = json_format.ParseDict(metrics, resources_pb2.EvalMetrics())
     assert message.summary.top1_accuracy >= MIN_HELD_OUT_ACCURACY
     assert len(message.test_set) == len(data.examples)
@@ -272,18 +273,35 @@ def _data(concepts, labelled, exclusive=False):
 @pytest.mark.parametrize(
     ("concepts", "labelled", "params", "code", "named"),
     [
-        (["a", "b"], [("x", {"a": 1.0}), ("y", {"a": 1.0})], {}, "MODEL_TRAINING_NO_POSITIVES", "b"),
-        (["a"], [("x", {"a": 1.0})], {"concepts_mutually_exclusive": True},
-         "MODEL_TRAINING_ONE_VS_N_SINGLE_CLASS", "a"),
-        (["a"], [("x", {"a": 1.0}), ("y", {"a": 1.0})], {"enrich_dataset": "Disabled"},
-         "MODEL_TRAINING_INSUFFICIENT_DATA", "a"),
+        (
+            ["a", "b"],
+            [("x", {"a": 1.0}), ("y", {"a": 1.0})],
+            {},
+            "MODEL_TRAINING_NO_POSITIVES",
+            "b",
+        ),
+        (
+            ["a"],
+            [("x", {"a": 1.0})],
+            {"concepts_mutually_exclusive": True},
+            "MODEL_TRAINING_ONE_VS_N_SINGLE_CLASS",
+            "a",
+        ),
+        (
+            ["a"],
+            [("x", {"a": 1.0}), ("y", {"a": 1.0})],
+            {"enrich_dataset": "Disabled"},
+            "MODEL_TRAINING_INSUFFICIENT_DATA",
+            "a",
+        ),
         (["a"], [("x", {}), ("y", {"other": 1.0})], {}, "MODEL_TRAINING_NO_DATA", ""),
     ],
 )
 def test_unusable_data_raises_data_error(tmp_path, concepts, labelled, params, code, named):
     with pytest.raises(DataError) as raised:
-        EMBEDDING_CLASSIFIER.train(make_context(tmp_path), _data(concepts, labelled),
-                                   Params(**params))
+        EMBEDDING_CLASSIFIER.train(
+            make_context(tmp_path), _data(concepts, labelled), Params(**params)
+        )
     assert raised.value.code == status_code_pb2.StatusCode.Value(code)
     assert named in raised.value.description
 
@@ -292,8 +310,9 @@ def test_one_concept_with_generic_negatives_trains(tmp_path):
     data = _data(["weather"], [(t, {"weather": 1.0}) for t in TOPICS["weather"][:5]])
     artifacts = EMBEDDING_CLASSIFIER.train(make_context(tmp_path), data, Params())
     predictor = EMBEDDING_CLASSIFIER.load(artifacts)
-    rain, code = predictor.scores([text_example("r", "Rain and wind all night."),
-                                   text_example("c", OFF_TOPIC_TEXT)])[:, 0]
+    rain, code = predictor.scores(
+        [text_example("r", "Rain and wind all night."), text_example("c", OFF_TOPIC_TEXT)]
+    )[:, 0]
     assert rain > code
 
 
@@ -315,8 +334,12 @@ def test_image_inputs_use_the_image_embedder(tmp_path):
     artifacts = EMBEDDING_CLASSIFIER.train(
         make_context(tmp_path), TrainingData(labelled, ["china", "flower"]), Params()
     )
-    assert json.loads((artifacts / "config.json").read_text())["embedder_id"] == "efficientnet-lite0"
-    outputs = EMBEDDING_CLASSIFIER.load(artifacts).predict([Example("q", "image", lambda: flower)], {})
+    assert (
+        json.loads((artifacts / "config.json").read_text())["embedder_id"] == "efficientnet-lite0"
+    )
+    outputs = EMBEDDING_CLASSIFIER.load(artifacts).predict(
+        [Example("q", "image", lambda: flower)], {}
+    )
     assert outputs[0].concepts[0][0] == "flower"
 
 

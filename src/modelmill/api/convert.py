@@ -147,8 +147,7 @@ def annotation(row: tables.Annotation, input_id: str, scope: AppScope) -> pb.Ann
         input_id=input_id,
         data=data(row.data),
         status=status(row.status_code),
-        app_id=scope.app_id,
-        user_id=scope.user_id,
+        user_id=scope.user_id,  # Annotation has no app_id field
         created_at=timestamp(row.created_at),
         modified_at=timestamp(row.modified_at),
     )
@@ -186,6 +185,20 @@ def metrics_groups(row: tables.DatasetVersion) -> list[pb.DatasetVersionMetricsG
     return [parse(group, pb.DatasetVersionMetricsGroup()) for group in row.metrics.get("groups", [])]
 
 
+def progress_line(code: int, progress: dict[str, Any]) -> str:
+    """'45.0% · epoch 2 · ETA 30 s' while training; empty otherwise."""
+    if code != codes.MODEL_TRAINING or not progress:
+        return ""
+    parts = [f"{progress.get('percent', 0.0):.1f}%"]
+    for key in ("stage", "epoch", "step"):
+        if key in progress:
+            value = progress[key]
+            parts.append(f"{key} {int(value) if isinstance(value, float) else value}")
+    if progress.get("eta_s") is not None:
+        parts.append(f"ETA {int(progress['eta_s'])} s")
+    return " · ".join(parts)
+
+
 def model_version(
     row: tables.ModelVersion, model: tables.Model, scope: AppScope, links: Links
 ) -> pb.ModelVersion:
@@ -193,7 +206,7 @@ def model_version(
     description = row.status_description or codes.StatusCode.Name(row.status_code)
     message = pb.ModelVersion(
         id=row.id,
-        status=status(row.status_code, description, progress.get("message", "")),
+        status=status(row.status_code, description, progress_line(row.status_code, progress)),
         description=row.description,
         app_id=scope.app_id,
         user_id=scope.user_id,

@@ -21,6 +21,9 @@ def start_grpc_server(servicer: Servicer, settings: Settings) -> tuple[grpc.Serv
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # gRPC turns SO_REUSEPORT on by default: a second server on a taken port would start
+            # "fine" and silently take half the calls. Fail to bind instead.
+            ("grpc.so_reuseport", 0),
         ],
     )
     service_pb2_grpc.add_V2Servicer_to_server(servicer, server)

@@ -14,6 +14,7 @@ from modelmill.api.servicer import Servicer, implemented_methods
 from modelmill.domain.errors import ApiError
 from modelmill.services import training
 from modelmill.services.signing import verify
+from modelmill.web import STATIC_PREFIX, create_web_router, static_files
 
 
 def _error(error: ApiError, http_status: int = 400) -> JSONResponse:
@@ -72,5 +73,7 @@ def create_http_app(servicer: Servicer) -> FastAPI:
              "model_version": json_format.MessageToDict(message, preserving_proto_field_name=True)}
         )
 
+    app.include_router(create_web_router(servicer))
+    app.mount(STATIC_PREFIX, static_files(), name="static")
     app.add_api_route("/v2/{path:path}", gateway, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     return app

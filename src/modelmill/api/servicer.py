@@ -6,13 +6,22 @@ from typing import Any
 
 from clarifai_grpc.grpc.api import service_pb2_grpc
 
-from modelmill.api.handlers import annotations, apps, concepts, datasets, inputs, models, training
+from modelmill.api.handlers import (
+    annotations,
+    apps,
+    concepts,
+    datasets,
+    estimates,
+    inputs,
+    models,
+    training,
+)
 from modelmill.api.links import Links
 from modelmill.services import AppScope, Env, auth
 from modelmill.services.paging import Page
 from modelmill.services.predictions import PredictorCache
 
-HANDLER_MODULES = [apps, inputs, concepts, annotations, datasets, models, training]
+HANDLER_MODULES = [apps, inputs, concepts, annotations, datasets, models, training, estimates]
 
 
 class Servicer(service_pb2_grpc.V2Servicer):

@@ -68,7 +68,9 @@ def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
     finally:
         handler.flush()
         with env.db.session() as session:
-            session.get(Job, job_pk).log_key = env.blobs.put(path.read_bytes())  # type: ignore[union-attr]
+            row = session.get(Job, job_pk)
+            if row is not None:  # None when the version (and so its job) was deleted meanwhile
+                row.log_key = env.blobs.put(path.read_bytes())
 
 
 def fail_for_good(env: Env, job: Job, description: str, code: int = codes.MODEL_TRAINING_FAILED) -> None:

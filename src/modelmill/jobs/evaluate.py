@@ -10,7 +10,11 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from modelmill.services import Env
 from modelmill.services.datasets import load_snapshot
 from modelmill.services.examples import from_snapshot
-from modelmill.services.predictions import PredictorCache, inference_params
+from modelmill.services.predictions import (
+    PredictorCache,
+    inference_params,
+    input_kinds,
+)
 from modelmill.store.tables import DatasetVersion, Evaluation, Job, Model, ModelVersion
 from modelmill.training.metrics import classification_metrics
 
@@ -45,6 +49,11 @@ def run_evaluation(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
     assert version is not None and model is not None and dataset_version is not None
     concepts = [c["id"] for c in (version.output_info.get("data") or {}).get("concepts", [])]
     examples = [from_snapshot(env, item, concepts) for item in load_snapshot(env, dataset_version)]
+    kinds = input_kinds(version)
+    if kinds and any(e.kind not in kinds for e in examples):
+        log.warning("skipping %d inputs that are not %s",
+                    sum(e.kind not in kinds for e in examples), " or ".join(sorted(kinds)))
+        examples = [e for e in examples if e.kind in kinds]
     exclusive = bool((version.output_info.get("output_config") or {}).get("concepts_mutually_exclusive"))
     truth = truth_matrix(examples, concepts, exclusive)
     labelled = ~np.all(np.isnan(truth), axis=1)

@@ -56,6 +56,10 @@ def claim(env: Env, owner: str) -> Job | None:
                     attempts=job.attempts + 1,
                     started_at=job.started_at or now,
                 )
+                # Not evaluated in Python against the loaded row: SQLite hands back naive
+                # datetimes, which cannot be compared with the aware `now` (the refresh below
+                # reads the row anew anyway).
+                .execution_options(synchronize_session=False)
             ).rowcount
             if claimed == 1:
                 session.expire(job)
@@ -96,9 +100,14 @@ def release(env: Env, job_pk: int, owner: str, error: str) -> None:
         )
 
 
-def get(env: Env, job_pk: int) -> Job:
+def find(env: Env, job_pk: int) -> Job | None:
+    """The job, or None when it is gone (deleting a model version deletes its jobs)."""
     with env.db.session() as session:
-        job = session.get(Job, job_pk)
+        return session.get(Job, job_pk)
+
+
+def get(env: Env, job_pk: int) -> Job:
+    job = find(env, job_pk)
     assert job is not None
     return job
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from sqlalchemy import select
 
@@ -19,11 +21,18 @@ from modelmill.services.evaluations import record_training_evaluation
 from modelmill.services.examples import content_key, from_snapshot
 from modelmill.store.blobs import get_tree, put_tree
 from modelmill.store.tables import DatasetVersion, Job, Model, ModelVersion, utcnow
-from modelmill.training.contract import DataError, TrainContext, TrainingCancelled, TrainingData
+from modelmill.training.contract import (
+    DataError,
+    Example,
+    TrainContext,
+    TrainingCancelled,
+    TrainingData,
+)
 from modelmill.training.registry import MODEL_TYPES, find_template
 
 REPORT_EVERY_S = 0.5
 CANCEL_CHECK_EVERY_S = 1.0
+EMBED_CHUNK = 64  # inputs embedded between two looks at the cancel flag: seconds of CPU work
 
 
 def device(setting: str) -> str:
@@ -75,6 +84,23 @@ def _checker(env: Env, job_pk: int):  # type: ignore[no-untyped-def]
         return bool(state["cancelled"])
 
     return cancelled
+
+
+class _CancellableEmbeddings:
+    """The embedding cache, asked in chunks: a cancel is honoured between chunks rather than
+    after all inputs are embedded (minutes for thousands of images), and each chunk is cached
+    as it is done, so a training that dies mid-way starts again from what was embedded."""
+
+    def __init__(self, cache: EmbeddingCache, cancelled: Callable[[], bool]) -> None:
+        self.cache, self.cancelled = cache, cancelled
+
+    def __call__(self, examples: Sequence[Example], model_id: str) -> np.ndarray:
+        parts = []
+        for start in range(0, len(examples), EMBED_CHUNK):
+            if self.cancelled():
+                raise TrainingCancelled("training was cancelled")
+            parts.append(self.cache(examples[start : start + EMBED_CHUNK], model_id))
+        return np.concatenate(parts) if parts else self.cache([], model_id)
 
 
 def _start(env: Env, job: Job) -> tuple[ModelVersion, Model, DatasetVersion]:
@@ -147,13 +173,14 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
             queue.set_checkpoint(env, job.pk, put_tree(env.blobs, checkpoints))
 
         keys = {item["id"]: content_key(item) for item in snapshot}
+        cancelled = _checker(env, job.pk)
         ctx = TrainContext(
             device=device(env.settings.device),
             work_dir=work,
             checkpoint_dir=checkpoints,
             report=_Progress(env, version.pk, len(usable), log),
-            cancelled=_checker(env, job.pk),
-            embeddings=EmbeddingCache(env, keys),
+            cancelled=cancelled,
+            embeddings=_CancellableEmbeddings(EmbeddingCache(env, keys), cancelled),
             log=log,
             resume_from=resume_from,
             warm_start=warm_start,
@@ -173,13 +200,20 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         _end(env, job, owner, error.code, error.description)
         log.error("%s", error.description)
         return
-    _end(env, job, owner, lifecycle.TRAINED, "Model is trained and ready", artifacts_key, metrics)
+    _end(env, job, owner, lifecycle.TRAINED, "Model is trained and ready", artifacts_key, metrics,
+         input_kinds=sorted({e.kind for e in usable}))
+    try:  # the actual time refits this template's estimates; that must never fail a training
+        from modelmill.services.estimates import record_training
+
+        record_training(env, job, template, params, snapshot, ctx.device, checkpoints)
+    except Exception:
+        log.warning("could not record this training's time for estimates", exc_info=True)
     shutil.rmtree(work, ignore_errors=True)
     log.info("trained")
 
 
 def _end(env: Env, job: Job, owner: str, code: int, description: str, artifacts_key: str | None = None,
-         metrics: dict[str, Any] | None = None) -> None:
+         metrics: dict[str, Any] | None = None, input_kinds: list[str] | None = None) -> None:
     with env.db.session() as session:
         current = session.get(Job, job.pk)
         if current is None or current.lease_owner != owner:
@@ -193,6 +227,10 @@ def _end(env: Env, job: Job, owner: str, code: int, description: str, artifacts_
             version.artifacts_key = artifacts_key
             version.metrics = metrics or {}
             version.progress = {**version.progress, "percent": 100.0, "eta_s": 0.0}
+            # The kinds of input the template kept (validate() drops the ones it cannot read),
+            # as Clarifai's input_info.fields_map: predictions refuse other kinds per input.
+            kinds = {kind: kind for kind in input_kinds or []}
+            version.input_info = {**version.input_info, "fields_map": kinds}
             model = session.get(Model, version.model_pk)
             assert model is not None
             record_training_evaluation(session, model.app_pk, version)

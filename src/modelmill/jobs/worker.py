@@ -24,6 +24,7 @@ from modelmill.settings import Settings
 log = logging.getLogger("modelmill.worker")
 POLL_S = 0.5
 CANCEL_GRACE_S = 30.0
+ERROR_WAIT_S = 5.0
 
 
 class Worker:
@@ -37,20 +38,32 @@ class Worker:
         """Work until stopped (or, with `once`, until the queue is empty)."""
         log.info("worker %s started", self.owner)
         while not self.stopping.is_set():
-            job = queue.claim(self.env, self.owner)
-            if job is None:
+            try:
+                worked = self._work_once()
+            except Exception:  # a database outage or a bug: the worker lives on, jobs are leased
+                log.exception("worker %s: error between jobs; retrying in %s s", self.owner,
+                              ERROR_WAIT_S)
+                self.stopping.wait(ERROR_WAIT_S)
+                continue
+            if not worked:
                 if once:
                     return
                 self.stopping.wait(POLL_S)
-                continue
-            if job.attempts > job.max_attempts:
-                fail_for_good(
-                    self.env, job, f"The job stopped unexpectedly {job.max_attempts} times "
-                    f"(last: {job.error or 'its worker went silent'}); it will not be retried."
-                )
-                queue.finish(self.env, job.pk, self.owner, queue.FAILED, job.error)
-                continue
-            self._run_in_child(job.pk)
+
+    def _work_once(self) -> bool:
+        """Claim one job and see it to its end; False when the queue is empty."""
+        job = queue.claim(self.env, self.owner)
+        if job is None:
+            return False
+        if job.attempts > job.max_attempts:
+            fail_for_good(
+                self.env, job, f"The job stopped unexpectedly {job.max_attempts} times "
+                f"(last: {job.error or 'its worker went silent'}); it will not be retried."
+            )
+            queue.finish(self.env, job.pk, self.owner, queue.FAILED, job.error)
+            return True
+        self._run_in_child(job.pk)
+        return True
 
     def _run_in_child(self, job_pk: int) -> None:
         context = multiprocessing.get_context("spawn")
@@ -73,7 +86,10 @@ class Worker:
             if cancel_seen_at is not None and time.monotonic() - cancel_seen_at > CANCEL_GRACE_S:
                 child.kill()  # the template did not stop at its next step; stop it here
         child.join()
-        job = queue.get(self.env, job_pk)
+        job = queue.find(self.env, job_pk)
+        if job is None:  # its model version was deleted while it ran
+            log.info("job %s was deleted while it ran", job_pk)
+            return
         if job.state == queue.RUNNING and job.lease_owner == self.owner:
             reason = f"the training process exited with code {child.exitcode}"
             if job.cancel_requested:

@@ -1,7 +1,8 @@
 """Use cases, one module per resource. Each public function owns its transaction and checks."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: it would bind the name `annotations` in this
+# package, and `from modelmill.services import annotations` would then return that __future__
+# feature instead of importing the annotations service module.
 from dataclasses import dataclass
 
 from modelmill.settings import Settings
@@ -18,7 +19,7 @@ class Env:
     blobs: BlobStore
 
     @classmethod
-    def open(cls, settings: Settings, migrate: bool = True) -> Env:
+    def open(cls, settings: Settings, migrate: bool = True) -> "Env":  # noqa: UP037
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
         if migrate:

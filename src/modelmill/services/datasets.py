@@ -87,11 +87,11 @@ def add_dataset_inputs(env: Env, app: AppScope, dataset_id: str, input_ids: list
     """PostDatasetInputs: inputs already in the dataset are left as they are."""
     with env.db.session() as session:
         dataset = find_dataset(session, app, dataset_id)
-        found = dict(
-            session.execute(
-                select(Input.id, Input.pk).where(Input.app_pk == app.app_pk, Input.id.in_(input_ids))
-            ).tuples()
+        query = select(Input.id, Input.pk).where(
+            Input.app_pk == app.app_pk, Input.id.in_(input_ids)
         )
+        # Not dict(result): a Result has keys() (its column names), so dict() would index it.
+        found = {input_id: pk for input_id, pk in session.execute(query)}
         missing = [i for i in input_ids if i not in found]
         if missing:
             raise ApiError(
@@ -121,6 +121,16 @@ def list_dataset_inputs(env: Env, app: AppScope, dataset_id: str, page: Page) ->
             .order_by(Input.pk)
         )
         return list(session.scalars(page.apply(query)))
+
+
+def list_dataset_inputs_with_labels(
+    env: Env, app: AppScope, dataset_id: str, page: Page
+) -> list[tuple[Input, dict[str, Any]]]:
+    """ListDatasetInputs: the inputs with their merged labels, as ListInputs gives them."""
+    rows = list_dataset_inputs(env, app, dataset_id, page)
+    with env.db.session() as session:
+        labels = merged_labels(session, [row.pk for row in rows])
+    return [(row, labels.get(row.pk, {})) for row in rows]
 
 
 def remove_dataset_inputs(env: Env, app: AppScope, dataset_id: str, input_ids: list[str]) -> None:
@@ -163,8 +173,9 @@ def snapshot_rows(session: Session, input_pks: list[int] | None, dataset_pk: int
     ]
 
 
-def _count(n: int) -> dict[str, int]:
-    return {"value": n}
+def _count(n: int) -> int:
+    # The counts are google.protobuf.UInt64Value wrappers, whose JSON form is the bare number.
+    return n
 
 
 def version_metrics(snapshot: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -180,15 +191,17 @@ def version_metrics(snapshot: list[dict[str, Any]]) -> list[dict[str, Any]]:
             info = region["region_info"]
             target = boxes if "bounding_box" in info else polygons if "polygon" in info else masks
             target.update(c["id"] for c in region["data"]["concepts"] if c["value"] > 0)
+    # "total" is always there: the SDK's upload status reads it, and it waits (up to 10 minutes)
+    # while a version answers no groups at all, as an empty one otherwise would.
     groups: list[dict[str, Any]] = [
         {
             "parent_path": "/",
             "type": "INPUT_TYPE",
             "value": kind,
-            "metrics": {"inputs_count": _count(kinds[kind])},
+            "metrics": {"inputs_count": _count(len(snapshot) if kind == "total" else kinds[kind])},
         }
-        for kind in ("image", "text")
-        if kinds[kind]
+        for kind in ("total", "image", "text")
+        if kind == "total" or kinds[kind]
     ]
     for concept_id in sorted(set(tags) | set(boxes) | set(polygons) | set(masks)):
         groups.append(

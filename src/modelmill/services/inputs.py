@@ -124,7 +124,7 @@ def inspect_image(data: bytes, settings: Settings) -> tuple[str, int, int]:
     except UnidentifiedImageError:
         hint = ""
         if _BASE64_TEXT.match(data[:4096]):
-            hint = " The bytes look like base64 text: over gRPC send the raw bytes, not base64."
+            hint = " The bytes look like base64 text: base64-encode the image once (JSON) or send raw bytes (gRPC), not both."
         raise ApiError(
             codes.INPUT_UNSUPPORTED_FORMAT,
             "The bytes are not an image modelmill can read (JPEG, PNG, GIF, WebP, BMP, TIFF)."
@@ -382,9 +382,10 @@ def get_input_with_labels(env: Env, app: AppScope, input_id: str) -> tuple[Input
 
 
 def delete_inputs(env: Env, app: AppScope, ids: list[str]) -> None:
-    """Delete inputs by id; all must exist, or nothing is deleted."""
+    """Delete inputs by id; all must exist, or nothing is deleted. No ids is a no-op (the
+    clarifai SDK sends that after every upload batch with no failures)."""
     if not ids:
-        raise ApiError(codes.INPUT_INVALID_REQUEST, "Name the inputs to delete in 'ids'.")
+        return
     with env.db.session() as session:
         found = set(
             session.scalars(select(Input.id).where(Input.app_pk == app.app_pk, Input.id.in_(ids)))

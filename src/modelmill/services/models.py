@@ -13,7 +13,7 @@ from modelmill.domain.ids import check_id, new_id
 from modelmill.services import AppScope, Env
 from modelmill.services.paging import Page
 from modelmill.store.tables import Concept, Model, ModelVersion
-from modelmill.training.registry import MODEL_TYPES
+from modelmill.training.registry import MODEL_TYPES, templates_of
 
 
 def find_model(session: Session, app: AppScope, model_id: str) -> Model:
@@ -54,11 +54,12 @@ def create_model(
 ) -> Model:
     """PostModels: a model of a type modelmill trains, with its default concepts and settings."""
     check_id(model_id, "model", codes.MODEL_INVALID_ARGUMENT)
-    if model_type_id not in MODEL_TYPES:
+    trainable = [t for t in MODEL_TYPES if templates_of(t)]
+    if model_type_id not in trainable:
         raise ApiError(
             codes.MODEL_INVALID_ARGUMENT,
             f"Model type '{model_type_id}' is not one modelmill trains; choose one of "
-            f"{', '.join(MODEL_TYPES)} (ListModelTypes lists them).",
+            f"{', '.join(trainable)} (ListModelTypes lists them).",
         )
     with env.db.session() as session:
         if session.scalar(select(Model.pk).where(Model.app_pk == app.app_pk, Model.id == model_id)):

@@ -92,6 +92,12 @@ def inference_params(version: ModelVersion, output_config: dict[str, Any], param
     return merged
 
 
+def input_kinds(version: ModelVersion) -> set[str]:
+    """The kinds of input a trained version reads (recorded when its training ended as
+    input_info.fields_map); empty for versions trained before that was recorded."""
+    return set((version.input_info or {}).get("fields_map") or {})
+
+
 def predict(
     env: Env, cache: PredictorCache, app: AppScope, model_id: str, version_id: str,
     inputs: list[NewInput], output_config: dict[str, Any], params: dict[str, Any],
@@ -106,11 +112,20 @@ def predict(
         )
     model, version = trained_version(env, app, model_id, version_id)
     predictor = cache.get(model, version)
+    kinds = input_kinds(version)
     examples: list[Example | None] = []
     errors: dict[int, ApiError] = {}
     for index, spec in enumerate(inputs):
         try:
             checked = check_input(spec, env.settings)
+            kind = "image" if checked.image is not None else "text"
+            if kinds and kind not in kinds:
+                # A text embedder would embed an image's repr; an image embedder would crash.
+                raise ApiError(
+                    codes.INPUT_UNSUPPORTED_FORMAT,
+                    f"Version '{version.id}' of model '{model_id}' reads "
+                    f"{' and '.join(sorted(kinds))} inputs, not {kind} inputs.",
+                )
             examples.append(
                 image_example(spec.id, checked.image) if checked.image is not None
                 else text_example(spec.id, checked.text or "")

@@ -25,6 +25,7 @@ from modelmill.training.registry import (
     COMMON_TRAIN_PARAMS,
     DEFAULT_INVALID_DATA_TOLERANCE_PERCENT,
     MODEL_TYPES,
+    TEMPLATES,
     find_template,
     param_path,
     templates_of,
@@ -55,6 +56,12 @@ def resolve_template(model_type_id: str, name: str) -> Template:
     if template is not None:
         return template
     known = [t.name for t in templates_of(model_type_id)]
+    if not known:  # a listed type whose templates are not built yet: say so, not "one of ."
+        trainable = sorted({t.model_type_id for t in TEMPLATES})
+        raise _invalid(
+            f"modelmill has no {model_type_id} templates yet, so it cannot train this model"
+            f"{f' (template {name!r})' if name else ''}; it trains {', '.join(trainable)} models."
+        )
     if not name:
         raise _invalid(f"Choose a template for this {model_type_id} model: one of {', '.join(known)}.")
     raise _invalid(

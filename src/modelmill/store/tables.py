@@ -272,3 +272,20 @@ class Export(Base):
     size: Mapped[int] = mapped_column(default=0)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainingRun(Base):
+    """A measured training (a calibration trial or a finished version): its workload, seconds and
+    peak memory, on one hardware profile. The training-time estimator is fitted to these."""
+
+    __tablename__ = "training_runs"
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    model_key: Mapped[str] = mapped_column(ID, index=True)  # model type/template/input kind
+    hardware_profile: Mapped[str] = mapped_column(ID)
+    hardware: Mapped[dict[str, Any]] = mapped_column(default=dict)  # device, name, cores
+    source: Mapped[str] = mapped_column(String(16))  # "calibration" or "training"
+    run: Mapped[dict[str, Any]] = mapped_column(default=dict)  # estimator.Run as JSON
+    model_version_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.pk", ondelete="SET NULL"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

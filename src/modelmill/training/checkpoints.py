@@ -119,7 +119,9 @@ def find_checkpoint(path: Path) -> Checkpoint:
         meta_file = candidate / META_FILE
         if meta_file.is_file():
             return Checkpoint(candidate, json.loads(meta_file.read_text()))
-    raise FileNotFoundError(f"no checkpoint ({META_FILE}) in {path} or its {LAST_DIR}/, {BEST_DIR}/")
+    raise FileNotFoundError(
+        f"no checkpoint ({META_FILE}) in {path} or its {LAST_DIR}/, {BEST_DIR}/"
+    )
 
 
 def carry_over_head(

@@ -36,8 +36,8 @@ def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: floa
     sorted_boxes = boxes[order]
     x1, y1, x2, y2 = sorted_boxes.unbind(dim=1)
     areas = (x2 - x1) * (y2 - y1)
-    width = (torch.minimum(x2[:, None], x2[None, :]) - torch.maximum(x1[:, None], x1[None, :]))
-    height = (torch.minimum(y2[:, None], y2[None, :]) - torch.maximum(y1[:, None], y1[None, :]))
+    width = torch.minimum(x2[:, None], x2[None, :]) - torch.maximum(x1[:, None], x1[None, :])
+    height = torch.minimum(y2[:, None], y2[None, :]) - torch.maximum(y1[:, None], y1[None, :])
     intersection = width.clamp(min=0) * height.clamp(min=0)
     union = areas[:, None] + areas[None, :] - intersection
     iou = torch.where(union > 0, intersection / union, torch.zeros_like(union))
@@ -82,6 +82,7 @@ def ensure_torchvision() -> None:
             return
         try:
             import torchvision  # noqa: F401
+
             return
         except RuntimeError as error:
             if _MISSING_OPS_MARKER not in str(error) or "does not exist" not in str(error):
@@ -93,6 +94,4 @@ def ensure_torchvision() -> None:
         import torchvision  # noqa: F401
 
         _patch_ops_check()
-        log.info(
-            "torchvision's compiled ops did not load; using modelmill's pure-PyTorch nms shim"
-        )
+        log.info("torchvision's compiled ops did not load; using modelmill's pure-PyTorch nms shim")

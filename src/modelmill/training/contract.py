@@ -8,6 +8,7 @@ masks), embeddings, an anomaly heatmap or generated text, whichever the template
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,15 @@ class TrainContext:
     warm_start: bool = False
     weights_dir: Path | None = None  # where pretrained weights are looked up first
     save_checkpoint: Callable[[], None] = lambda: None
+    # The training time cap, as a time.monotonic() value; None means no cap.
+    deadline: float | None = None
+    stopped_at_cap: bool = False
+
+    def out_of_time(self) -> bool:
+        """True once the time cap is reached: stop after this step and keep the best checkpoint."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.stopped_at_cap = True
+        return self.stopped_at_cap
 
     def check_cancelled(self) -> None:
         if self.cancelled():

@@ -1,5 +1,5 @@
-"""Data helpers the fine-tuning templates share: label targets, input validation and the invalid-data
-tolerance, a seeded train/validation split, and image/text batches built with Pillow and torch.
+"""Data helpers the fine-tuning templates share: label targets, input validation and the
+invalid-data tolerance, a seeded train/validation split, image/text batches (Pillow and torch).
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from modelmill.training.contract import DataError, Example, InputKind, InvalidIn
 POSITIVE_AT = 0.5  # a concept value above this is a positive label, otherwise a negative one
 MAX_LISTED_INVALID = 5
 PERCENT = 100.0
-MAX_CACHED_IMAGE_BYTES = 2 << 30  # decoded images kept in memory up to this; beyond, decode per batch
+MAX_CACHED_IMAGE_BYTES = (
+    2 << 30
+)  # decoded images kept in memory up to this; beyond, decode per batch
 DECODE_WORKERS = 2
 _NEGATIVES_ONLY = -1  # stratum of inputs labelled only with negatives
 RGB_CHANNELS = 3
@@ -68,7 +70,7 @@ def _problem(example: Example, kind: InputKind) -> str | None:
     try:
         content = example.load()
     except Exception as error:  # any loader failure makes the input unusable, whatever it was
-        return f"could not be read: {error}"
+        return f"could not be read or decoded: {error}"
     if kind == "image":
         if not isinstance(content, Image.Image):
             return f"did not decode to an image (got {type(content).__name__})"
@@ -160,6 +162,16 @@ def batched(order: Sequence[int], batch_size: int) -> Iterator[list[int]]:
         yield list(order[start : start + batch_size])
 
 
+def training_batches(order: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches for a training step: a lone last input joins the batch before it, since batch
+    norm cannot train on a batch of one (at small image sizes the last feature maps are 1×1)."""
+    batches = list(batched(order, batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        lone = batches.pop()
+        batches[-1] += lone
+    return batches
+
+
 # ---- images -------------------------------------------------------------------------------------
 
 
@@ -183,7 +195,7 @@ class _DecodedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, row: int) -> torch.Tensor:
         pixels = square_pixels(self.examples[row].load(), self.size)
-        return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
 
 
 class ImageBatches:
@@ -201,15 +213,14 @@ class ImageBatches:
         if len(examples) * RGB_CHANNELS * size * size <= max_cached_bytes:
             self.cache = torch.stack([self.decoded[row] for row in range(len(examples))])
 
-    def batches(self, order: Sequence[int], batch_size: int) -> Iterator[torch.Tensor]:
+    def batches(self, batches: Sequence[Sequence[int]]) -> Iterator[torch.Tensor]:
+        """The images of each batch of rows, in order."""
         if self.cache is not None:
-            for rows in batched(order, batch_size):
-                yield self.cache[rows]
+            for rows in batches:
+                yield self.cache[list(rows)]
             return
         loader = torch.utils.data.DataLoader(
-            self.decoded,
-            batch_sampler=list(batched(order, batch_size)),
-            num_workers=DECODE_WORKERS,
+            self.decoded, batch_sampler=[list(rows) for rows in batches], num_workers=DECODE_WORKERS
         )
         yield from loader
 

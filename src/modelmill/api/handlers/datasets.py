@@ -70,10 +70,13 @@ def PostDatasetInputs(api, request, principal):  # type: ignore[no-untyped-def]
 @rpc
 def ListDatasetInputs(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
-    rows = datasets.list_dataset_inputs(api.env, scope, request.dataset_id, api.page(request))
+    rows = datasets.list_dataset_inputs_with_labels(
+        api.env, scope, request.dataset_id, api.page(request)
+    )
     return service.MultiDatasetInputResponse(
         dataset_inputs=[
-            pb.DatasetInput(input=convert.input_(row, {}, scope, api.links)) for row in rows
+            pb.DatasetInput(input=convert.input_(row, labels, scope, api.links))
+            for row, labels in rows
         ]
     )
 

@@ -1,8 +1,10 @@
 """Generic negative embeddings per base embedder, added as all-negative rows when a training
-enriches its dataset. Built once by `python -m modelmill.training.templates.embedding_classifier.negatives`
-into small float16 .npz files next to this module. The corpora are what installed packages carry:
-text, English sentences from the Python documentation (stdlib `pydoc_data.topics`); images, random
-crops, scales, flips and colour changes of scikit-learn's two sample photos (`load_sample_images`).
+enriches its dataset; built into small float16 .npz files next to this module.
+
+Build: python -m modelmill.training.templates.embedding_classifier.negatives
+The corpora are what installed packages carry. Text: about 1,700 English sentences of the Python
+documentation (the stdlib's `pydoc_data.topics`). Images: 1,000 random crops, scales, flips and
+colour changes of scikit-learn's two sample photos (`load_sample_images`: a temple, a flower).
 """
 
 from __future__ import annotations
@@ -123,10 +125,14 @@ def main() -> None:
     parser.add_argument("--count", type=int, help="rows per embedder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    embedders = [get_embedder(i) for i in args.embedder] if args.embedder else [
-        default_embedder("text"),
-        default_embedder("image"),
-    ]
+    embedders = (
+        [get_embedder(i) for i in args.embedder]
+        if args.embedder
+        else [
+            default_embedder("text"),
+            default_embedder("image"),
+        ]
+    )
     for embedder in embedders:
         path = build_negatives(embedder, args.count)
         print(f"{embedder.id}: {path} ({path.stat().st_size / 1e6:.2f} MB)")

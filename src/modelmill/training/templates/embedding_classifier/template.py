@@ -150,8 +150,9 @@ class EmbeddingClassifierPredictor:
         columns = [i for i, c in enumerate(self.concepts) if not wanted or c in wanted]
         outputs = []
         for row in self.scores(examples) if examples else []:
-            ranked = sorted(((self.concepts[i], float(row[i])) for i in columns),
-                            key=lambda pair: -pair[1])
+            ranked = sorted(
+                ((self.concepts[i], float(row[i])) for i in columns), key=lambda pair: -pair[1]
+            )
             ranked = [pair for pair in ranked if pair[1] >= min_value][:max_concepts]
             outputs.append(Output(concepts=ranked))
         return outputs
@@ -182,8 +183,12 @@ class EmbeddingClassifier:
         invalid = []
         for example in examples:
             if example.kind != embedder.input_kind:
-                invalid.append(InvalidInput(example.input_id, f"is {example.kind}, but "
-                               f"{embedder.id} embeds {embedder.input_kind} inputs"))
+                invalid.append(
+                    InvalidInput(
+                        example.input_id,
+                        f"is {example.kind}, but {embedder.id} embeds {embedder.input_kind} inputs",
+                    )
+                )
                 continue
             try:
                 content = example.load()
@@ -205,8 +210,9 @@ class EmbeddingClassifier:
         per_input = EMBED_CORE_SECONDS[kind] / max(1, hardware.cores)
         if hardware.device == "cuda":
             per_input = EMBED_CORE_SECONDS[kind] / GPU_SPEEDUP
-        fits = (1 + CROSS_VALIDATION_FITS) * (HEAD_FIT_SECONDS + HEAD_FIT_SECONDS_PER_INPUT
-                                              * num_inputs)
+        fits = (1 + CROSS_VALIDATION_FITS) * (
+            HEAD_FIT_SECONDS + HEAD_FIT_SECONDS_PER_INPUT * num_inputs
+        )
         return num_inputs * per_input + fits
 
     def _prepare(self, ctx: TrainContext, data: TrainingData, params: Params):
@@ -216,8 +222,11 @@ class EmbeddingClassifier:
         embedder = _embedder_for(data.examples, params)
         examples = [e for e in data.examples if e.kind == embedder.input_kind]
         if len(examples) < len(data.examples):
-            ctx.log.warning("skipping %d inputs that %s cannot embed",
-                            len(data.examples) - len(examples), embedder.id)
+            ctx.log.warning(
+                "skipping %d inputs that %s cannot embed",
+                len(data.examples) - len(examples),
+                embedder.id,
+            )
         exclusive = params.concepts_mutually_exclusive
         labelled = labels.build_targets(examples, data.concepts, exclusive)
         negatives = _negatives_for(embedder, params)
@@ -238,15 +247,21 @@ class EmbeddingClassifier:
         embedder, _, labelled, embeddings, negatives = self._prepare(ctx, data, params)
         ctx.report(EMBEDDING_PROGRESS, step=0)
         exclusive = params.concepts_mutually_exclusive
-        features, targets = labels.with_negatives(embeddings, labelled.targets, negatives,
-                                                  exclusive)
+        features, targets = labels.with_negatives(
+            embeddings, labelled.targets, negatives, exclusive
+        )
 
         def report(step: int, loss: float) -> None:
             share = min(1.0, step / MAX_ITERATIONS)
             ctx.report(EMBEDDING_PROGRESS + (1 - EMBEDDING_PROGRESS) * share, step=step, loss=loss)
 
-        head = fit_head(features, targets, exclusive=exclusive, report=report,
-                        check_cancelled=ctx.check_cancelled)
+        head = fit_head(
+            features,
+            targets,
+            exclusive=exclusive,
+            report=report,
+            check_cancelled=ctx.check_cancelled,
+        )
         artifacts = ctx.work_dir / "embedding-classifier"
         artifacts.mkdir(parents=True, exist_ok=True)
         save_file({"weight": head.weight, "bias": head.bias}, str(artifacts / HEAD_FILE))
@@ -270,15 +285,20 @@ class EmbeddingClassifier:
         }
         (artifacts / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         ctx.report(1.0, step=head.iterations, loss=head.loss)
-        ctx.log.info("trained %s on %d inputs in %d L-BFGS iterations", self.name,
-                     len(labelled.rows), head.iterations)
+        ctx.log.info(
+            "trained %s on %d inputs in %d L-BFGS iterations",
+            self.name,
+            len(labelled.rows),
+            head.iterations,
+        )
         return artifacts
 
     def evaluate(
         self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path
     ) -> dict[str, Any]:
         """EvalMetrics from k-fold cross-validation (k ≤ 5): each input is scored by a head
-        that did not see it. Generic negatives join every fold's training, never its test."""
+        that did not see it, so `artifacts` (fitted to every input) go unused. Generic
+        negatives join every fold's training, never its test."""
         from modelmill.training.metrics import classification_metrics
         from modelmill.training.templates.embedding_classifier import labels
         from modelmill.training.templates.embedding_classifier.head import fit_head
@@ -291,11 +311,14 @@ class EmbeddingClassifier:
         for train_rows, test_rows in splits:
             ctx.check_cancelled()
             features, targets = labels.with_negatives(
-                embeddings[train_rows], labels.subset(labelled.targets, train_rows), negatives,
+                embeddings[train_rows],
+                labels.subset(labelled.targets, train_rows),
+                negatives,
                 exclusive,
             )
-            head = fit_head(features, targets, exclusive=exclusive,
-                            check_cancelled=ctx.check_cancelled)
+            head = fit_head(
+                features, targets, exclusive=exclusive, check_cancelled=ctx.check_cancelled
+            )
             scores[test_rows] = head.scores(embeddings[test_rows])
         return classification_metrics(
             list(data.concepts),
@@ -333,8 +356,11 @@ class EmbeddingClassifier:
         tensors = load_file(str(artifacts / HEAD_FILE))
         linear = torch.nn.Linear(config["dim"], len(config["concepts"]))
         linear.load_state_dict(tensors)
-        activation = torch.nn.Softmax(dim=1) if config["concepts_mutually_exclusive"] else (
-            torch.nn.Sigmoid())
+        activation = (
+            torch.nn.Softmax(dim=1)
+            if config["concepts_mutually_exclusive"]
+            else (torch.nn.Sigmoid())
+        )
         out_dir.mkdir(parents=True, exist_ok=True)
         onnx_path = out_dir / "head.onnx"
         with warnings.catch_warnings():

@@ -1,0 +1,401 @@
+"""Training time estimates before training, and the measured trainings they are fitted to.
+
+An estimate is the template's cost model on the hardware that trains (fitted to the calibration
+shipped for it or run here, plus every finished training), shown as the seed describes: rounded
+down to 15-minute steps, with a cost at an hourly price and the peak memory beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from modelmill.domain.errors import ApiError
+from modelmill.services import AppScope, Env
+from modelmill.services.datasets import find_dataset, load_snapshot, snapshot_rows
+from modelmill.services.datasets import find_version as find_dataset_version
+from modelmill.services.models import find_model
+from modelmill.services.training import TOLERANCE, TrainRequest, build_params, resolve_template
+from modelmill.store.tables import Dataset, DatasetVersion, Input, Job, TrainingRun, utcnow
+from modelmill.training.contract import Hardware, InputKind, Template
+from modelmill.training.estimator import (
+    DEFAULT_CHARS,
+    DEFAULT_MEGAPIXELS,
+    CostModel,
+    DataStats,
+    Run,
+    epochs_run,
+    fit,
+    input_kinds,
+    model_key,
+    shipped_runs,
+    this_hardware,
+    workload_of,
+)
+from modelmill.training.registry import COMMON_TRAIN_PARAMS
+
+log = logging.getLogger("modelmill")
+
+STEP_S = 15 * 60
+PRICE_PER_HOUR_USD = 4.0  # the seed's price; MODELMILL_PRICE_PER_HOUR_USD changes it
+RECENT_RUNS = 500  # newest measured trainings a fit uses, so old software and data age out
+KIB = 1024  # ru_maxrss is in KiB on Linux
+BYTES_PER_GB = 1e9
+CALIBRATION, TRAINING = "calibration", "training"
+
+__all__ = [
+    "Estimate",
+    "display_cost",
+    "display_duration",
+    "display_memory",
+    "estimate_training",
+    "record_runs",
+    "record_training",
+    "round_down_15",
+    "this_hardware",
+]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float  # expected wall-clock training time on the hardware that trains
+    display: str  # rounded down to 15-minute steps, e.g. "1 h 15 min" or "under 15 min"
+    cost: str  # at the hourly price, e.g. "$5.00"
+    peak_memory_bytes: int | None  # peak RAM of the training process
+    hardware: str  # the hardware profile the estimate is for
+    input_count: int
+    peak_gpu_memory_bytes: int | None = None  # on a GPU: peak memory torch allocates there
+    memory: str = ""  # "peak RAM 1.2 GB" (and GPU memory on a GPU), "" when unknown
+    basis: str = ""  # how the figure was made, for a person
+
+
+# ---- display helpers, shared by the web UI and the CLI ---------------------------------------
+
+
+def round_down_15(seconds: float) -> int:
+    """Seconds rounded down to a whole number of 15-minute steps.
+
+    >>> round_down_15(899), round_down_15(900), round_down_15(4499)
+    (0, 900, 3600)
+    """
+    return int(max(seconds, 0) // STEP_S) * STEP_S
+
+
+def display_duration(seconds: float) -> str:
+    """'under 15 min', '45 min', '2 h', '1 h 15 min': rounded down to 15-minute steps."""
+    rounded = round_down_15(seconds)
+    if rounded == 0:
+        return "under 15 min"
+    hours, minutes = divmod(rounded // 60, 60)
+    parts = ([f"{hours} h"] if hours else []) + ([f"{minutes} min"] if minutes else [])
+    return " ".join(parts)
+
+
+def display_cost(seconds: float, price_per_hour: float = PRICE_PER_HOUR_USD) -> str:
+    """The price of the time itself (not of its rounded display): '$4.00' for an hour at $4."""
+    return f"${max(seconds, 0) / 3600 * price_per_hour:,.2f}"
+
+
+def display_memory(ram_bytes: int | None, gpu_bytes: int | None = None) -> str:
+    """'peak RAM 1.2 GB', with ', GPU 3.4 GB' on a GPU; '' when neither is known."""
+    parts = []
+    if ram_bytes:
+        parts.append(f"peak RAM {ram_bytes / BYTES_PER_GB:.1f} GB")
+    if gpu_bytes:
+        parts.append(f"GPU {gpu_bytes / BYTES_PER_GB:.1f} GB")
+    return ", ".join(parts)
+
+
+def price_per_hour(env: Env) -> float:
+    # The setting is MODELMILL_PRICE_PER_HOUR_USD once settings.py has it; the seed's $4 until.
+    return float(getattr(env.settings, "price_per_hour_usd", PRICE_PER_HOUR_USD))
+
+
+# ---- what the data looks like --------------------------------------------------------------
+
+
+def _majority_kind(template: Template, params: BaseModel, counts: Counter[str]) -> InputKind:
+    """The kind of inputs a training learns from: the template's own; for a template that
+    follows its base embedder, the chosen embedder's or else the kind most of the data has."""
+    kinds = input_kinds(template)
+    if len(kinds) == 1:
+        return kinds[0]
+    if embedder_id := getattr(params, "base_embed_model", ""):
+        from modelmill.training.embedders import get_embedder
+
+        return get_embedder(embedder_id).input_kind
+    return max(kinds, key=lambda kind: counts.get(kind, 0))  # ties: the first, its own
+
+
+def snapshot_stats(snapshot: Sequence[dict[str, Any]], kind: InputKind) -> DataStats:
+    """Count and mean stored size of the inputs of `kind` in a dataset snapshot."""
+    items = [item for item in snapshot if item["kind"] == kind]
+    if kind == "image":
+        pixels = [item["width"] * item["height"] for item in items if item.get("width")]
+        mean = sum(pixels) / len(pixels) / 1e6 if pixels else DEFAULT_MEGAPIXELS
+        return DataStats(len(items), kind, mean_megapixels=mean)
+    chars = [len(item.get("text") or "") for item in items]
+    return DataStats(
+        len(items), kind, mean_chars=sum(chars) / len(chars) if chars else DEFAULT_CHARS
+    )
+
+
+def _app_stats(session: Session, app_pk: int, num_inputs: int, kind: InputKind) -> DataStats:
+    """DataStats for `num_inputs` inputs like the app's own (what a training without a dataset
+    learns from); the defaults when the app has none of that kind yet."""
+    of_kind = (Input.app_pk == app_pk, Input.kind == kind)
+    if kind == "image":
+        mean = session.scalar(select(func.avg(Input.width * Input.height)).where(*of_kind))
+        return DataStats(
+            num_inputs, kind, mean_megapixels=float(mean) / 1e6 if mean else DEFAULT_MEGAPIXELS
+        )
+    mean = session.scalar(select(func.avg(func.length(Input.text))).where(*of_kind))
+    return DataStats(num_inputs, kind, mean_chars=float(mean) if mean else DEFAULT_CHARS)
+
+
+def _app_kinds(session: Session, app_pk: int) -> Counter[str]:
+    rows = session.execute(
+        select(Input.kind, func.count()).where(Input.app_pk == app_pk).group_by(Input.kind)
+    )
+    return Counter({kind: count for kind, count in rows})
+
+
+def _find_version_by_id(session: Session, app: AppScope, version_id: str) -> DatasetVersion:
+    """A dataset version named by its id alone (the seed's examples send no dataset_id)."""
+    rows = list(
+        session.scalars(
+            select(DatasetVersion)
+            .join(Dataset, Dataset.pk == DatasetVersion.dataset_pk)
+            .where(Dataset.app_pk == app.app_pk, DatasetVersion.id == version_id)
+        )
+    )
+    if not rows:
+        raise ApiError(
+            codes.CONN_DOES_NOT_EXIST,
+            f"No dataset of app '{app.app_id}' has a version '{version_id}'.",
+        )
+    if len(rows) > 1:
+        raise ApiError(
+            codes.CONN_INVALID_REQUEST,
+            f"Several datasets have a version '{version_id}'; send dataset_id too.",
+        )
+    return rows[0]
+
+
+# ---- the hardware that trains and its cost models -------------------------------------------
+
+
+def training_hardware(env: Env) -> Hardware:
+    """The hardware of the newest finished training (workers may run elsewhere than this API
+    server); this machine with the configured device until there is one."""
+    with env.db.session() as session:
+        hardware = session.scalar(
+            select(TrainingRun.hardware)
+            .where(TrainingRun.source == TRAINING)
+            .order_by(TrainingRun.pk.desc())
+            .limit(1)
+        )
+    if hardware:
+        return Hardware(**hardware)
+    from modelmill.jobs.train import device
+
+    return this_hardware(device(env.settings.device))
+
+
+def runs_for(env: Env, key: str, profile: str) -> list[Run]:
+    """What the cost model of `key` on `profile` is fitted to: the runs measured here, plus the
+    shipped calibration unless this server ran its own calibration (which replaces it)."""
+    with env.db.session() as session:
+        rows = list(
+            session.execute(
+                select(TrainingRun.source, TrainingRun.run)
+                .where(TrainingRun.model_key == key, TrainingRun.hardware_profile == profile)
+                .order_by(TrainingRun.pk.desc())
+                .limit(RECENT_RUNS)
+            )
+        )
+    measured = [Run.from_json(run) for _, run in reversed(rows)]
+    if any(source == CALIBRATION for source, _ in rows):
+        return measured
+    return shipped_runs(profile).get(key, []) + measured
+
+
+def cost_model(
+    env: Env, template: Template, kind: InputKind, hardware: Hardware
+) -> CostModel | None:
+    return fit(runs_for(env, model_key(template, kind), hardware.profile))
+
+
+# ---- estimating ------------------------------------------------------------------------------
+
+
+def estimate_training(
+    env: Env,
+    app: AppScope,
+    model_id: str,
+    train_params: dict[str, Any],
+    input_count: int | None = None,
+) -> Estimate:
+    """Estimate a training as PostModelVersions would run it (same params, same data).
+
+    The data is the dataset version in the params (dataset_version_id, with or without
+    dataset_id: its real count and sizes), else the dataset's current inputs (dataset_id),
+    else `input_count` inputs like the app's own.
+    """
+    params = dict(train_params)
+    template_name = str(params.pop("template", "") or "")
+    dataset_id = str(params.pop("dataset_id", "") or "")
+    dataset_version_id = str(params.pop("dataset_version_id", "") or "")
+    for key in (*COMMON_TRAIN_PARAMS, TOLERANCE):
+        params.pop(key, None)
+    with env.db.session() as session:
+        model = find_model(session, app, model_id)
+        template = resolve_template(model.model_type_id, template_name)
+        params_model = build_params(template, model, TrainRequest(train_params=params))
+        snapshot = _snapshot(env, session, app, dataset_id, dataset_version_id)
+        if snapshot is not None:
+            kind = _majority_kind(template, params_model, Counter(i["kind"] for i in snapshot))
+            stats = snapshot_stats(snapshot, kind)
+        elif input_count is not None:
+            kind = _majority_kind(template, params_model, _app_kinds(session, app.app_pk))
+            stats = _app_stats(session, app.app_pk, input_count, kind)
+        else:
+            raise ApiError(
+                codes.MODEL_INVALID_ARGUMENT,
+                "Give estimated_input_count, or the dataset to train on (dataset_version_id, "
+                "with dataset_id if several datasets have that version id).",
+            )
+    hardware = training_hardware(env)
+    model_fit = cost_model(env, template, kind, hardware)
+    workload = workload_of(params_model.model_dump(mode="json"), stats)
+    if model_fit is not None:
+        seconds = model_fit.seconds(workload)
+        ram = model_fit.peak_memory_bytes(workload)
+        gpu = model_fit.peak_gpu_memory_bytes(workload) if hardware.device == "cuda" else None
+        basis = (
+            f"fitted to {model_fit.runs} measured trainings of {template.name} on "
+            f"{hardware.profile} (mean error {model_fit.error:.0%}); for all epochs: "
+            "early stopping can end training sooner"
+        )
+    else:
+        seconds = template.estimate(stats.num_inputs, params_model, hardware)
+        ram = gpu = None
+        basis = (
+            f"{template.name}'s rule of thumb: no trainings measured on {hardware.profile} "
+            "yet (`modelmill calibrate` measures some)"
+        )
+    seconds = float(round(seconds))  # whole seconds, as the seed's int(round(...))
+    return Estimate(
+        seconds,
+        display_duration(seconds),
+        display_cost(seconds, price_per_hour(env)),
+        ram,
+        hardware.profile,
+        stats.num_inputs,
+        gpu,
+        display_memory(ram, gpu),
+        basis,
+    )
+
+
+def _snapshot(
+    env: Env, session: Session, app: AppScope, dataset_id: str, version_id: str
+) -> list[dict[str, Any]] | None:
+    if version_id:
+        version = (
+            find_dataset_version(session, app, dataset_id, version_id)
+            if dataset_id
+            else _find_version_by_id(session, app, version_id)
+        )
+        return load_snapshot(env, version)
+    if dataset_id:
+        return snapshot_rows(session, None, dataset_pk=find_dataset(session, app, dataset_id).pk)
+    return None
+
+
+# ---- recording measured trainings ------------------------------------------------------------
+
+
+def record_runs(
+    env: Env,
+    template: Template,
+    kind: InputKind,
+    hardware: Hardware,
+    runs: Iterable[Run],
+    model_version_pk: int | None = None,
+) -> None:
+    """Store measured runs; the next estimate of this template on this hardware is refitted
+    with them."""
+    key = model_key(template, kind)
+    with env.db.session() as session:
+        for run in runs:
+            session.add(
+                TrainingRun(
+                    model_key=key,
+                    hardware_profile=hardware.profile,
+                    hardware={
+                        "device": hardware.device,
+                        "name": hardware.name,
+                        "cores": hardware.cores,
+                    },
+                    source=run.source,
+                    run=run.to_json(),
+                    model_version_pk=model_version_pk,
+                )
+            )
+
+
+def record_training(
+    env: Env,
+    job: Job,
+    template: Template,
+    params: BaseModel,
+    snapshot: Sequence[dict[str, Any]],
+    device: str,
+    checkpoint_dir: Path,
+) -> None:
+    """Add a finished training's actual time (from the job's start to now, in the worker's
+    process) to the data its template's estimates are fitted to. A job that ran more than once
+    (a worker died) is left out: its time is not one training's."""
+    if job.attempts != 1 or job.started_at is None:
+        return
+    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
+    seconds = (utcnow() - started).total_seconds()
+    kind = _majority_kind(template, params, Counter(i["kind"] for i in snapshot))
+    workload = workload_of(params.model_dump(mode="json"), snapshot_stats(snapshot, kind))
+    if (epochs := epochs_run(checkpoint_dir)) is not None:
+        workload = replace(workload, num_epochs=epochs)
+    gpu = None
+    if device == "cuda":
+        import torch
+
+        gpu = int(torch.cuda.max_memory_allocated())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB  # the job's own process
+    hardware = this_hardware(device)
+    record_runs(
+        env,
+        template,
+        kind,
+        hardware,
+        [Run(workload, seconds, peak, gpu, TRAINING)],
+        job.model_version_pk,
+    )
+    refitted = cost_model(env, template, kind, hardware)
+    log.info(
+        "training took %.0f s; %s estimates on %s refitted: %s",
+        seconds,
+        template.name,
+        hardware.profile,
+        refitted.coefficients if refitted else "too few runs",
+    )

@@ -1,0 +1,391 @@
+"""The training-time cost model: what a training costs depends on (its `Workload`), coefficients
+fitted by non-negative least squares per template and hardware profile, and a peak-memory model.
+Knows nothing of SQL or HTTP: measured `Run`s come in, a `CostModel` comes out.
+
+The seed's estimator is `int(round(A · num_inputs · num_epochs + B))`. Those are the "start-up"
+(B) and "per input-epoch" (A) terms below; the other terms add what the seed itself says is not
+linear in inputs × epochs (image size, tokens, batch size), plus evaluation and start-up work.
+Every coefficient is ≥ 0 (a cost never pays time back), so a term the data does not need is 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelmill.training.contract import Hardware, InputKind, Template
+
+# Model input sizes are counted in units of these, so coefficients read as "seconds per input at
+# 224 × 224 pixels" or "... at 128 tokens".
+REFERENCE_PIXELS = 224 * 224
+REFERENCE_TOKENS = 128
+CHARS_PER_TOKEN = 4.0  # English averages about four characters per BPE / WordPiece token
+CHARS_PER_SOURCE_UNIT = 1000.0
+# When neither a dataset nor the app's inputs say how big the inputs are.
+DEFAULT_MEGAPIXELS = 0.3
+DEFAULT_CHARS = 300.0
+
+# Names templates give to the parameters that drive cost; looked up in the template's Params and
+# one level down in dict-valued params (HuggingFace-style `trainer_config`), so a new template
+# is estimated without registering anything here.
+EPOCH_PARAMS = ("num_epochs", "epochs", "num_train_epochs", "max_epochs")
+BATCH_PARAMS = ("batch_size", "per_device_train_batch_size", "train_batch_size")
+IMAGE_SIZE_PARAMS = ("image_size", "input_size", "img_size")
+TOKEN_LIMIT_PARAMS = ("max_length", "max_seq_length", "max_tokens", "model_max_length")
+
+# Below FULL_MODEL_MIN_RUNS runs only the seed's two terms are fitted (fewer unknowns than runs);
+# below MIN_RUNS nothing is, and the template's own rule of thumb answers.
+MIN_RUNS = 2
+FULL_MODEL_MIN_RUNS = 6
+# A finished training on this server counts as much as this many calibration trials: it is the
+# thing being estimated (real data, real load), where a trial is a short synthetic stand-in.
+SOURCE_WEIGHTS = {"calibration": 1.0, "training": 3.0}
+CALIBRATION_DIR = Path(__file__).parent / "calibration"
+
+
+# ---- what a training costs depends on ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What the data says about cost: how many inputs, of which kind, how big as stored."""
+
+    num_inputs: int
+    kind: InputKind
+    mean_megapixels: float = DEFAULT_MEGAPIXELS  # images
+    mean_chars: float = DEFAULT_CHARS  # texts
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One training as the cost model sees it.
+
+    `size_units`: the model's input size per input, 1.0 = 224² pixels (image_size², so cost is
+    quadratic in the side) or 128 tokens. `source_units`: the stored size per input, megapixels
+    or thousands of characters (decoding and tokenising).
+    """
+
+    kind: InputKind
+    num_inputs: int
+    num_epochs: int = 1  # 1 for templates without epochs
+    batch_size: int = 0  # 0 for templates without batches
+    size_units: float = 1.0
+    source_units: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Workload:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def find_param(values: Mapping[str, Any], names: Sequence[str]) -> tuple[tuple[str, ...], Any]:
+    """((path), value) of the first of `names` in `values` or in a dict-valued entry of it;
+    ((), None) when there is none."""
+    for name in names:
+        if name in values:
+            return (name,), values[name]
+    for key, nested in values.items():
+        if isinstance(nested, Mapping):
+            for name in names:
+                if name in nested:
+                    return (key, name), nested[name]
+    return (), None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, list | tuple) and value:  # (height, width)
+        return math.prod(float(v) for v in value) ** 0.5
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def workload_of(params: Mapping[str, Any], stats: DataStats) -> Workload:
+    """The workload of training with `params` (a Params model_dump) on data like `stats`."""
+    epochs = _number(find_param(params, EPOCH_PARAMS)[1]) or 1.0
+    batch = _number(find_param(params, BATCH_PARAMS)[1]) or 0.0
+    if stats.kind == "image":
+        side = _number(find_param(params, IMAGE_SIZE_PARAMS)[1])
+        size = side * side / REFERENCE_PIXELS if side else 1.0
+        source = stats.mean_megapixels
+    else:
+        tokens = stats.mean_chars / CHARS_PER_TOKEN
+        limit = _number(find_param(params, TOKEN_LIMIT_PARAMS)[1])
+        size = (min(tokens, limit) if limit else tokens) / REFERENCE_TOKENS
+        source = stats.mean_chars / CHARS_PER_SOURCE_UNIT
+    return Workload(
+        stats.kind, stats.num_inputs, max(1, round(epochs)), max(0, round(batch)), size, source
+    )
+
+
+# ---- the terms -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Term:
+    name: str
+    value: Callable[[Workload], float]
+    why: str
+
+
+def _steps(w: Workload) -> float:
+    return w.num_epochs * math.ceil(w.num_inputs / w.batch_size) if w.batch_size else 0.0
+
+
+TIME_TERMS: tuple[Term, ...] = (
+    Term(
+        "start-up",
+        lambda w: 1.0,
+        "process start, imports, loading pretrained weights (the seed's B)",
+    ),
+    Term(
+        "per epoch", lambda w: w.num_epochs, "saving the epoch's checkpoints, starting validation"
+    ),
+    Term(
+        "per input", lambda w: w.num_inputs, "reading and validating each input, labels, the split"
+    ),
+    Term(
+        "per input × stored size",
+        lambda w: w.num_inputs * w.source_units,
+        "decoding megapixels / tokenising characters (once: decoded images stay in memory)",
+    ),
+    Term(
+        "per input × model size",
+        lambda w: w.num_inputs * w.size_units,
+        "one forward pass per input: the final evaluation, base-model embeddings",
+    ),
+    Term(
+        "per input-epoch",
+        lambda w: w.num_inputs * w.num_epochs,
+        "each input in each epoch, size aside: augmentation, loss (the seed's A)",
+    ),
+    Term(
+        "per input-epoch × model size",
+        lambda w: w.num_inputs * w.num_epochs * w.size_units,
+        "forward + backward: grows with pixels (image_size², quadratic) or tokens",
+    ),
+    Term(
+        "per input-epoch × model size² (texts)",
+        lambda w: w.num_inputs * w.num_epochs * w.size_units**2 if w.kind == "text" else 0.0,
+        "attention grows with the square of the tokens; images have no such term",
+    ),
+    Term(
+        "per optimizer step",
+        _steps,
+        "fixed cost of each batch: why small batches train slower per input",
+    ),
+)
+# The seed's form, fitted while there are too few runs for every term.
+SEED_TERMS = ("start-up", "per input-epoch × model size")
+
+MEMORY_TERMS: tuple[Term, ...] = (
+    Term("base", lambda w: 1.0, "the process, libraries, weights, gradients, optimizer state"),
+    Term(
+        "per batch × model size",
+        lambda w: max(w.batch_size, 1) * w.size_units,
+        "activations of one batch",
+    ),
+    Term(
+        "per input × model size",
+        lambda w: w.num_inputs * w.size_units,
+        "decoded images / token ids / embeddings kept in memory",
+    ),
+)
+
+
+def _matrix(terms: Sequence[Term], workloads: Iterable[Workload]) -> np.ndarray:
+    return np.array([[term.value(w) for term in terms] for w in workloads], dtype=float)
+
+
+# ---- measured runs and fitting ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measured training: its workload, wall-clock seconds and peak memory."""
+
+    workload: Workload
+    seconds: float
+    peak_memory_bytes: int | None = None
+    peak_gpu_memory_bytes: int | None = None
+    source: str = "calibration"  # or "training": a finished training on this server
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "workload": self.workload.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Run:
+        return cls(**{**data, "workload": Workload.from_json(data["workload"])})
+
+
+def _relative_nnls(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """β ≥ 0 minimising Σ wᵢ ((xᵢ·β − yᵢ) / yᵢ)²: relative errors, so a 10 s run counts as much
+    as a 10 h one (users read percentages, not seconds). Columns are scaled for conditioning."""
+    from scipy.optimize import nnls
+
+    row_scale = np.sqrt(weights) / y
+    weighted = x * row_scale[:, None]
+    scale = np.linalg.norm(weighted, axis=0)
+    used = scale > 0
+    beta = np.zeros(x.shape[1])
+    if used.any():
+        solution, _ = nnls(weighted[:, used] / scale[used], np.sqrt(weights))
+        beta[used] = solution / scale[used]
+    return beta
+
+
+def _fit_terms(
+    terms: Sequence[Term],
+    runs: Sequence[Run],
+    y: np.ndarray,
+    allowed: Sequence[str] | None = None,
+) -> dict[str, float]:
+    chosen = [t for t in terms if allowed is None or t.name in allowed]
+    weights = np.array([SOURCE_WEIGHTS.get(r.source, 1.0) for r in runs])
+    beta = _relative_nnls(_matrix(chosen, [r.workload for r in runs]), y, weights)
+    return {t.name: float(b) for t, b in zip(chosen, beta, strict=True)}
+
+
+def _predict(terms: Sequence[Term], coefficients: Mapping[str, float], w: Workload) -> float:
+    return sum(coefficients.get(t.name, 0.0) * t.value(w) for t in terms)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Fitted coefficients (seconds, bytes) of one template on one hardware profile."""
+
+    coefficients: dict[str, float]
+    memory: dict[str, float] = field(default_factory=dict)
+    gpu_memory: dict[str, float] = field(default_factory=dict)
+    runs: int = 0
+    error: float = 0.0  # mean absolute relative error on the runs it was fitted to
+
+    def seconds(self, workload: Workload) -> float:
+        return _predict(TIME_TERMS, self.coefficients, workload)
+
+    def peak_memory_bytes(self, workload: Workload) -> int | None:
+        return round(_predict(MEMORY_TERMS, self.memory, workload)) if self.memory else None
+
+    def peak_gpu_memory_bytes(self, workload: Workload) -> int | None:
+        return round(_predict(MEMORY_TERMS, self.gpu_memory, workload)) if self.gpu_memory else None
+
+
+def _memory_fit(runs: Sequence[Run], attribute: str) -> dict[str, float]:
+    measured = [r for r in runs if getattr(r, attribute)]
+    if len(measured) < MIN_RUNS:
+        return {}
+    y = np.array([float(getattr(r, attribute)) for r in measured])
+    return _fit_terms(MEMORY_TERMS, measured, y)
+
+
+def fit(runs: Sequence[Run]) -> CostModel | None:
+    """The cost model of these runs (all of one template on one hardware profile); None when
+    there are fewer than MIN_RUNS. Under FULL_MODEL_MIN_RUNS only the seed's two terms.
+
+    >>> fit([Run(Workload("image", 100, 2), 60.0), Run(Workload("image", 400, 2), 210.0)])
+    """
+    if len(runs) < MIN_RUNS:
+        return None
+    workloads = [r.workload for r in runs]
+    y = np.array([r.seconds for r in runs], dtype=float)
+    allowed = None if len(runs) >= FULL_MODEL_MIN_RUNS else SEED_TERMS
+    coefficients = _fit_terms(TIME_TERMS, runs, y, allowed)
+    predicted = np.array([_predict(TIME_TERMS, coefficients, w) for w in workloads])
+    return CostModel(
+        coefficients,
+        memory=_memory_fit(runs, "peak_memory_bytes"),
+        gpu_memory=_memory_fit(runs, "peak_gpu_memory_bytes"),
+        runs=len(runs),
+        error=float(np.mean(np.abs(predicted - y) / y)),
+    )
+
+
+def leave_one_out(runs: Sequence[Run]) -> list[float]:
+    """Each run's seconds as predicted by a model fitted to all the other runs: an honest
+    error, unlike the in-sample one (NaN where the others are too few to fit)."""
+    predictions = []
+    for index, run in enumerate(runs):
+        model = fit([r for i, r in enumerate(runs) if i != index])
+        predictions.append(model.seconds(run.workload) if model else float("nan"))
+    return predictions
+
+
+# ---- hardware, keys and the shipped calibration ----------------------------------------------
+
+
+def this_hardware(device: str = "cpu") -> Hardware:
+    """This machine as a hardware profile; `device` is "cpu" or "cuda"."""
+    cores = os.cpu_count() or 1
+    if device == "cuda":
+        import torch
+
+        return Hardware("cuda", torch.cuda.get_device_name(0), cores)
+    return Hardware("cpu", platform.processor() or platform.machine(), cores)
+
+
+def input_kinds(template: Template) -> tuple[InputKind, ...]:
+    """The kinds of input a template trains on: its own, or both for a template whose params
+    choose a base embedder (transfer learning: it follows the embedder or the data)."""
+    if "base_embed_model" not in template.Params.model_fields:
+        return (template.input_kind,)
+    other: InputKind = "text" if template.input_kind == "image" else "image"
+    return (template.input_kind, other)
+
+
+def model_key(template: Template, kind: InputKind) -> str:
+    """Names one cost model: the same template name may serve two model types, and a template
+    that takes images or texts (transfer learning) costs differently for each."""
+    return f"{template.model_type_id}/{template.name}/{kind}"
+
+
+def shipped_runs(profile: str, directory: Path = CALIBRATION_DIR) -> dict[str, list[Run]]:
+    """Calibration runs that ship with modelmill for this hardware profile, by model key."""
+    found: dict[str, list[Run]] = {}
+    for path in sorted(directory.glob("*.json")):
+        data = json.loads(path.read_text())
+        if data.get("profile") != profile:
+            continue
+        for key, entry in data.get("models", {}).items():
+            found.setdefault(key, []).extend(Run.from_json(r) for r in entry["runs"])
+    return found
+
+
+def calibration_document(
+    profile: str, runs: Mapping[str, Sequence[Run]], **about: Any
+) -> dict[str, Any]:
+    """The JSON a calibration is shipped as: its runs and, for people, the fitted coefficients."""
+    models = {}
+    for key, key_runs in sorted(runs.items()):
+        model = fit(key_runs)
+        models[key] = {
+            "coefficients": model.coefficients if model else {},
+            "memory_coefficients": model.memory if model else {},
+            "fit_error": round(model.error, 4) if model else None,
+            "runs": [r.to_json() for r in key_runs],
+        }
+    return {"profile": profile, **about, "models": models}
+
+
+def epochs_run(checkpoint_dir: Path) -> int | None:
+    """Epochs a training actually ran (early stopping ends some sooner), from the loop state
+    the shared checkpoint format keeps; None for templates that keep no such state."""
+    from modelmill.training.checkpoints import LAST_DIR, META_FILE
+
+    meta = checkpoint_dir / LAST_DIR / META_FILE
+    if not meta.is_file():
+        return None
+    done = json.loads(meta.read_text()).get("loop", {}).get("epochs_done")
+    return int(done) if done else None

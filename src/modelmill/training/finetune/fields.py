@@ -1,0 +1,56 @@
+"""Params fields the fine-tuning templates share (loop settings, split, seed), with their
+descriptions and ranges, so that every template describes them the same way.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic.json_schema import JsonDict
+
+OUTPUT_CONFIG: JsonDict = {
+    "path": "output_info.output_config"
+}  # Params fields shared with inference
+MAX_SEED = 2**31 - 1
+
+
+def warmup_epochs_field(default: float) -> float:
+    return Field(  # type: ignore[no-any-return]
+        default,
+        ge=0.0,
+        le=100.0,
+        description="Epochs over which the learning rate rises linearly from zero to its peak; "
+        "it then follows a cosine down to zero at the last epoch.",
+        json_schema_extra={"step": 0.5},
+    )
+
+
+def patience_field(default: int) -> int:
+    return Field(  # type: ignore[no-any-return]
+        default,
+        ge=0,
+        le=1000,
+        description="Early stopping: end training after this many epochs without a lower "
+        "validation loss (0 = never stop early). The best epoch's weights are kept either way.",
+        json_schema_extra={"step": 1},
+    )
+
+
+def validation_fraction_field(default: float) -> float:
+    return Field(  # type: ignore[no-any-return]
+        default,
+        ge=0.0,
+        le=0.5,
+        description="Share of the inputs held out (stratified by concept) to pick the best "
+        "epoch, stop early and evaluate the version; 0 trains on everything and skips those.",
+        json_schema_extra={"step": 0.05},
+    )
+
+
+def seed_field() -> int:
+    return Field(  # type: ignore[no-any-return]
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="Random seed of the split, shuffling, augmentation and the new head: the "
+        "same seed and data give the same model on the same hardware.",
+    )

@@ -1,0 +1,75 @@
+"""What a fine-tuned classifier answers: scores from logits, predictions ranked and filtered as
+PostModelOutputs asks, EvalMetrics on held-out inputs, and the simple training-time estimate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from modelmill.training import metrics
+from modelmill.training.data import Targets
+
+DEFAULT_MAX_CONCEPTS = 20  # Clarifai's default for PostModelOutputs
+
+
+def scores_from_logits(logits: torch.Tensor, exclusive: bool) -> torch.Tensor:
+    return torch.softmax(logits, dim=1) if exclusive else torch.sigmoid(logits)
+
+
+def _selected_ids(select: Any) -> set[str]:
+    """select_concepts as Clarifai sends it: concept dicts ({"id": ..., "name": ...}) or ids."""
+    ids: set[str] = set()
+    for concept in select or ():
+        if isinstance(concept, Mapping):
+            ids.update(str(concept[key]) for key in ("id", "name") if concept.get(key))
+        else:
+            ids.add(str(concept))
+    return ids
+
+
+def ranked_concepts(
+    scores: Sequence[float], concepts: Sequence[str], params: Mapping[str, Any]
+) -> list[tuple[str, float]]:
+    """(concept, score) highest first, honouring select_concepts, min_value and max_concepts."""
+    pairs = [(concept, float(score)) for concept, score in zip(concepts, scores, strict=True)]
+    if selected := _selected_ids(params.get("select_concepts")):
+        pairs = [pair for pair in pairs if pair[0] in selected]
+    min_value = float(params.get("min_value") or 0.0)
+    pairs = [pair for pair in pairs if pair[1] >= min_value]
+    pairs.sort(key=lambda pair: -pair[1])
+    max_concepts = int(params.get("max_concepts") or 0) or (
+        len(pairs) if selected else DEFAULT_MAX_CONCEPTS
+    )
+    return pairs[:max_concepts]
+
+
+def evaluation(
+    concepts: Sequence[str],
+    targets: Targets,
+    scores: np.ndarray,
+    input_ids: Sequence[str],
+    exclusive: bool,
+    info: Mapping[str, Any],
+) -> dict[str, Any]:
+    """EvalMetrics (metrics.py) on held-out inputs; cells nobody labelled are left out."""
+    y_true = np.where(targets.mask > 0, targets.values, np.nan)
+    return metrics.classification_metrics(
+        concepts, y_true, scores, input_ids, mutually_exclusive=exclusive, info=info
+    )
+
+
+def linear_estimate(
+    coefficients: Mapping[str, tuple[float, float]],
+    device: str,
+    num_inputs: int,
+    num_epochs: int,
+    scale: float,
+) -> float:
+    """Seconds ≈ A · num_inputs · num_epochs · scale + B, with (A, B) per device kind
+    ("cpu", "cuda"); `scale` is e.g. (image_size / reference size)²."""
+    per_item, overhead = coefficients.get(device, coefficients["cpu"])
+    return per_item * num_inputs * num_epochs * scale + overhead

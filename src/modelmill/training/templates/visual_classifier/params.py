@@ -1,0 +1,130 @@
+"""Hyperparameters of the visual-classifier templates, named as Clarifai names them; each class's
+fields, defaults, ranges and descriptions are what ListModelTypes answers for that template.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from modelmill.training.finetune.fields import (
+    OUTPUT_CONFIG,
+    patience_field,
+    seed_field,
+    validation_fraction_field,
+    warmup_epochs_field,
+)
+
+
+def image_size_field(default: int) -> int:
+    return Field(  # type: ignore[no-any-return]
+        default,
+        ge=32,
+        le=1024,
+        description="Side in pixels that images are resized to (shorter side, then a centre "
+        "crop). Training time grows with its square.",
+        json_schema_extra={"step": 32},
+    )
+
+
+def batch_size_field(default: int) -> int:
+    return Field(  # type: ignore[no-any-return]
+        default,
+        ge=1,
+        le=1024,
+        description="Images per training step.",
+        json_schema_extra={"step": 1},
+    )
+
+
+def num_epochs_field(default: int) -> int:
+    return Field(  # type: ignore[no-any-return]
+        default,
+        ge=1,
+        le=1000,
+        description="Passes over the training inputs (fewer when early stopping ends training).",
+        json_schema_extra={"step": 1},
+    )
+
+
+def per_item_lrate_field(default: float) -> float:
+    return Field(  # type: ignore[no-any-return]
+        default,
+        ge=0.0,
+        le=0.01,
+        description="Learning rate per image in a batch: the learning rate is batch_size × "
+        "per_item_lrate, so changing the batch size keeps training comparable.",
+    )
+
+
+class VisualClassifierParams(BaseModel):
+    """The fast EfficientNet-Lite0 template's defaults; the others override a few of them."""
+
+    image_size: int = image_size_field(128)
+    batch_size: int = batch_size_field(32)
+    num_epochs: int = num_epochs_field(15)
+    per_item_lrate: float = per_item_lrate_field(3.125e-05)
+    weight_decay: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="Decoupled weight decay (AdamW) on weights; not on biases and norms.",
+    )
+    momentum: float = Field(
+        0.9,
+        ge=0.0,
+        le=0.999,
+        description="Momentum of the optimizer (AdamW's first-moment decay, beta1).",
+    )
+    pretrained_weights: Literal["ImageNet-1k", "None"] = Field(
+        "ImageNet-1k",
+        description="Start from ImageNet-1k weights (found in the weights folder, a local "
+        "cache, a package, or downloaded when online) or from random weights (None).",
+    )
+    freeze_batchnorm: bool = Field(
+        True,
+        description="When starting from trained weights, keep their batch-norm statistics "
+        "while fine-tuning (scale and shift still learn): steadier with small batches and "
+        "datasets. Training from random weights always updates them.",
+    )
+    flip_probability: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Chance that a training image is flipped (augmentation).",
+        json_schema_extra={"step": 0.05},
+    )
+    flip_direction: Literal["horizontal", "vertical"] = Field(
+        "horizontal", description="Direction of the augmentation flip."
+    )
+    warmup_epochs: float = warmup_epochs_field(1.0)
+    early_stopping_patience: int = patience_field(5)
+    validation_fraction: float = validation_fraction_field(0.2)
+    seed: int = seed_field()
+    concepts_mutually_exclusive: bool = Field(
+        False,
+        description="Each image has exactly one of the concepts (softmax); otherwise any "
+        "number of them (one sigmoid each). Inputs labelled 0 for a concept are negatives.",
+        json_schema_extra=OUTPUT_CONFIG,
+    )
+
+
+class ResNet50Params(VisualClassifierParams):
+    """Clarifai's MMClassification_ResNet_50_RSB_A1 public defaults."""
+
+    image_size: int = image_size_field(224)
+    batch_size: int = batch_size_field(64)
+    num_epochs: int = num_epochs_field(60)
+    per_item_lrate: float = per_item_lrate_field(1.953125e-05)
+    warmup_epochs: float = warmup_epochs_field(5.0)
+    early_stopping_patience: int = patience_field(10)
+
+
+class EfficientNetParams(VisualClassifierParams):
+    image_size: int = image_size_field(224)
+    batch_size: int = batch_size_field(32)
+    num_epochs: int = num_epochs_field(30)
+    per_item_lrate: float = per_item_lrate_field(1.5625e-05)
+    warmup_epochs: float = warmup_epochs_field(2.0)
+    early_stopping_patience: int = patience_field(8)

@@ -1,0 +1,188 @@
+"""Uploaded files → inputs: images and .txt files (labelled with the chosen concept), a zip of
+folders named by concept, or a CSV of texts and labels (columns text,concepts). Inputs are
+stored through services.inputs in batches; every file or row that fails gets its own message.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+
+from modelmill.domain.ids import check_id
+from modelmill.services import AppScope, Env
+from modelmill.services.inputs import MAX_BATCH, NewInput, post_inputs
+from modelmill.settings import Settings
+
+CSV_CONCEPT_SEPARATORS = re.compile(r"[|;,]")
+MAX_ARCHIVE_MEMBERS = 50_000
+
+
+@dataclass
+class Item:
+    """One input to be, named for messages ('cats.zip: dogs/3.png', 'texts.csv row 4')."""
+
+    name: str
+    spec: NewInput | None = None
+    error: str = ""
+
+
+@dataclass
+class UploadReport:
+    added: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)  # {"file", "error"}
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"added": self.added, "failed": self.failed, "errors": self.errors}
+
+
+def _labels(concepts: list[str]) -> dict[str, Any]:
+    unique = list(dict.fromkeys(c for c in concepts if c))
+    return {"concepts": [{"id": c, "name": c, "value": 1.0} for c in unique]} if unique else {}
+
+
+def _image(name: str, data: bytes, concept: str, settings: Settings) -> Iterator[Item]:
+    yield Item(name, NewInput(image_bytes=data, labels=_labels([concept])))
+
+
+def _text(name: str, data: bytes, concept: str, settings: Settings) -> Iterator[Item]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        yield Item(name, error="The text file is not UTF-8.")
+        return
+    yield Item(name, NewInput(text=text, labels=_labels([concept])))
+
+
+def _csv(name: str, data: bytes, concept: str, settings: Settings) -> Iterator[Item]:
+    """Rows of `text,concepts`; concepts separated by | ; or , (quote the cell for commas)."""
+    try:
+        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+        columns = {c.strip().lower(): c for c in reader.fieldnames or []}
+    except (UnicodeDecodeError, csv.Error) as error:
+        yield Item(name, error=f"The CSV file could not be read ({error}).")
+        return
+    if "text" not in columns:
+        yield Item(
+            name,
+            error="The CSV file needs a header row with a 'text' column "
+            "(and optionally 'concepts').",
+        )
+        return
+    try:
+        for number, row in enumerate(reader, start=2):
+            cell = row.get(columns.get("concepts", ""), "") or ""
+            concepts = [c.strip() for c in CSV_CONCEPT_SEPARATORS.split(cell) if c.strip()]
+            text = row.get(columns["text"]) or ""
+            yield Item(
+                f"{name} row {number}", NewInput(text=text, labels=_labels(concepts or [concept]))
+            )
+    except csv.Error as error:
+        yield Item(
+            name, error=f"The CSV file could not be read after row {reader.line_num} ({error})."
+        )
+
+
+def _zip(name: str, data: bytes, concept: str, settings: Settings) -> Iterator[Item]:
+    """Each file's folder names its concept ('cats/1.jpg' is a cat); files at the top level get
+    the chosen concept. Hidden files and macOS resource folders are skipped."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        yield Item(name, error="The file is not a readable zip archive.")
+        return
+    members = [m for m in archive.infolist() if not m.is_dir()]
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        yield Item(
+            name,
+            error=f"The archive holds {len(members)} files; the limit is "
+            f"{MAX_ARCHIVE_MEMBERS} per upload.",
+        )
+        return
+    for member in members:
+        path = PurePosixPath(member.filename)
+        if any(part.startswith(".") or part == "__MACOSX" for part in path.parts):
+            continue
+        label = f"{name}: {member.filename}"
+        reader = READERS.get(path.suffix.lower(), _image)
+        if reader in (_zip, _csv):
+            yield Item(
+                label,
+                error="Archives and CSV files inside a zip are not read; upload them on their own.",
+            )
+            continue
+        if member.file_size > settings.max_input_bytes:
+            yield Item(
+                label,
+                error=f"The file is {member.file_size} bytes; the limit for one input "
+                f"is {settings.max_input_bytes}.",
+            )
+            continue
+        folder_concept = path.parent.name if len(path.parts) > 1 else concept
+        try:
+            content = archive.read(member)
+        except (zipfile.BadZipFile, OSError, NotImplementedError) as error:
+            yield Item(label, error=f"The file could not be extracted ({error}).")
+            continue
+        yield from reader(label, content, folder_concept, settings)
+
+
+READERS: dict[str, Callable[[str, bytes, str, Settings], Iterator[Item]]] = {
+    ".zip": _zip,
+    ".csv": _csv,
+    ".txt": _text,
+}
+
+
+def check_concept(concept: str) -> str:
+    """The chosen concept id, checked; empty means 'no concept'."""
+    concept = concept.strip()
+    return check_id(concept, "concept", codes.INPUT_INVALID_ARGUMENT) if concept else ""
+
+
+def read_files(files: list[tuple[str, bytes]], concept: str, settings: Settings) -> Iterator[Item]:
+    """The inputs in uploaded files: (file name, content) pairs; other files are read as images."""
+    for name, data in files:
+        if not data:
+            yield Item(name, error="The file is empty (0 bytes).")
+            continue
+        reader = READERS.get(PurePosixPath(name).suffix.lower(), _image)
+        yield from reader(name, data, concept, settings)
+
+
+def store(env: Env, app: AppScope, items: Iterator[Item]) -> UploadReport:
+    """Store the items' inputs in batches of the API's batch size; collects every failure."""
+    report = UploadReport()
+    batch: list[Item] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        results, _ = post_inputs(env, app, [item.spec for item in batch if item.spec is not None])
+        for item, result in zip(batch, results, strict=True):
+            if result.code == codes.INPUT_DOWNLOAD_SUCCESS:
+                report.added += 1
+            else:
+                report.errors.append({"file": item.name, "error": result.description})
+        batch.clear()
+
+    for item in items:
+        if item.spec is None:
+            report.errors.append({"file": item.name, "error": item.error})
+            continue
+        batch.append(item)
+        if len(batch) == MAX_BATCH:
+            flush()
+    flush()
+    return report

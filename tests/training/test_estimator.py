@@ -1,0 +1,330 @@
+"""The training-time estimator: the display helpers at their edges, the cost model's workload and
+fit, calibration of a tiny template predicting a run it never saw, and refits after trainings.
+
+Run: `.venv/bin/pytest tests/training/test_estimator.py -q` (add `-m slow` for the calibration).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from pydantic import BaseModel, Field
+
+from modelmill.services import Env
+from modelmill.services.estimates import (
+    cost_model,
+    display_cost,
+    display_duration,
+    display_memory,
+    record_runs,
+    record_training,
+    round_down_15,
+)
+from modelmill.settings import Settings
+from modelmill.store.tables import Job, TrainingRun, utcnow
+from modelmill.training.calibrate import calibrate
+from modelmill.training.contract import Hardware, InvalidInput, TrainContext, TrainingData
+from modelmill.training.estimator import (
+    CALIBRATION_DIR,
+    TIME_TERMS,
+    DataStats,
+    Run,
+    Workload,
+    fit,
+    leave_one_out,
+    shipped_runs,
+    workload_of,
+)
+from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
+from modelmill.training.trials import Quiet, Trial, run_trial
+
+# ---- display helpers at their edges ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "under 15 min"),
+        (-5, "under 15 min"),
+        (14 * 60 + 59, "under 15 min"),
+        (15 * 60, "15 min"),
+        (59 * 60 + 59, "45 min"),
+        (3600, "1 h"),
+        (3600 + 14 * 60 + 59, "1 h"),
+        (3600 + 15 * 60, "1 h 15 min"),
+        (2 * 3600 + 45 * 60, "2 h 45 min"),
+        (26 * 3600, "26 h"),
+    ],
+)
+def test_duration_is_rounded_down_to_15_minute_steps(seconds: float, shown: str) -> None:
+    assert display_duration(seconds) == shown
+
+
+def test_round_down_15_at_the_edges() -> None:
+    assert [round_down_15(s) for s in (0, 899, 899.99, 900, 3599, 3600, 4499)] == [
+        0,
+        0,
+        0,
+        900,
+        2700,
+        3600,
+        3600,
+    ]
+
+
+def test_cost_is_of_the_time_itself_at_the_hourly_price() -> None:
+    assert display_cost(0) == "$0.00"
+    assert display_cost(14 * 60 + 59) == "$1.00"  # charged for the time, not its rounded display
+    assert display_cost(15 * 60) == "$1.00"
+    assert display_cost(3600) == "$4.00"
+    assert display_cost(90 * 60, price_per_hour=10.0) == "$15.00"
+    assert display_cost(1000 * 3600) == "$4,000.00"
+    assert display_cost(-60) == "$0.00"
+
+
+def test_memory_display() -> None:
+    assert display_memory(None) == ""
+    assert display_memory(1_230_000_000) == "peak RAM 1.2 GB"
+    assert display_memory(2_000_000_000, 3_400_000_000) == "peak RAM 2.0 GB, GPU 3.4 GB"
+
+
+# ---- workload and fit --------------------------------------------------------------------------
+
+
+def test_workload_reads_cost_params_by_convention_even_nested() -> None:
+    image = workload_of(
+        {"num_epochs": 30.0, "batch_size": 64, "image_size": 448},
+        DataStats(1000, "image", mean_megapixels=2.0),
+    )
+    assert (image.num_inputs, image.num_epochs, image.batch_size) == (1000, 30, 64)
+    assert image.size_units == pytest.approx(4.0)  # twice the side: four times the pixels
+    assert image.source_units == 2.0
+
+    text = workload_of(
+        {
+            "trainer_config": {"num_train_epochs": 3, "per_device_train_batch_size": 16},
+            "tokenizer_config": {"max_length": 64},
+        },
+        DataStats(500, "text", mean_chars=4000),  # about 1000 tokens, truncated to 64
+    )
+    assert (text.num_epochs, text.batch_size) == (3, 16)
+    assert text.size_units == pytest.approx(0.5)
+
+    plain = workload_of({}, DataStats(10, "image"))
+    assert (plain.num_epochs, plain.batch_size, plain.size_units) == (1, 0, 1.0)
+
+
+def _workloads(count: int, seed: int = 0) -> list[Workload]:
+    rng = np.random.default_rng(seed)
+    return [
+        Workload(
+            "image",
+            int(rng.integers(20, 2000)),
+            int(rng.integers(1, 8)),
+            int(rng.choice([8, 32, 64])),
+            float(rng.choice([0.33, 0.56, 1.0, 2.0])),
+            float(rng.uniform(0.1, 2.0)),
+        )
+        for _ in range(count)
+    ]
+
+
+def test_fit_recovers_the_costs_that_made_the_runs() -> None:
+    truth = {
+        "start-up": 8.0,
+        "per epoch": 1.5,
+        "per input × stored size": 0.01,
+        "per input-epoch × model size": 0.2,
+        "per optimizer step": 0.05,
+    }
+
+    def seconds(w: Workload) -> float:
+        return sum(truth.get(t.name, 0.0) * t.value(w) for t in TIME_TERMS)
+
+    runs = [Run(w, seconds(w)) for w in _workloads(20)]
+    model = fit(runs)
+
+    assert model is not None and model.error < 0.01
+    for w in _workloads(10, seed=1):  # workloads it never saw
+        assert model.seconds(w) == pytest.approx(seconds(w), rel=0.02)
+
+
+def test_fit_falls_back_to_the_seeds_two_terms_with_few_runs() -> None:
+    runs = [Run(Workload("image", n, 2), 10 + 0.1 * n * 2) for n in (100, 300, 600)]
+
+    model = fit(runs)
+
+    assert model is not None
+    assert set(model.coefficients) == {"start-up", "per input-epoch × model size"}
+    assert model.seconds(Workload("image", 1000, 2)) == pytest.approx(210, rel=0.01)
+    assert fit(runs[:1]) is None
+
+
+def test_coefficients_are_never_negative() -> None:
+    rng = np.random.default_rng(3)
+    runs = [
+        Run(w, max(1.0, 5 + 0.01 * w.num_inputs * w.num_epochs * rng.normal(1, 0.3)))
+        for w in _workloads(15)
+    ]
+
+    model = fit(runs)
+
+    assert model is not None
+    assert min(model.coefficients.values()) >= 0
+
+
+def test_shipped_calibrations_fit_their_own_runs() -> None:
+    files = list(CALIBRATION_DIR.glob("*.json"))
+    assert files, "modelmill ships the calibration of its CI machines"
+    for path in files:
+        profile = json.loads(path.read_text())["profile"]
+        for key, runs in shipped_runs(profile).items():
+            model = fit(runs)
+            assert model is not None, key
+            held_out = leave_one_out(runs)
+            errors = [abs(p - r.seconds) / r.seconds for p, r in zip(held_out, runs, strict=True)]
+            assert sum(errors) / len(errors) < 0.25, key
+
+
+# ---- calibration of a tiny template -----------------------------------------------------------
+
+
+class TinyParams(BaseModel):
+    num_epochs: int = Field(2, ge=1, le=10)
+    batch_size: int = Field(16, ge=1, le=256)
+    image_size: int = Field(64, ge=16, le=256)
+
+
+class TinyTemplate:
+    """A template whose training is real arithmetic: decode each image once, then per epoch
+    and batch a forward and backward pass through one dense layer on image_size² features."""
+
+    name: ClassVar[str] = "tiny"
+    model_type_id: ClassVar[str] = "visual-classifier"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = "a test template"
+    recommended: ClassVar[bool] = False
+    input_kind: ClassVar[Any] = "image"
+    Params: ClassVar[type[BaseModel]] = TinyParams
+
+    def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
+        pass
+
+    def validate(self, examples: Any, params: BaseModel) -> list[InvalidInput]:
+        return []
+
+    def estimate(self, num_inputs: int, params: BaseModel, hardware: Hardware) -> float:
+        return 1.0
+
+    def train(self, ctx: TrainContext, data: TrainingData, params: Any) -> Path:
+        side = params.image_size
+        images = np.stack(
+            [
+                np.asarray(e.load().convert("L").resize((side, side)), np.float32).ravel() / 255
+                for e in data.examples
+            ]
+        )
+        weights = np.random.default_rng(0).normal(0, 0.01, (side * side, 256)).astype(np.float32)
+        for _ in range(params.num_epochs):
+            for start in range(0, len(images), params.batch_size):
+                batch = images[start : start + params.batch_size]
+                hidden = np.tanh(batch @ weights)
+                weights -= 1e-3 * batch.T @ (hidden * (1 - hidden**2))
+        return ctx.work_dir
+
+    def evaluate(
+        self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path
+    ) -> dict[str, Any]:
+        return {}
+
+
+QUICK = Quiet(busy=0.25, wait_s=60.0, attempts=3, sample_s=0.2)
+
+
+@pytest.mark.slow
+def test_calibration_of_a_tiny_template_predicts_a_run_it_never_saw(tmp_path: Path) -> None:
+    template = TinyTemplate()
+    measured = calibrate(
+        template, "image", "cpu", None, tmp_path, time_scale=0.08, in_process=True, quiet=QUICK
+    )
+    model = fit([m.run for m in measured])
+    assert model is not None and len(measured) >= 8
+    assert model.coefficients["per input-epoch × model size"] > 0  # pixels cost time
+
+    held_out = Trial(120, {"num_epochs": 3, "batch_size": 24, "image_size": 80}, 640)
+    actual = run_trial(
+        template, "image", held_out, "cpu", None, tmp_path, in_process=True, quiet=QUICK
+    ).run
+
+    predicted = model.seconds(actual.workload)
+    assert predicted == pytest.approx(actual.seconds, rel=0.3), (predicted, actual.seconds)
+
+
+# ---- refitting after finished trainings --------------------------------------------------------
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env.open(Settings(data_dir=tmp_path / "data"))
+
+
+HARDWARE = Hardware("cpu", "test-cpu", 2)  # a profile nothing ships for
+
+
+def test_finished_trainings_refit_the_coefficients(env: Env) -> None:
+    calibration = [
+        Run(Workload("image", n, 1, 0, 1.0, 0.3), 5 + 0.05 * n) for n in (20, 40, 80, 160, 320, 640)
+    ]
+    record_runs(env, EMBEDDING_CLASSIFIER, "image", HARDWARE, calibration)
+    before = cost_model(env, EMBEDDING_CLASSIFIER, "image", HARDWARE)
+    assert before is not None
+
+    # This server's trainings turn out twice as slow as calibrated (a busier machine).
+    trainings = [
+        Run(Workload("image", n, 1, 0, 1.0, 0.3), 2 * (5 + 0.05 * n), source="training")
+        for n in (50, 500, 1000)
+    ]
+    record_runs(env, EMBEDDING_CLASSIFIER, "image", HARDWARE, trainings)
+    after = cost_model(env, EMBEDDING_CLASSIFIER, "image", HARDWARE)
+
+    assert after is not None and after.runs == before.runs + 3
+    assert after.coefficients != before.coefficients
+    workload = Workload("image", 800, 1, 0, 1.0, 0.3)
+    assert after.seconds(workload) > 1.3 * before.seconds(workload)  # most of the way to 2×
+
+
+def test_a_finished_job_records_its_time(env: Env, tmp_path: Path) -> None:
+    job = Job(kind="train", attempts=1, started_at=utcnow() - timedelta(seconds=90))
+    snapshot = [{"kind": "image", "width": 1000, "height": 500, "text": None}] * 30
+    params = EMBEDDING_CLASSIFIER.Params()
+
+    record_training(env, job, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", tmp_path)
+    resumed = Job(kind="train", attempts=2, started_at=utcnow() - timedelta(seconds=90))
+    record_training(env, resumed, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", tmp_path)
+
+    with env.db.session() as session:
+        rows = session.query(TrainingRun).all()
+    assert len(rows) == 1, "a job that ran twice is not one training's time"
+    run = Run.from_json(rows[0].run)
+    assert run.source == "training" and 90 <= run.seconds < 120
+    assert (run.workload.num_inputs, run.workload.source_units) == (30, 0.5)
+    assert run.peak_memory_bytes and run.peak_memory_bytes > 10_000_000
+
+
+def test_trial_timing_waits_for_a_quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelmill.training import trials as module
+
+    readings = iter([0.9, 0.9, 0.05])
+    monkeypatch.setattr(module, "others_busy", lambda seconds=1.0: next(readings))
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: None)
+    started = time.monotonic()
+
+    module.wait_until_quiet(Quiet(busy=0.15, wait_s=60.0))
+
+    assert next(readings, None) is None and time.monotonic() - started < 5
