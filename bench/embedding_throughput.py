@@ -26,14 +26,17 @@ SEED = 0
 CROP_SIDE = 300
 
 
-def median_seconds(run) -> float:
-    run()  # warm-up
-    times = []
+def interleaved_medians(direct, modelmill) -> tuple[float, float]:
+    """Median seconds of each, timed in turns so that other work on a shared machine slows
+    both alike."""
+    direct(), modelmill()  # warm-up
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(REPEATS):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for run, bucket in ((direct, times[0]), (modelmill, times[1])):
+            started = time.perf_counter()
+            run()
+            bucket.append(time.perf_counter() - started)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def text_rows() -> list[tuple[str, float, int]]:
@@ -58,13 +61,10 @@ def text_rows() -> list[tuple[str, float, int]]:
             pooled = (hidden * mask).sum(1) / mask.sum(1)
             torch.nn.functional.normalize(pooled, dim=1)
 
+    direct_seconds, modelmill_seconds = interleaved_medians(direct, lambda: embedder.embed(texts))
     return [
-        ("text, direct transformers loop", median_seconds(direct), len(texts)),
-        (
-            "text, modelmill embedder.embed",
-            median_seconds(lambda: embedder.embed(texts)),
-            len(texts),
-        ),
+        ("text, direct transformers loop", direct_seconds, len(texts)),
+        ("text, modelmill embedder.embed", modelmill_seconds, len(texts)),
     ]
 
 
@@ -91,13 +91,10 @@ def image_rows() -> list[tuple[str, float, int]]:
                 )
             torch.nn.functional.normalize(features, dim=1)
 
+    direct_seconds, modelmill_seconds = interleaved_medians(direct, lambda: embedder.embed(images))
     return [
-        ("image, direct timm model (preprocessed tensors)", median_seconds(direct), len(images)),
-        (
-            "image, modelmill embedder.embed (PIL images)",
-            median_seconds(lambda: embedder.embed(images)),
-            len(images),
-        ),
+        ("image, direct timm model (preprocessed tensors)", direct_seconds, len(images)),
+        ("image, modelmill embedder.embed (PIL images)", modelmill_seconds, len(images)),
     ]
 
 

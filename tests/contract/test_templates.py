@@ -12,6 +12,7 @@ import hashlib
 import shutil
 import zipfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def colour_image(rgb: tuple[int, int, int], index: int) -> Image.Image:
 
 def image_examples(colours: dict[str, tuple[int, int, int]], per_concept: int) -> list[Example]:
     examples = [
-        Example(f"{c}-{i}", "image", lambda rgb=rgb, i=i: colour_image(rgb, i), {c: 1.0})
+        Example(f"{c}-{i}", "image", partial(colour_image, rgb, i), {c: 1.0})
         for c, rgb in colours.items()
         for i in range(per_concept)
     ]
@@ -104,7 +105,7 @@ def image_examples(colours: dict[str, tuple[int, int, int]], per_concept: int) -
 
 def text_examples(topics: dict[str, list[str]]) -> list[Example]:
     return [
-        Example(f"{t}-{i}", "text", lambda s=s: s, {t: 1.0})
+        Example(f"{t}-{i}", "text", partial(str, s), {t: 1.0})
         for t, texts in topics.items()
         for i, s in enumerate(texts)
     ]

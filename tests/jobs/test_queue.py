@@ -28,7 +28,9 @@ LEASE_S = 30.0
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    url = request.getfixturevalue("postgres").create_database() if request.param == "postgres" else ""
+    url = (
+        request.getfixturevalue("postgres").create_database() if request.param == "postgres" else ""
+    )
     return Settings(data_dir=tmp_path, database_url=url, job_lease_s=LEASE_S, job_max_attempts=3)
 
 
@@ -48,7 +50,9 @@ def expire(env: Env, job_pk: int) -> None:
     """The lease lapses, as when its worker stops heartbeating."""
     with env.db.session() as session:
         session.execute(
-            update(Job).where(Job.pk == job_pk).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            update(Job)
+            .where(Job.pk == job_pk)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
 
 
@@ -82,11 +86,15 @@ def test_a_held_lease_is_not_claimed_and_the_heartbeat_extends_it(env: Env) -> N
 
     with env.db.session() as session:  # pretend the lease is nearly over
         session.execute(
-            update(Job).where(Job.pk == job_pk).values(lease_expires_at=utcnow() + timedelta(seconds=1))
+            update(Job)
+            .where(Job.pk == job_pk)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=1))
         )
     assert queue.heartbeat(env, job_pk, "worker-a")
     extended = queue.get(env, job_pk).lease_expires_at
-    assert extended.replace(tzinfo=None) > (utcnow() + timedelta(seconds=LEASE_S - 5)).replace(tzinfo=None)
+    assert extended.replace(tzinfo=None) > (utcnow() + timedelta(seconds=LEASE_S - 5)).replace(
+        tzinfo=None
+    )
     assert queue.claim(env, "worker-b") is None
     assert not queue.heartbeat(env, job_pk, "worker-b"), "only the owner extends a lease"
 
@@ -131,7 +139,11 @@ def test_release_puts_a_crashed_job_back_with_the_reason(env: Env) -> None:
     queue.release(env, job_pk, "worker-a", "the training process exited with code -9")
 
     released = queue.get(env, job_pk)
-    assert (released.state, released.lease_owner, released.lease_expires_at) == (queue.QUEUED, None, None)
+    assert (released.state, released.lease_owner, released.lease_expires_at) == (
+        queue.QUEUED,
+        None,
+        None,
+    )
     assert released.error == "the training process exited with code -9"
     again = queue.claim(env, "worker-b")
     assert again is not None and again.pk == job_pk and again.attempts == 2
@@ -187,7 +199,9 @@ def version_with_job(env: Env, **job: Any) -> tuple[int, int]:
         model = Model(app_pk=app.pk, id="m", model_type_id="embedding-classifier")
         session.add(model)
         session.flush()
-        version = ModelVersion(model_pk=model.pk, id="v", status_code=codes.MODEL_QUEUED_FOR_TRAINING)
+        version = ModelVersion(
+            model_pk=model.pk, id="v", status_code=codes.MODEL_QUEUED_FOR_TRAINING
+        )
         session.add(version)
         session.flush()
         row = queue.enqueue(session, "train", {}, model_version_pk=version.pk, max_attempts=2)
@@ -196,12 +210,22 @@ def version_with_job(env: Env, **job: Any) -> tuple[int, int]:
         return version.pk, row.pk
 
 
-def test_a_job_that_keeps_dying_fails_for_good_with_the_reason(settings: Settings, env: Env) -> None:
+def run_worker_once(settings: Settings) -> None:
+    worker = Worker(settings)
+    try:
+        worker.run(once=True)
+    finally:
+        worker.env.db.dispose()
+
+
+def test_a_job_that_keeps_dying_fails_for_good_with_the_reason(
+    settings: Settings, env: Env
+) -> None:
     # Two attempts so far, each ended by a crash of its training process.
     version_pk, job_pk = version_with_job(
         env, attempts=2, error="the training process exited with code -9"
     )
-    Worker(settings).run(once=True)
+    run_worker_once(settings)
 
     job = queue.get(env, job_pk)
     assert job.state == queue.FAILED
@@ -214,12 +238,14 @@ def test_a_job_that_keeps_dying_fails_for_good_with_the_reason(settings: Setting
     assert version.completed_at is not None
 
 
-def test_a_job_whose_worker_vanished_fails_for_good_after_max_attempts(settings: Settings, env: Env) -> None:
+def test_a_job_whose_worker_vanished_fails_for_good_after_max_attempts(
+    settings: Settings, env: Env
+) -> None:
     version_pk, job_pk = version_with_job(env)
     for owner in ("worker-a", "worker-b"):  # each claims it, then dies without a word
         assert queue.claim(env, owner) is not None
         expire(env, job_pk)
-    Worker(settings).run(once=True)
+    run_worker_once(settings)
 
     with env.db.session() as session:
         version = session.get(ModelVersion, version_pk)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ def offline(monkeypatch, tmp_path):
 
 def examples(topics: dict[str, list[str]], prefix: str = "") -> list[Example]:
     return [
-        Example(f"{prefix}{t}-{i}", "text", lambda s=s: s, {t: 1.0})
+        Example(f"{prefix}{t}-{i}", "text", partial(str, s), {t: 1.0})
         for t, texts in topics.items()
         for i, s in enumerate(texts)
     ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +73,7 @@ def square(rgb, seed: int, size: int = 40) -> Image.Image:
 
 def colour_examples(per_colour: int, offset: int = 0, colours=COLOURS) -> list[Example]:
     return [
-        Example(f"{name}-{offset + i}", "image", lambda rgb=rgb, s=offset + i: square(rgb, s),
-                {name: 1.0})
+        Example(f"{name}-{offset + i}", "image", partial(square, rgb, offset + i), {name: 1.0})
         for name, rgb in colours.items()
         for i in range(per_colour)
     ]  # fmt: skip
@@ -126,6 +126,15 @@ def test_multi_label_model_scores_concepts_independently(tmp_path):
         value for _, value in LITE0.load(artifacts).predict(data.examples[:1], {})[0].concepts
     ]
     assert len(scores) == len(COLOURS) and sum(scores) != pytest.approx(1.0, abs=1e-3)
+
+
+def test_evaluation_without_held_out_inputs_says_it_used_training_inputs(tmp_path):
+    data = TrainingData(colour_examples(2), list(COLOURS))
+    params = tiny(num_epochs=1, validation_fraction=0.0)
+    ctx, _ = context(tmp_path)
+    metrics = LITE0.evaluate(ctx, data, params, LITE0.train(ctx, data, params))
+    assert metrics["eval_info"]["params"]["split"].startswith("training inputs")
+    assert len(metrics["test_set"]) == len(data.examples)
 
 
 # ---- pretrained weights ------------------------------------------------------------------------
@@ -357,7 +366,9 @@ def test_early_stopping_ends_training_and_keeps_the_best_epoch(tmp_path):
         lambda m, x: m(x),
         data,
         settings,
-        lambda directory, s, optimizer: saved.append((directory.name, s.epochs_done)),
+        lambda directory, s, optimizer, same_model_as=None: saved.append(
+            (directory.name, s.epochs_done)
+        ),
     )
     assert state.finished and state.epochs_done == 3 and state.best_epoch == 1
     assert saved[0] == (BEST_DIR, 1) and (BEST_DIR, 2) not in saved

@@ -57,20 +57,20 @@ def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
     log.addHandler(handler)
     job = queue.get(env, job_pk)
     log.info("job %s (%s), attempt %s of %s, on %s", job_pk, job.kind, job.attempts, job.max_attempts, owner)
+    state, error_text = queue.DONE, ""
     try:
         kinds()[job.kind](env, job, owner, log)
     except Exception as error:  # a bug or bad data: retrying would fail the same way
         log.exception("job failed")
         fail_for_good(env, job, f"{type(error).__name__}: {error}. The train log has the details.")
-        queue.finish(env, job_pk, owner, queue.FAILED, str(error))
-    else:
-        queue.finish(env, job_pk, owner, queue.DONE)
-    finally:
-        handler.flush()
-        with env.db.session() as session:
-            row = session.get(Job, job_pk)
-            if row is not None:  # None when the version (and so its job) was deleted meanwhile
-                row.log_key = env.blobs.put(path.read_bytes())
+        state, error_text = queue.FAILED, str(error)
+    handler.flush()
+    # Keep the log before ending the job: once the job ends, the worker stops watching us.
+    with env.db.session() as session:
+        row = session.get(Job, job_pk)
+        if row is not None:  # None when the version (and so its job) was deleted meanwhile
+            row.log_key = env.blobs.put(path.read_bytes())
+    queue.finish(env, job_pk, owner, state, error_text)
 
 
 def fail_for_good(env: Env, job: Job, description: str, code: int = codes.MODEL_TRAINING_FAILED) -> None:

@@ -78,6 +78,9 @@ class Worker:
             if not child.is_alive():
                 break
             if not queue.heartbeat(self.env, job_pk, self.owner):
+                job = queue.find(self.env, job_pk)
+                if job is not None and job.state != queue.RUNNING:
+                    continue  # the child recorded the end and is exiting: let it finish
                 log.warning("lost the lease of job %s; stopping its process", job_pk)
                 child.kill()
                 break

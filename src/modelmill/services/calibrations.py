@@ -142,15 +142,9 @@ def _machine() -> dict[str, Any]:
     import torch
 
     cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        cpu = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in open("/proc/cpuinfo")
-                if line.startswith("model name")
-            ),
-            cpu,
-        )
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+        cpu = names[0] if names else cpu
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

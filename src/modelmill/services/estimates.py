@@ -125,7 +125,7 @@ def price_per_hour(env: Env) -> float:
 # ---- what the data looks like --------------------------------------------------------------
 
 
-def _majority_kind(template: Template, params: BaseModel, counts: Counter[str]) -> InputKind:
+def _kind_trained_on(template: Template, params: BaseModel, counts: Counter[str]) -> InputKind:
     """The kind of inputs a training learns from: the template's own; for a template that
     follows its base embedder, the chosen embedder's or else the kind most of the data has."""
     kinds = input_kinds(template)
@@ -265,10 +265,10 @@ def estimate_training(
         params_model = build_params(template, model, TrainRequest(train_params=params))
         snapshot = _snapshot(env, session, app, dataset_id, dataset_version_id)
         if snapshot is not None:
-            kind = _majority_kind(template, params_model, Counter(i["kind"] for i in snapshot))
+            kind = _kind_trained_on(template, params_model, Counter(i["kind"] for i in snapshot))
             stats = snapshot_stats(snapshot, kind)
         elif input_count is not None:
-            kind = _majority_kind(template, params_model, _app_kinds(session, app.app_pk))
+            kind = _kind_trained_on(template, params_model, _app_kinds(session, app.app_pk))
             stats = _app_stats(session, app.app_pk, input_count, kind)
         else:
             raise ApiError(
@@ -372,7 +372,7 @@ def record_training(
         return
     started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
     seconds = (utcnow() - started).total_seconds()
-    kind = _majority_kind(template, params, Counter(i["kind"] for i in snapshot))
+    kind = _kind_trained_on(template, params, Counter(i["kind"] for i in snapshot))
     workload = workload_of(params.model_dump(mode="json"), snapshot_stats(snapshot, kind))
     if (epochs := epochs_run(checkpoint_dir)) is not None:
         workload = replace(workload, num_epochs=epochs)

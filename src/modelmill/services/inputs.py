@@ -71,6 +71,7 @@ class _Checked:
     width: int = 0
     height: int = 0
     image: bytes | None = None
+    blob_key: str | None = None
     text: str | None = None
     labels: dict[str, Any] = field(default_factory=dict)
 
@@ -218,6 +219,10 @@ def post_inputs(
             result.code, result.description = error.code, error.description
             result.details = error.details
 
+    # Blobs are written before the transaction, so it holds SQLite's write lock only briefly.
+    for _, item in checked:
+        if item.image is not None:
+            item.blob_key = env.blobs.put(item.image)
     dataset_ids = sorted({d for _, c in checked for d in c.spec.dataset_ids})
     for attempt in range(2):
         try:
@@ -269,12 +274,11 @@ def _store(
             names.update(concept_names(item.labels))
         ensure_concepts(session, app.app_pk, names)
         for result, item in good:
-            blob_key = env.blobs.put(item.image) if item.image is not None else None
             result.row = Input(
                 app_pk=app.app_pk,
                 id=result.id,
                 kind=item.kind,
-                blob_key=blob_key,
+                blob_key=item.blob_key,
                 mime=item.mime,
                 width=item.width,
                 height=item.height,

@@ -35,7 +35,7 @@ def _file_secret(path: Path) -> bytes:
 def secret(env: Env) -> bytes:
     if env.settings.secret_key:
         return env.settings.secret_key.encode()
-    return _file_secret((env.settings.data_dir / "secret.key").resolve())
+    return _file_secret(env.settings.data_dir / "secret.key")
 
 
 def sign(env: Env, value: str) -> str:

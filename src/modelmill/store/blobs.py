@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +31,7 @@ class LocalBlobStore:
         self.root = root
         self._tmp = root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self._folders: set[Path] = set()
 
     def _file(self, key: str) -> Path:
         if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
@@ -42,14 +43,17 @@ class LocalBlobStore:
         target = self._file(key)
         if target.exists():
             return key
-        target.parent.mkdir(exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
+        if target.parent not in self._folders:
+            target.parent.mkdir(exist_ok=True)
+            self._folders.add(target.parent)
+        # A name unique to this process and thread; cheaper than mkstemp on the hot upload path.
+        tmp = self._tmp / f"{key}.{os.getpid()}.{threading.get_ident()}"
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with open(tmp, "xb") as handle:
                 handle.write(data)
-            os.replace(tmp_name, target)
+            os.replace(tmp, target)
         except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return key
 

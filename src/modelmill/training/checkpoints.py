@@ -6,6 +6,7 @@ previous checkpoint; plus carrying a classifier head over to a new concept list.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -84,15 +85,24 @@ def save_checkpoint(
     meta: Mapping[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
     write_extra: Callable[[Path], None] | None = None,
+    same_model_as: Path | None = None,
 ) -> Path:
     """Writes a checkpoint folder atomically (a temporary sibling, then a rename).
 
     `write_extra(folder)` adds files of the caller's own (e.g. tokenizer files, all JSON/text).
+    `same_model_as`: a checkpoint folder just written with these very weights; its model file
+    is hard-linked (copied where links fail) instead of serialised a second time.
     """
     temporary = directory.with_name(directory.name + _TEMP_SUFFIX)
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
-    save_file(_plain_tensors(model_state), str(temporary / MODEL_FILE))
+    if same_model_as is not None:
+        try:
+            os.link(same_model_as / MODEL_FILE, temporary / MODEL_FILE)
+        except OSError:
+            shutil.copyfile(same_model_as / MODEL_FILE, temporary / MODEL_FILE)
+    else:
+        save_file(_plain_tensors(model_state), str(temporary / MODEL_FILE))
     meta = dict(meta)
     if optimizer is not None:
         tensors, structure = _flatten_optimizer_state(optimizer.state_dict())

@@ -215,7 +215,8 @@ def _matrix(terms: Sequence[Term], workloads: Iterable[Workload]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Run:
-    """One measured training: its workload, wall-clock seconds and peak memory."""
+    """One measured training: its workload, seconds and peak memory. `seconds` is wall-clock
+    time; for a calibration trial, less what it waited for CPUs other processes held."""
 
     workload: Workload
     seconds: float
@@ -295,7 +296,7 @@ def fit(runs: Sequence[Run]) -> CostModel | None:
     """The cost model of these runs (all of one template on one hardware profile); None when
     there are fewer than MIN_RUNS. Under FULL_MODEL_MIN_RUNS only the seed's two terms.
 
-    >>> fit([Run(Workload("image", 100, 2), 60.0), Run(Workload("image", 400, 2), 210.0)])
+    e.g. `fit(runs).seconds(Workload("image", num_inputs=5000, num_epochs=30))`
     """
     if len(runs) < MIN_RUNS:
         return None

@@ -7,6 +7,7 @@ Run: `.venv/bin/pytest tests/api/training -q` (fast tier), `-m slow` (kills, can
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -52,10 +53,8 @@ def stop_with_descendants(server: Server) -> None:
     started = descendants(server.process)
     server.stop()
     for child in started:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def database_url_for(backend: str, request: pytest.FixtureRequest) -> str:
@@ -67,7 +66,8 @@ def training_server(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     server = make_server(
-        tmp_path_factory.mktemp(f"training-{backend}"), database_url_for(backend, request),
+        tmp_path_factory.mktemp(f"training-{backend}"),
+        database_url_for(backend, request),
         TRAINING_SETTINGS,
     )
     server.start()
@@ -83,15 +83,21 @@ def trainer(training_server: Server) -> Account:
 @pytest.fixture
 def tapi(training_server: Server, trainer: Account, transport: str) -> Api:
     """The trainer's client on a fresh app of the training server, over this test's transport."""
-    return Api(training_server, transport, trainer.key, trainer.user_id,
-               create_app(training_server, trainer))
+    return Api(
+        training_server,
+        transport,
+        trainer.key,
+        trainer.user_id,
+        create_app(training_server, trainer),
+    )
 
 
 @pytest.fixture
-def grpc_api(training_server: Server, trainer: Account) -> Api:
+def trainer_api(training_server: Server, trainer: Account) -> Api:
     """A gRPC client on a fresh app of the training server (for tests that need no transport)."""
-    return Api(training_server, "grpc", trainer.key, trainer.user_id,
-               create_app(training_server, trainer))
+    return Api(
+        training_server, "grpc", trainer.key, trainer.user_id, create_app(training_server, trainer)
+    )
 
 
 # ---- fresh servers and their workers -------------------------------------------------------------
@@ -146,10 +152,8 @@ class Workers:
                 process.kill()
                 process.wait(30)
             for child in children:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     child.kill()
-                except psutil.NoSuchProcess:
-                    pass
 
 
 @dataclass
@@ -168,7 +172,8 @@ def bare(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
 
     def start(settings: dict[str, str] | None = None) -> Bare:
         server = make_server(
-            tmp_path / f"server-{len(made)}", database_url_for(backend, request),
+            tmp_path / f"server-{len(made)}",
+            database_url_for(backend, request),
             {**BARE_SETTINGS, **(settings or {})},
         )
         server.start()

@@ -45,38 +45,106 @@ TOPICS: dict[str, dict[str, list[str]]] = {
     "cooking": {
         "subjects": ["The chef", "My grandmother", "The baker", "Our cook", "The pastry student"],
         "verbs": ["simmered", "baked", "roasted", "seasoned", "whisked", "chopped", "fried"],
-        "train": ["the tomato sauce", "a loaf of sourdough bread", "the chicken thighs",
-                  "the garlic and onions", "a pot of lentil soup", "the pancake batter",
-                  "the beef stew", "a tray of cinnamon rolls"],
-        "held_out": ["the mushroom risotto", "a lemon tart", "the vegetable curry",
-                     "a batch of butter cookies", "the pumpkin pie"],
-        "tails": ["in the kitchen", "with fresh basil and olive oil", "in a hot oven",
-                  "for the family dinner", "with a pinch of salt and pepper"],
+        "train": [
+            "the tomato sauce",
+            "a loaf of sourdough bread",
+            "the chicken thighs",
+            "the garlic and onions",
+            "a pot of lentil soup",
+            "the pancake batter",
+            "the beef stew",
+            "a tray of cinnamon rolls",
+        ],
+        "held_out": [
+            "the mushroom risotto",
+            "a lemon tart",
+            "the vegetable curry",
+            "a batch of butter cookies",
+            "the pumpkin pie",
+        ],
+        "tails": [
+            "in the kitchen",
+            "with fresh basil and olive oil",
+            "in a hot oven",
+            "for the family dinner",
+            "with a pinch of salt and pepper",
+        ],
     },
     "sports": {
-        "subjects": ["The striker", "The home team", "Our goalkeeper", "The tennis champion",
-                     "The young sprinter"],
-        "verbs": ["won", "lost", "dominated", "trained hard for", "scored twice in",
-                  "was injured during", "celebrated"],
-        "train": ["the league final", "the penalty shootout", "the marathon",
-                  "the basketball playoffs", "the championship match", "the relay race",
-                  "the away game", "the derby against their rivals"],
-        "held_out": ["the world cup qualifier", "the grand slam semi-final", "the cycling stage",
-                     "the hockey tournament", "the olympic heats"],
-        "tails": ["in front of a roaring crowd", "after extra time", "at the stadium",
-                  "under the coach's new tactics", "despite the referee's decisions"],
+        "subjects": [
+            "The striker",
+            "The home team",
+            "Our goalkeeper",
+            "The tennis champion",
+            "The young sprinter",
+        ],
+        "verbs": [
+            "won",
+            "lost",
+            "dominated",
+            "trained hard for",
+            "scored twice in",
+            "was injured during",
+            "celebrated",
+        ],
+        "train": [
+            "the league final",
+            "the penalty shootout",
+            "the marathon",
+            "the basketball playoffs",
+            "the championship match",
+            "the relay race",
+            "the away game",
+            "the derby against their rivals",
+        ],
+        "held_out": [
+            "the world cup qualifier",
+            "the grand slam semi-final",
+            "the cycling stage",
+            "the hockey tournament",
+            "the olympic heats",
+        ],
+        "tails": [
+            "in front of a roaring crowd",
+            "after extra time",
+            "at the stadium",
+            "under the coach's new tactics",
+            "despite the referee's decisions",
+        ],
     },
     "finance": {
-        "subjects": ["The central bank", "The investors", "Our portfolio manager",
-                     "The hedge fund", "The company's board"],
+        "subjects": [
+            "The central bank",
+            "The investors",
+            "Our portfolio manager",
+            "The hedge fund",
+            "The company's board",
+        ],
         "verbs": ["raised", "sold", "bought", "reported", "cut", "hedged", "restructured"],
-        "train": ["interest rates", "the quarterly earnings", "government bonds",
-                  "the stock dividend", "its corporate debt", "the currency reserves",
-                  "the pension fund's equities", "the mortgage portfolio"],
-        "held_out": ["the inflation forecast", "shares of the bank", "the treasury bills",
-                     "the venture capital stake", "the credit default swaps"],
-        "tails": ["as markets fell", "after the earnings call", "to calm nervous shareholders",
-                  "ahead of the fiscal year end", "while bond yields climbed"],
+        "train": [
+            "interest rates",
+            "the quarterly earnings",
+            "government bonds",
+            "the stock dividend",
+            "its corporate debt",
+            "the currency reserves",
+            "the pension fund's equities",
+            "the mortgage portfolio",
+        ],
+        "held_out": [
+            "the inflation forecast",
+            "shares of the bank",
+            "the treasury bills",
+            "the venture capital stake",
+            "the credit default swaps",
+        ],
+        "tails": [
+            "as markets fell",
+            "after the earnings call",
+            "to calm nervous shareholders",
+            "ahead of the fiscal year end",
+            "while bond yields climbed",
+        ],
     },
 }
 
@@ -138,8 +206,10 @@ def shape_image(concept: str, rng: random.Random, size: int = 64, fmt: str = "PN
     elif shape == "square":
         draw.rectangle(box, fill=jitter)
     else:
-        draw.polygon([(left + extent // 2, top), (left, top + extent), (left + extent, top + extent)],
-                     fill=jitter)
+        draw.polygon(
+            [(left + extent // 2, top), (left, top + extent), (left + extent, top + extent)],
+            fill=jitter,
+        )
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
@@ -172,8 +242,12 @@ def struct(values: dict[str, Any]) -> struct_pb2.Struct:
     return message
 
 
-def create_model(api: Any, model_id: str, model_type_id: str = "embedding-classifier",
-                 concepts: Sequence[str] = ()) -> pb.Model:
+def create_model(
+    api: Any,
+    model_id: str,
+    model_type_id: str = "embedding-classifier",
+    concepts: Sequence[str] = (),
+) -> pb.Model:
     model = pb.Model(id=model_id, model_type_id=model_type_id)
     model.output_info.data.concepts.extend(pb.Concept(id=c) for c in concepts)
     return assert_ok(api.PostModels(models=[model])).model
@@ -202,7 +276,9 @@ def version_request(
 
 def start_training(api: Any, model_id: str, **request: Any) -> pb.ModelVersion:
     """PostModelVersions; the answer comes at once, queued."""
-    reply = assert_ok(api.PostModelVersions(model_id=model_id, model_versions=[version_request(**request)]))
+    reply = assert_ok(
+        api.PostModelVersions(model_id=model_id, model_versions=[version_request(**request)])
+    )
     version = reply.model.model_version
     assert version.id and version.status.code == QUEUED, version.status
     return version
@@ -248,11 +324,15 @@ def wait_for_version(
             version = assert_ok(api.GetModel(model_id=model_id)).model.model_version
             assert version.id == version_id, "GetModel shows another version than the newest"
         else:
-            version = assert_ok(api.GetModelVersion(model_id=model_id, version_id=version_id)).model_version
+            version = assert_ok(
+                api.GetModelVersion(model_id=model_id, version_id=version_id)
+            ).model_version
         log.add(version.status.code)
         if until(version):
             return version
-        assert time.monotonic() < deadline, f"version {version_id} still {log.names()} after {timeout_s} s"
+        assert time.monotonic() < deadline, (
+            f"version {version_id} still {log.names()} after {timeout_s} s"
+        )
         time.sleep(POLL_S)
 
 
@@ -264,15 +344,22 @@ def train(api: Any, model_id: str, log: StatusLog | None = None, **request: Any)
     return done
 
 
-def predict(api: Any, model_id: str, inputs: Sequence[pb.Input], version_id: str = "",
-            output_config: pb.OutputConfig | None = None,
-            params: dict[str, Any] | None = None) -> Any:
+def predict(
+    api: Any,
+    model_id: str,
+    inputs: Sequence[pb.Input],
+    version_id: str = "",
+    output_config: pb.OutputConfig | None = None,
+    params: dict[str, Any] | None = None,
+) -> Any:
     model = pb.Model()
     if output_config is not None:
         model.output_info.output_config.CopyFrom(output_config)
     if params is not None:
         model.output_info.params.CopyFrom(struct(params))
-    return api.PostModelOutputs(model_id=model_id, version_id=version_id, inputs=inputs, model=model)
+    return api.PostModelOutputs(
+        model_id=model_id, version_id=version_id, inputs=inputs, model=model
+    )
 
 
 def concepts_of(output: pb.Output) -> list[tuple[str, float]]:
@@ -304,8 +391,12 @@ def accuracy(api: Any, model_id: str, inputs: Sequence[pb.Input], version_id: st
     return right / len(inputs)
 
 
-def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = TRAINING_TIMEOUT_S,
-               every_s: float = 0.1) -> Any:
+def wait_until(
+    condition: Callable[[], Any],
+    what: str,
+    timeout_s: float = TRAINING_TIMEOUT_S,
+    every_s: float = 0.1,
+) -> Any:
     """Poll `condition` until it returns something true, which is returned."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -323,7 +414,9 @@ def new_id(prefix: str) -> str:
 def cancel_training(api: Any, model_id: str, version_id: str) -> dict[str, Any]:
     """modelmill's own REST call that stops a training; the JSON answer."""
     user = api.user_app_id
-    url = (f"{api.server.http_url}/v2/users/{user.user_id}/apps/{user.app_id}/models/{model_id}"
-           f"/versions/{version_id}/cancel")
+    url = (
+        f"{api.server.http_url}/v2/users/{user.user_id}/apps/{user.app_id}/models/{model_id}"
+        f"/versions/{version_id}/cancel"
+    )
     reply = requests.post(url, headers={"Authorization": f"Key {api.key}"}, timeout=30)
     return dict(reply.json())

@@ -49,7 +49,9 @@ def refused(tapi: Api, jobs_count: Any) -> Any:
 
     def send(model_id: str, **version: Any) -> Any:
         jobs_before = jobs_count()
-        reply = tapi.PostModelVersions(model_id=model_id, model_versions=[version_request(**version)])
+        reply = tapi.PostModelVersions(
+            model_id=model_id, model_versions=[version_request(**version)]
+        )
         assert reply.status.code != codes.SUCCESS, "the training was accepted"
         assert_nothing_written(tapi, model_id)
         assert jobs_count() == jobs_before, "a job was queued"
@@ -63,7 +65,9 @@ def assert_nothing_written(api: Api, model_id: str) -> None:
     if versions.status.code == codes.SUCCESS:
         assert not versions.model_versions, [v.id for v in versions.model_versions]
     datasets = assert_ok(api.ListDatasets()).datasets
-    assert f"{model_id}-training-data" not in [d.id for d in datasets], "an automatic dataset was made"
+    assert f"{model_id}-training-data" not in [d.id for d in datasets], (
+        "an automatic dataset was made"
+    )
 
 
 def test_unknown_template_of_a_type_that_needs_one(tapi: Api, refused: Any) -> None:
@@ -71,7 +75,9 @@ def test_unknown_template_of_a_type_that_needs_one(tapi: Api, refused: Any) -> N
     create_model(tapi, "classifier", "visual-classifier", concepts=["cooking"])
 
     unknown = refused("classifier", train_params={"template": "MMClassification_Nope"})
-    assert_status(unknown, codes.MODEL_TRAINING_INVALID_PARAMS, "MMClassification_Nope", "visual-classifier")
+    assert_status(
+        unknown, codes.MODEL_TRAINING_INVALID_PARAMS, "MMClassification_Nope", "visual-classifier"
+    )
     missing = refused("classifier")
     assert_status(missing, codes.MODEL_TRAINING_INVALID_PARAMS, "template", "visual-classifier")
 
@@ -85,12 +91,24 @@ def test_unknown_template_of_a_type_that_needs_one(tapi: Api, refused: Any) -> N
         ({"inference_params": {"max_concepts": 0}}, ["max_concepts"]),
         ({"inference_params": {"max_concepts": 2.5}}, ["max_concepts"]),
         ({"base_embed_model": "no-such-embedder"}, ["no-such-embedder"]),
-        ({"train_params": {"invalid_data_tolerance_percent": 150}}, ["invalid_data_tolerance_percent"]),
+        (
+            {"train_params": {"invalid_data_tolerance_percent": 150}},
+            ["invalid_data_tolerance_percent"],
+        ),
     ],
-    ids=["enum-value", "unknown-param", "min-value-range", "max-concepts-range", "max-concepts-int",
-         "unknown-embedder", "tolerance-range"],
+    ids=[
+        "enum-value",
+        "unknown-param",
+        "min-value-range",
+        "max-concepts-range",
+        "max-concepts-int",
+        "unknown-embedder",
+        "tolerance-range",
+    ],
 )
-def test_bad_hyperparameters(tapi: Api, refused: Any, request_fields: dict[str, Any], words: list[str]) -> None:
+def test_bad_hyperparameters(
+    tapi: Api, refused: Any, request_fields: dict[str, Any], words: list[str]
+) -> None:
     upload(tapi, labelled_texts(3))
     create_model(tapi, "topics", concepts=["cooking", "sports"])
     reply = refused("topics", **request_fields)
@@ -111,7 +129,9 @@ def test_no_concepts(tapi: Api, refused: Any) -> None:
 
 
 def test_no_input_labelled_with_the_concepts(tapi: Api, refused: Any) -> None:
-    upload(tapi, labelled_texts(3, topics=["cooking"]) + [text_input("unlabelled", "no label here")])
+    upload(
+        tapi, labelled_texts(3, topics=["cooking"]) + [text_input("unlabelled", "no label here")]
+    )
     assert_ok(tapi.PostConcepts(concepts=[pb.Concept(id="sports"), pb.Concept(id="finance")]))
     create_model(tapi, "topics")
     reply = refused("topics", concepts=["sports", "finance"])
@@ -134,44 +154,65 @@ def test_one_concept_cannot_be_mutually_exclusive(tapi: Api, refused: Any) -> No
     upload(tapi, labelled_texts(3))
     create_model(tapi, "topics")
     reply = refused("topics", concepts=["cooking"], exclusive=True)
-    assert_status(reply, codes.MODEL_TRAINING_ONE_VS_N_SINGLE_CLASS, "cooking", "mutually exclusive")
+    assert_status(
+        reply, codes.MODEL_TRAINING_ONE_VS_N_SINGLE_CLASS, "cooking", "mutually exclusive"
+    )
 
 
 def test_a_dataset_version_of_another_app(
     tapi: Api, refused: Any, training_server: Server, trainer: Account
 ) -> None:
-    other = Api(training_server, tapi.transport, trainer.key, trainer.user_id,
-                create_app(training_server, trainer))
+    other = Api(
+        training_server,
+        tapi.transport,
+        trainer.key,
+        trainer.user_id,
+        create_app(training_server, trainer),
+    )
     assert_ok(other.PostDatasets(datasets=[pb.Dataset(id="shared")]))
     elsewhere = labelled_texts(3, prefix="other")
     for message in elsewhere:
         message.dataset_ids.append("shared")
     upload(other, elsewhere)
-    assert_ok(other.PostDatasetVersions(dataset_id="shared", dataset_versions=[pb.DatasetVersion(id="sv1")]))
+    assert_ok(
+        other.PostDatasetVersions(
+            dataset_id="shared", dataset_versions=[pb.DatasetVersion(id="sv1")]
+        )
+    )
 
     upload(tapi, labelled_texts(3))
     create_model(tapi, "topics", concepts=["cooking", "sports"])
-    from_other_app = refused("topics", train_params={"dataset_id": "shared", "dataset_version_id": "sv1"})
+    from_other_app = refused(
+        "topics", train_params={"dataset_id": "shared", "dataset_version_id": "sv1"}
+    )
     assert_status(from_other_app, codes.CONN_DOES_NOT_EXIST, "shared", tapi.app_id)
 
     # A dataset of the same name here does not have the other app's version either.
     assert_ok(tapi.PostDatasets(datasets=[pb.Dataset(id="shared")]))
-    same_name = refused("topics", train_params={"dataset_id": "shared", "dataset_version_id": "sv1"})
+    same_name = refused(
+        "topics", train_params={"dataset_id": "shared", "dataset_version_id": "sv1"}
+    )
     assert_status(same_name, codes.CONN_DOES_NOT_EXIST, "sv1")
     no_dataset = refused("topics", train_params={"dataset_version_id": "sv1"})
     assert_status(no_dataset, codes.CONN_INVALID_REQUEST, "dataset_id")
 
 
 def test_training_an_unknown_model(tapi: Api) -> None:
-    reply = tapi.PostModelVersions(model_id="nope", model_versions=[version_request(concepts=["a"])])
+    reply = tapi.PostModelVersions(
+        model_id="nope", model_versions=[version_request(concepts=["a"])]
+    )
     assert_status(reply, codes.MODEL_DOES_NOT_EXIST, "nope")
 
 
 def test_predicting_on_a_model_without_a_trained_version(tapi: Api) -> None:
     create_model(tapi, "fresh", concepts=["cooking"])
     text = [text_input("q", "What is for dinner?")]
-    assert_status(predict(tapi, "fresh", text), codes.MODEL_UNTRAINED, "fresh", "no trained version")
-    assert_status(predict(tapi, "fresh", text, version_id="v-nope"), codes.MODEL_DOES_NOT_EXIST, "v-nope")
+    assert_status(
+        predict(tapi, "fresh", text), codes.MODEL_UNTRAINED, "fresh", "no trained version"
+    )
+    assert_status(
+        predict(tapi, "fresh", text, version_id="v-nope"), codes.MODEL_DOES_NOT_EXIST, "v-nope"
+    )
     assert_status(predict(tapi, "missing", text), codes.MODEL_DOES_NOT_EXIST, "missing")
 
 
@@ -183,12 +224,17 @@ def test_predicting_on_a_version_that_is_not_trained(tapi: Api) -> None:
     assert reply["status"]["code"] == codes.SUCCESS, reply
     # Queued, training or (once the cancel lands) failed: never something to predict with.
     text = [text_input("q", "What is for dinner?")]
-    assert_status(predict(tapi, "topics", text, version_id=version.id), codes.MODEL_UNTRAINED, version.id)
+    assert_status(
+        predict(tapi, "topics", text, version_id=version.id), codes.MODEL_UNTRAINED, version.id
+    )
     assert_status(predict(tapi, "topics", text), codes.MODEL_UNTRAINED, "no trained version")
     ended = wait_for_version(tapi, "topics", version.id)
     assert_status(ended.status, codes.MODEL_TRAINING_FAILED, "cancelled")
-    assert_status(predict(tapi, "topics", text, version_id=version.id), codes.MODEL_UNTRAINED,
-                  "MODEL_TRAINING_FAILED")
+    assert_status(
+        predict(tapi, "topics", text, version_id=version.id),
+        codes.MODEL_UNTRAINED,
+        "MODEL_TRAINING_FAILED",
+    )
 
 
 def test_predicting_needs_inputs(tapi: Api) -> None:

@@ -7,6 +7,9 @@ defaults, and a third cancelled at once); the tests read it over gRPC and REST.
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from dataclasses import dataclass
 
 import pytest
@@ -70,8 +73,11 @@ def topics(training_server: Server, trainer: Account) -> Topics:
     for message in held_out:
         message.dataset_ids.append("holdout")
     upload(api, training + held_out)
-    assert_ok(api.PostDatasetVersions(dataset_id="holdout",
-                                      dataset_versions=[pb.DatasetVersion(id="holdout-v1")]))
+    assert_ok(
+        api.PostDatasetVersions(
+            dataset_id="holdout", dataset_versions=[pb.DatasetVersion(id="holdout-v1")]
+        )
+    )
     create_model(api, "topics", concepts=CONCEPTS)
 
     statuses = StatusLog()
@@ -96,12 +102,16 @@ def client(training_server: Server, trainer: Account, topics: Topics, transport:
 
 def test_training_goes_queued_then_training_then_trained(topics: Topics) -> None:
     seen = topics.v1_statuses.seen
-    assert seen[0] == codes.MODEL_QUEUED_FOR_TRAINING and seen[-1] == TRAINED, topics.v1_statuses.names()
+    assert seen[0] == codes.MODEL_QUEUED_FOR_TRAINING and seen[-1] == TRAINED, (
+        topics.v1_statuses.names()
+    )
     assert set(seen) <= {codes.MODEL_QUEUED_FOR_TRAINING, codes.MODEL_TRAINING, TRAINED}
 
 
 def test_trained_version_shows_progress_and_its_frozen_data(client: Api, topics: Topics) -> None:
-    version = assert_ok(client.GetModelVersion(model_id="topics", version_id=topics.v1.id)).model_version
+    version = assert_ok(
+        client.GetModelVersion(model_id="topics", version_id=topics.v1.id)
+    ).model_version
     assert version.status.code == TRAINED
     progress = version.metadata["progress"]
     assert progress["percent"] == 100.0 and progress["total_inputs"] == 3 * TRAIN_PER_TOPIC
@@ -112,11 +122,17 @@ def test_trained_version_shows_progress_and_its_frozen_data(client: Api, topics:
     params = version.train_info.params
     assert params["dataset_id"] == "train"
     # The data was frozen into a dataset version, so the training can be reproduced.
-    frozen = assert_ok(client.GetDatasetVersion(dataset_id="train", dataset_version_id=params["dataset_version_id"]))
+    frozen = assert_ok(
+        client.GetDatasetVersion(
+            dataset_id="train", dataset_version_id=params["dataset_version_id"]
+        )
+    )
     assert frozen.dataset_version.status.code == codes.DATASET_VERSION_READY
 
 
-def test_get_model_shows_the_newest_version_even_when_it_failed(client: Api, topics: Topics) -> None:
+def test_get_model_shows_the_newest_version_even_when_it_failed(
+    client: Api, topics: Topics
+) -> None:
     model = assert_ok(client.GetModel(model_id="topics")).model
     assert model.model_version.id == topics.v3.id
     assert_status(model.model_version.status, codes.MODEL_TRAINING_FAILED, "cancelled")
@@ -159,7 +175,18 @@ def test_predictions_on_a_version_use_its_stored_settings(client: Api, topics: T
         assert sum(v for _, v in concepts_of(output)) == pytest.approx(1.0, abs=1e-3)  # softmax
 
 
-def test_predictions_on_the_model_use_the_newest_trained_version(client: Api, topics: Topics) -> None:
+def test_the_version_can_be_named_in_the_model_of_the_request(client: Api, topics: Topics) -> None:
+    # As the `clarifai` SDK sends it: model.model_version.id, no version_id.
+    model = pb.Model(model_version=pb.ModelVersion(id=topics.v1.id))
+    reply = assert_ok(
+        client.PostModelOutputs(model_id="topics", inputs=clear_inputs(), model=model)
+    )
+    assert all(len(o.data.concepts) == 3 for o in reply.outputs)  # v1's max_concepts, not v2's
+
+
+def test_predictions_on_the_model_use_the_newest_trained_version(
+    client: Api, topics: Topics
+) -> None:
     # v3 is newer but failed; v2 (max_concepts 1) answers.
     reply = assert_ok(predict(client, "topics", clear_inputs()))
     assert [concepts_of(o)[0][0] for o in reply.outputs] == list(CLEAR)
@@ -169,17 +196,28 @@ def test_predictions_on_the_model_use_the_newest_trained_version(client: Api, to
 
 def test_output_config_overrides_the_stored_settings(client: Api, topics: Topics) -> None:
     inputs = clear_inputs()
-    two = assert_ok(predict(client, "topics", inputs, output_config=pb.OutputConfig(max_concepts=2)))
+    two = assert_ok(
+        predict(client, "topics", inputs, output_config=pb.OutputConfig(max_concepts=2))
+    )
     assert all(len(o.data.concepts) == 2 for o in two.outputs)
 
-    sure = assert_ok(predict(client, "topics", inputs, version_id=topics.v1.id,
-                             output_config=pb.OutputConfig(min_value=0.5)))
+    sure = assert_ok(
+        predict(
+            client,
+            "topics",
+            inputs,
+            version_id=topics.v1.id,
+            output_config=pb.OutputConfig(min_value=0.5),
+        )
+    )
     for topic, output in zip(CLEAR, sure.outputs, strict=True):
         assert [c for c, _ in concepts_of(output)] == [topic]  # only the clear winner is ≥ 0.5
         assert all(v >= 0.5 for _, v in concepts_of(output))
 
     selected = pb.OutputConfig(select_concepts=[pb.Concept(id="sports"), pb.Concept(id="finance")])
-    chosen = assert_ok(predict(client, "topics", inputs, version_id=topics.v1.id, output_config=selected))
+    chosen = assert_ok(
+        predict(client, "topics", inputs, version_id=topics.v1.id, output_config=selected)
+    )
     for output in chosen.outputs:
         assert {c for c, _ in concepts_of(output)} == {"sports", "finance"}
         assert_sorted(output)
@@ -187,16 +225,27 @@ def test_output_config_overrides_the_stored_settings(client: Api, topics: Topics
 
 def test_output_info_params_override_the_stored_settings(client: Api, topics: Topics) -> None:
     inputs = clear_inputs()
-    every = assert_ok(predict(client, "topics", inputs, params={"max_concepts": 3, "min_value": 0.0}))
+    every = assert_ok(
+        predict(client, "topics", inputs, params={"max_concepts": 3, "min_value": 0.0})
+    )
     assert all(len(o.data.concepts) == 3 for o in every.outputs)  # v2 stores 1
     for output in every.outputs:
         assert_sorted(output)
 
-    sure = assert_ok(predict(client, "topics", inputs, version_id=topics.v1.id, params={"min_value": 0.5}))
+    sure = assert_ok(
+        predict(client, "topics", inputs, version_id=topics.v1.id, params={"min_value": 0.5})
+    )
     assert [[c for c, _ in concepts_of(o)] for o in sure.outputs] == [[t] for t in CLEAR]
 
-    only = assert_ok(predict(client, "topics", inputs, version_id=topics.v1.id,
-                             params={"select_concepts": [{"id": "cooking"}]}))
+    only = assert_ok(
+        predict(
+            client,
+            "topics",
+            inputs,
+            version_id=topics.v1.id,
+            params={"select_concepts": [{"id": "cooking"}]},
+        )
+    )
     assert [[c for c, _ in concepts_of(o)] for o in only.outputs] == [["cooking"]] * 3
 
 
@@ -234,7 +283,9 @@ def test_unreadable_inputs_get_their_own_status(client: Api, topics: Topics) -> 
 
 
 def test_training_stores_cross_validation_metrics(client: Api, topics: Topics) -> None:
-    version = assert_ok(client.GetModelVersion(model_id="topics", version_id=topics.v1.id)).model_version
+    version = assert_ok(
+        client.GetModelVersion(model_id="topics", version_id=topics.v1.id)
+    ).model_version
     metrics = version.metrics
     assert metrics.status.code == codes.MODEL_EVALUATED
     assert metrics.summary.macro_avg_roc_auc >= 0.9
@@ -243,21 +294,35 @@ def test_training_stores_cross_validation_metrics(client: Api, topics: Topics) -
     assert 2 <= metrics.eval_info.params["k_folds"] <= 5
     assert not metrics.binary_metrics and not metrics.test_set  # heavy parts only when asked
 
-    listed = assert_ok(client.ListModelVersionEvaluations(model_id="topics", model_version_id=topics.v1.id))
+    listed = assert_ok(
+        client.ListModelVersionEvaluations(model_id="topics", model_version_id=topics.v1.id)
+    )
     after_training = {e.id: e for e in listed.eval_metrics}[topics.v1.id]
     assert after_training.status.code == codes.MODEL_EVALUATED
-    assert after_training.summary.macro_avg_roc_auc == pytest.approx(metrics.summary.macro_avg_roc_auc)
+    assert after_training.summary.macro_avg_roc_auc == pytest.approx(
+        metrics.summary.macro_avg_roc_auc
+    )
 
-    full = assert_ok(client.GetEvaluation(evaluation_id=topics.v1.id, fields=pb.FieldsValue(
-        binary_metrics=True, test_set=True))).eval_metrics
+    full = assert_ok(
+        client.GetEvaluation(
+            evaluation_id=topics.v1.id, fields=pb.FieldsValue(binary_metrics=True, test_set=True)
+        )
+    ).eval_metrics
     assert sorted(b.concept.id for b in full.binary_metrics) == sorted(CONCEPTS)
-    assert len(full.test_set) == 3 * TRAIN_PER_TOPIC  # every input scored by a head that did not see it
+    assert (
+        len(full.test_set) == 3 * TRAIN_PER_TOPIC
+    )  # every input scored by a head that did not see it
 
 
-def wait_for_evaluation(api: Api, evaluation_id: str, model_id: str, version_id: str) -> pb.EvalMetrics:
+def wait_for_evaluation(
+    api: Api, evaluation_id: str, model_id: str, version_id: str
+) -> pb.EvalMetrics:
     def finished() -> pb.EvalMetrics | None:
-        metrics = assert_ok(api.GetModelVersionEvaluation(
-            model_id=model_id, model_version_id=version_id, evaluation_id=evaluation_id)).eval_metrics
+        metrics = assert_ok(
+            api.GetModelVersionEvaluation(
+                model_id=model_id, model_version_id=version_id, evaluation_id=evaluation_id
+            )
+        ).eval_metrics
         if metrics.status.code in (codes.MODEL_QUEUED_FOR_EVALUATION, codes.MODEL_EVALUATING):
             return None
         return metrics
@@ -270,13 +335,19 @@ def test_evaluate_a_version_on_a_ground_truth_dataset(
 ) -> None:
     grpc = Api(training_server, "grpc", trainer.key, trainer.user_id, topics.app_id)
     truth = pb.Dataset(id="holdout", version=pb.DatasetVersion(id="holdout-v1"))
-    posted = assert_ok(grpc.PostModelVersionEvaluations(
-        model_id="topics", model_version_id=topics.v1.id,
-        eval_metrics=[pb.EvalMetrics(id="holdout-eval", ground_truth_dataset=truth)],
-    )).eval_metrics
+    posted = assert_ok(
+        grpc.PostModelVersionEvaluations(
+            model_id="topics",
+            model_version_id=topics.v1.id,
+            eval_metrics=[pb.EvalMetrics(id="holdout-eval", ground_truth_dataset=truth)],
+        )
+    ).eval_metrics
     assert [e.id for e in posted] == ["holdout-eval"]
-    assert posted[0].status.code in (codes.MODEL_QUEUED_FOR_EVALUATION, codes.MODEL_EVALUATING,
-                                     codes.MODEL_EVALUATED)
+    assert posted[0].status.code in (
+        codes.MODEL_QUEUED_FOR_EVALUATION,
+        codes.MODEL_EVALUATING,
+        codes.MODEL_EVALUATED,
+    )
 
     done = wait_for_evaluation(grpc, "holdout-eval", "topics", topics.v1.id)
     assert done.status.code == codes.MODEL_EVALUATED, done.status
@@ -292,24 +363,37 @@ def test_evaluate_a_version_on_a_ground_truth_dataset(
         assert not light.binary_metrics and not light.test_set
         assert not light.HasField("confusion_matrix") and not light.HasField("label_counts")
 
-        heavy = assert_ok(client.GetEvaluation(evaluation_id="holdout-eval", fields=pb.FieldsValue(
-            binary_metrics=True, confusion_matrix=True, label_counts=True, test_set=True))).eval_metrics
+        heavy = assert_ok(
+            client.GetEvaluation(
+                evaluation_id="holdout-eval",
+                fields=pb.FieldsValue(
+                    binary_metrics=True, confusion_matrix=True, label_counts=True, test_set=True
+                ),
+            )
+        ).eval_metrics
         assert sorted(b.concept.id for b in heavy.binary_metrics) == sorted(CONCEPTS)
-        assert all(b.HasField("roc_curve") and b.HasField("precision_recall_curve")
-                   for b in heavy.binary_metrics)
+        assert all(
+            b.HasField("roc_curve") and b.HasField("precision_recall_curve")
+            for b in heavy.binary_metrics
+        )
         assert sum(c.value for c in heavy.confusion_matrix.matrix) == pytest.approx(
-            3 * HELD_OUT_PER_TOPIC)
+            3 * HELD_OUT_PER_TOPIC
+        )
         assert len(heavy.test_set) == 3 * HELD_OUT_PER_TOPIC
         assert heavy.label_counts.positive_label_counts
 
-        only_matrix = assert_ok(client.GetEvaluation(
-            evaluation_id="holdout-eval", fields=pb.FieldsValue(confusion_matrix=True))).eval_metrics
+        only_matrix = assert_ok(
+            client.GetEvaluation(
+                evaluation_id="holdout-eval", fields=pb.FieldsValue(confusion_matrix=True)
+            )
+        ).eval_metrics
         assert only_matrix.confusion_matrix.matrix and not only_matrix.binary_metrics
 
         listed = [e.id for e in assert_ok(client.ListEvaluations()).eval_metrics]
         assert "holdout-eval" in listed and topics.v1.id in listed
-        by_version = assert_ok(client.ListModelVersionEvaluations(
-            model_id="topics", model_version_id=topics.v1.id)).eval_metrics
+        by_version = assert_ok(
+            client.ListModelVersionEvaluations(model_id="topics", model_version_id=topics.v1.id)
+        ).eval_metrics
         assert sorted(e.id for e in by_version) == sorted(["holdout-eval", topics.v1.id])
 
 
@@ -332,7 +416,8 @@ def test_post_evaluations_names_model_and_version_in_the_body(
 def test_evaluating_needs_a_trained_version_and_a_ground_truth(client: Api, topics: Topics) -> None:
     truth = pb.Dataset(id="holdout", version=pb.DatasetVersion(id="holdout-v1"))
     untrained = client.PostModelVersionEvaluations(
-        model_id="topics", model_version_id=topics.v3.id,
+        model_id="topics",
+        model_version_id=topics.v3.id,
         eval_metrics=[pb.EvalMetrics(ground_truth_dataset=truth)],
     )
     assert_status(untrained, codes.MODEL_UNTRAINED, topics.v3.id)
@@ -348,7 +433,9 @@ def test_evaluating_needs_a_trained_version_and_a_ground_truth(client: Api, topi
 
 
 def test_train_log_link_serves_the_log_without_a_key(client: Api, topics: Topics) -> None:
-    url = assert_ok(client.GetModelVersion(model_id="topics", version_id=topics.v1.id)).model_version.train_log
+    url = assert_ok(
+        client.GetModelVersion(model_id="topics", version_id=topics.v1.id)
+    ).model_version.train_log
     assert "sig=" in url
     reply = requests.get(url, timeout=30)
     assert reply.status_code == 200
@@ -356,11 +443,61 @@ def test_train_log_link_serves_the_log_without_a_key(client: Api, topics: Topics
 
 
 def test_train_log_link_with_a_tampered_signature_is_refused(client: Api, topics: Topics) -> None:
-    url = assert_ok(client.GetModelVersion(model_id="topics", version_id=topics.v1.id)).model_version.train_log
-    other = assert_ok(client.GetModelVersion(model_id="topics", version_id=topics.v2.id)).model_version.train_log
+    url = assert_ok(
+        client.GetModelVersion(model_id="topics", version_id=topics.v1.id)
+    ).model_version.train_log
+    other = assert_ok(
+        client.GetModelVersion(model_id="topics", version_id=topics.v2.id)
+    ).model_version.train_log
     base, signature = url.split("?sig=")
     flipped = signature[:-1] + ("0" if signature[-1] != "0" else "1")
-    for bad in (f"{base}?sig={flipped}", f"{base}?sig=", base, f"{other.split('?')[0]}?sig={signature}"):
+    for bad in (
+        f"{base}?sig={flipped}",
+        f"{base}?sig=",
+        base,
+        f"{other.split('?')[0]}?sig={signature}",
+    ):
         reply = requests.get(bad, timeout=30)
         assert reply.status_code == 403, bad
         assert "trained" not in reply.text
+
+
+# ---- export --------------------------------------------------------------------------------------
+
+
+def test_export_a_trained_version(
+    training_server: Server, trainer: Account, topics: Topics
+) -> None:
+    grpc = Api(training_server, "grpc", trainer.key, trainer.user_id, topics.app_id)
+    started = assert_ok(
+        grpc.PutModelVersionExports(model_id="topics", version_id=topics.v1.id)
+    ).export
+    assert started.status.code in (
+        codes.MODEL_EXPORT_PENDING,
+        codes.MODEL_EXPORTING,
+        codes.MODEL_EXPORTED,
+    )
+
+    def exported() -> pb.ModelVersionExport | None:
+        export = assert_ok(
+            grpc.GetModelVersionExport(model_id="topics", version_id=topics.v1.id)
+        ).export
+        return (
+            export
+            if export.status.code not in (codes.MODEL_EXPORT_PENDING, codes.MODEL_EXPORTING)
+            else None
+        )
+
+    export = wait_until(exported, "the export", every_s=0.25)
+    assert export.status.code == codes.MODEL_EXPORTED, export.status
+    archive = requests.get(export.url, timeout=30)  # a signed link: no key needed
+    assert archive.status_code == 200 and len(archive.content) == export.size
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as bundle:
+        assert {"head.onnx", "config.json", "concepts.json"} <= set(bundle.namelist())
+        assert sorted(json.loads(bundle.read("concepts.json"))) == sorted(CONCEPTS)
+
+    rest = Api(training_server, "rest", trainer.key, trainer.user_id, topics.app_id)
+    same = assert_ok(rest.PutModelVersionExports(model_id="topics", version_id=topics.v1.id)).export
+    assert same.status.code == codes.MODEL_EXPORTED and same.size == export.size  # not built twice
+    untrained = rest.PutModelVersionExports(model_id="topics", version_id=topics.v3.id)
+    assert_status(untrained, codes.MODEL_UNTRAINED, topics.v3.id)

@@ -8,6 +8,7 @@ lease, so a killed worker's job is claimed again within seconds.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -40,9 +41,13 @@ STAY_S = 3.0  # how long a terminal status is watched to see it stays
 def training_started(api: Api, model_id: str, version_id: str, log: StatusLog) -> pb.ModelVersion:
     """Wait until the template is at work: status TRAINING with a first progress report."""
     return wait_for_version(
-        api, model_id, version_id, log=log,
-        until=lambda v: v.status.code in TERMINAL
-        or (v.status.code == TRAINING and "elapsed_s" in progress(v)),
+        api,
+        model_id,
+        version_id,
+        log=log,
+        until=lambda v: (
+            v.status.code in TERMINAL or (v.status.code == TRAINING and "elapsed_s" in progress(v))
+        ),
     )
 
 
@@ -72,7 +77,9 @@ def text_training(api: Api, model_id: str = "topics") -> None:
 def job_log(api: Api, model_id: str, version_id: str) -> str:
     import requests
 
-    url = assert_ok(api.GetModelVersion(model_id=model_id, version_id=version_id)).model_version.train_log
+    url = assert_ok(
+        api.GetModelVersion(model_id=model_id, version_id=version_id)
+    ).model_version.train_log
     return requests.get(url, timeout=30).text
 
 
@@ -156,11 +163,11 @@ def test_a_job_that_keeps_dying_fails_after_max_attempts(bare: Any) -> None:
         for child in workers.job_processes(worker):
             if child.pid not in killed:
                 killed.add(child.pid)
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     child.kill()
-                except psutil.NoSuchProcess:
-                    pass
-        current = assert_ok(api.GetModelVersion(model_id="topics", version_id=version.id)).model_version
+        current = assert_ok(
+            api.GetModelVersion(model_id="topics", version_id=version.id)
+        ).model_version
         log.add(current.status.code)
         return current if current.status.code in TERMINAL else None
 

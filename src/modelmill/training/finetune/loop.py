@@ -71,10 +71,15 @@ class LoopData:
 
 
 class SaveCheckpoint(Protocol):
-    """Writes one checkpoint folder: the model, the loop state and (for `last/`) the optimizer."""
+    """Writes one checkpoint folder: the model, the loop state and (for `last/`) the optimizer;
+    `same_model_as` is a folder just written with the same weights (see save_checkpoint)."""
 
     def __call__(
-        self, directory: Path, state: LoopState, optimizer: torch.optim.Optimizer | None
+        self,
+        directory: Path,
+        state: LoopState,
+        optimizer: torch.optim.Optimizer | None,
+        same_model_as: Path | None = None,
     ) -> None: ...
 
 
@@ -170,7 +175,7 @@ def fit(
     save: SaveCheckpoint,
     state: LoopState | None = None,
     optimizer_state: dict[str, Any] | None = None,
-    train_mode: Callable[[nn.Module], None] = lambda model: model.train(),
+    train_mode: Callable[[nn.Module], object] = nn.Module.train,
 ) -> LoopState:
     """Trains `model` from `state.epochs_done` to the end (or an early stop).
 
@@ -232,12 +237,16 @@ def fit(
                 validation_loss(model, forward, data.validation_batches(), settings.exclusive)
             )
         _update_state(state, record, settings)
-        if state.best_epoch == epoch + 1:
-            save(ctx.checkpoint_dir / BEST_DIR, state, None)
-        save(ctx.checkpoint_dir / LAST_DIR, state, optimizer)
+        # best/ first: a crash between the two leaves last/ at the previous epoch, replayed
+        # exactly on resume, rather than a last/ that believes in a best/ never written.
+        best = ctx.checkpoint_dir / BEST_DIR if state.best_epoch == epoch + 1 else None
+        if best is not None:
+            save(best, state, None)
+        save(ctx.checkpoint_dir / LAST_DIR, state, optimizer, same_model_as=best)
         ctx.save_checkpoint()
         done_steps = (epoch + 1) * data.steps_per_epoch
-        ctx.report(done_steps / total_steps, step=done_steps, eta_s=eta_s(done_steps), **record)
+        progress = 1.0 if state.finished else done_steps / total_steps  # early stops end at 1
+        ctx.report(progress, step=done_steps, eta_s=eta_s(done_steps), **record)
         ctx.log.info("epoch %d/%d: %s", epoch + 1, settings.num_epochs, record)
         if state.finished:
             break

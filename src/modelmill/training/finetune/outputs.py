@@ -11,9 +11,12 @@ import numpy as np
 import torch
 
 from modelmill.training import metrics
+from modelmill.training.contract import Example, TrainingData
 from modelmill.training.data import Targets
 
 DEFAULT_MAX_CONCEPTS = 20  # Clarifai's default for PostModelOutputs
+VALIDATION_SPLIT = "validation"
+TRAINING_SPLIT = "training inputs (none were held out: validation fraction 0 or too few inputs)"
 
 
 def scores_from_logits(logits: torch.Tensor, exclusive: bool) -> torch.Tensor:
@@ -60,6 +63,15 @@ def evaluation(
     return metrics.classification_metrics(
         concepts, y_true, scores, input_ids, mutually_exclusive=exclusive, info=info
     )
+
+
+def evaluation_examples(meta: Mapping[str, Any], data: TrainingData) -> tuple[list[Example], str]:
+    """The inputs to evaluate a version on, and which split they are: the validation inputs its
+    training held out; all inputs when it kept none (failing the version instead would lose a
+    good model over a report)."""
+    held_out = set(meta["validation_ids"])
+    examples = [e for e in data.examples if e.input_id in held_out]
+    return (examples, VALIDATION_SPLIT) if examples else (list(data.examples), TRAINING_SPLIT)
 
 
 def linear_estimate(

@@ -44,6 +44,7 @@ from modelmill.training.finetune.loop import LoopData, LoopState, fit
 from modelmill.training.finetune.onnx_export import export_zip
 from modelmill.training.finetune.outputs import (
     evaluation,
+    evaluation_examples,
     linear_estimate,
     ranked_concepts,
     scores_from_logits,
@@ -232,9 +233,16 @@ class TextClassifier:
         def save_tokenizer(folder: Path) -> None:
             tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
 
-        def save(directory: Path, state: LoopState, optimizer: torch.optim.Optimizer | None):
+        def save(
+            directory: Path,
+            state: LoopState,
+            optimizer: torch.optim.Optimizer | None,
+            same_model_as: Path | None = None,
+        ) -> None:
             meta_now = {**meta, "loop": state.to_json()}
-            write_checkpoint(directory, model.state_dict(), meta_now, optimizer, save_tokenizer)
+            write_checkpoint(
+                directory, model.state_dict(), meta_now, optimizer, save_tokenizer, same_model_as
+            )
 
         sequences = token_ids(tokenizer, [e.load() for e in examples], settings.max_length)
         values = torch.from_numpy(targets.values).to(ctx.device)
@@ -262,7 +270,7 @@ class TextClassifier:
         )
         state, optimizer_state = continued_state(ctx, plan)
         fit(ctx, model, _forward, loop_data, loop, save, state, optimizer_state)
-        return self._artifacts(ctx, save_tokenizer)
+        return self._artifacts(ctx)
 
     def _initial_model(
         self,
@@ -304,7 +312,7 @@ class TextClassifier:
         model = with_lora(model, settings.lora) if settings.lora else model
         return model, tokenizer, base
 
-    def _artifacts(self, ctx: TrainContext, save_tokenizer: Any) -> Path:
+    def _artifacts(self, ctx: TrainContext) -> Path:
         """The best epoch's model with LoRA merged in: the version needs no base weights."""
         best = find_checkpoint(ctx.checkpoint_dir / BEST_DIR)
         model = merged(restore_model(best))
@@ -330,20 +338,14 @@ class TextClassifier:
     def evaluate(
         self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path
     ) -> dict[str, Any]:
-        """EvalMetrics on the validation split the training held out (never trained on)."""
+        """EvalMetrics on the validation split the training held out (never trained on); on
+        the training inputs, and saying so in eval_info, when none were held out."""
         predictor = self.load(artifacts)
-        held_out = set(predictor.meta["validation_ids"])
-        examples = [e for e in data.examples if e.input_id in held_out]
-        if not examples:
-            raise DataError(
-                status_code_pb2.MODEL_EVALUATION_NEED_INPUTS,
-                "This version kept no validation inputs (validation split 0, or too few "
-                "inputs), so it cannot be evaluated on data it was not trained on.",
-            )
+        examples, split = evaluation_examples(predictor.meta, data)
         targets = label_targets(examples, predictor.concepts)
         info = {
             "template": self.name,
-            "split": "validation",
+            "split": split,
             "best_epoch": predictor.meta["loop"]["best_epoch"],
         }
         return evaluation(

@@ -43,6 +43,7 @@ from modelmill.training.finetune.loop import LoopData, LoopSettings, LoopState, 
 from modelmill.training.finetune.onnx_export import export_zip
 from modelmill.training.finetune.outputs import (
     evaluation,
+    evaluation_examples,
     linear_estimate,
     ranked_concepts,
     scores_from_logits,
@@ -72,10 +73,6 @@ EXPORT_TRACE_BATCH, EXPORT_CHECK_BATCHES = 2, (3, 1)  # other sizes than traced:
 
 def _forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model(images)
-
-
-def _train_mode(model: nn.Module) -> None:
-    model.train()
 
 
 class ImagePredictor:
@@ -194,6 +191,10 @@ class VisualClassifier:
         model = self._initial_model(ctx, concepts, pretrained, plan, p.seed)
         model.to(ctx.device)
         mean, std = normalisation(self.backbone)
+        if plan is not None and plan.continues:  # decided when this training started
+            keep_statistics = bool(plan.checkpoint.meta["config"]["keep_batchnorm_statistics"])
+        else:  # starting from trained weights: ImageNet ones, or an earlier version's
+            keep_statistics = p.freeze_batchnorm and (plan is not None or pretrained is not None)
         meta = {
             "template": self.name,
             "config": {
@@ -202,6 +203,7 @@ class VisualClassifier:
                 "mean": list(mean),
                 "std": list(std),
                 "exclusive": exclusive,
+                "keep_batchnorm_statistics": keep_statistics,
             },
             "concepts": concepts,
             "params": p.model_dump(),
@@ -209,9 +211,15 @@ class VisualClassifier:
             "validation_ids": [input_ids[r] for r in val_rows],
         }
 
-        def save(directory: Path, state: LoopState, optimizer: torch.optim.Optimizer | None):
+        def save(
+            directory: Path,
+            state: LoopState,
+            optimizer: torch.optim.Optimizer | None,
+            same_model_as: Path | None = None,
+        ) -> None:
+            meta_now = {**meta, "loop": state.to_json()}
             write_checkpoint(
-                directory, model.state_dict(), {**meta, "loop": state.to_json()}, optimizer
+                directory, model.state_dict(), meta_now, optimizer, same_model_as=same_model_as
             )
 
         images = ImageBatches(examples, p.image_size)
@@ -247,7 +255,6 @@ class VisualClassifier:
             exclusive=exclusive,
         )
         state, optimizer_state = continued_state(ctx, plan)
-        keep_statistics = p.freeze_batchnorm and (plan is not None or pretrained is not None)
         fit(
             ctx,
             model,
@@ -257,7 +264,7 @@ class VisualClassifier:
             save,
             state,
             optimizer_state,
-            train_mode=train_keeping_batchnorm_statistics if keep_statistics else _train_mode,
+            train_mode=train_keeping_batchnorm_statistics if keep_statistics else nn.Module.train,
         )
         return artifacts_from_best(ctx)
 
@@ -293,20 +300,14 @@ class VisualClassifier:
     def evaluate(
         self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path
     ) -> dict[str, Any]:
-        """EvalMetrics on the validation split the training held out (never trained on)."""
+        """EvalMetrics on the validation split the training held out (never trained on); on
+        the training inputs, and saying so in eval_info, when none were held out."""
         predictor = self.load(artifacts)
-        held_out = set(predictor.meta["validation_ids"])
-        examples = [e for e in data.examples if e.input_id in held_out]
-        if not examples:
-            raise DataError(
-                status_code_pb2.MODEL_EVALUATION_NEED_INPUTS,
-                "This version kept no validation inputs (validation_fraction 0, or too few "
-                "inputs), so it cannot be evaluated on data it was not trained on.",
-            )
+        examples, split = evaluation_examples(predictor.meta, data)
         targets = label_targets(examples, predictor.concepts)
         info = {
             "template": self.name,
-            "split": "validation",
+            "split": split,
             "best_epoch": predictor.meta["loop"]["best_epoch"],
         }
         return evaluation(
