@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
-from google.protobuf import json_format
+from clarifai_grpc.channel.custom_converters.custom_message_to_dict import protobuf_to_dict
 
 from modelmill.api import convert
 from modelmill.api.rest import HeadersContext, RestGateway
@@ -70,7 +70,7 @@ def create_http_app(servicer: Servicer) -> FastAPI:
         message = convert.model_version(version, model_row, scope, servicer.links)
         return JSONResponse(
             {"status": {"code": 10000, "description": "Ok"},
-             "model_version": json_format.MessageToDict(message, preserving_proto_field_name=True)}
+             "model_version": protobuf_to_dict(message, use_integers_for_enums=True)}
         )
 
     app.include_router(create_web_router(servicer))

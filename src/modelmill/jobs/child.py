@@ -26,12 +26,17 @@ def log_path(settings: Settings, job_pk: int) -> Path:
 
 
 def _die_with_parent(parent: int) -> None:
-    # A worker killed with SIGKILL cannot stop its child; the child notices and stops itself,
-    # so that the job's next owner does not race an orphan.
     while True:
         if os.getppid() != parent:
             os._exit(1)
         time.sleep(PARENT_CHECK_S)
+
+
+def watch_parent() -> None:
+    """Exit when the parent process dies. A process killed with SIGKILL cannot stop its
+    children: a job's child stops itself so the job's next owner does not race an orphan, and
+    a worker started by `serve` stops with it."""
+    threading.Thread(target=_die_with_parent, args=(os.getppid(),), daemon=True).start()
 
 
 def kinds() -> dict[str, Callable[[Env, Job, str, logging.Logger], None]]:
@@ -45,7 +50,7 @@ def kinds() -> dict[str, Callable[[Env, Job, str, logging.Logger], None]]:
 
 def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
     """Entry point of the child process."""
-    threading.Thread(target=_die_with_parent, args=(os.getppid(),), daemon=True).start()
+    watch_parent()
     settings = Settings(**settings_values)
     env = Env.open(settings, migrate=False)
     path = log_path(settings, job_pk)

@@ -6,11 +6,17 @@ import logging
 import multiprocessing
 import threading
 
+from modelmill.jobs.child import watch_parent
 from modelmill.jobs.worker import main as worker_main
 from modelmill.settings import Settings
 
 log = logging.getLogger("modelmill.supervisor")
 CHECK_S = 1.0
+
+
+def _supervised_worker(settings: Settings) -> None:
+    watch_parent()
+    worker_main(settings)
 
 
 class Supervisor:
@@ -25,7 +31,9 @@ class Supervisor:
         self.thread.start()
 
     def _start(self) -> multiprocessing.process.BaseProcess:
-        process = self.context.Process(target=worker_main, args=(self.settings,), name="modelmill-worker")
+        process = self.context.Process(
+            target=_supervised_worker, args=(self.settings,), name="modelmill-worker"
+        )
         process.start()
         return process
 

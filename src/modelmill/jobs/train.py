@@ -6,6 +6,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC
 from typing import Any
 
 import numpy as np
@@ -128,6 +129,17 @@ def _source_checkpoint(env: Env, version_pk: int) -> str | None:
         return key or session.scalar(select(ModelVersion.artifacts_key).where(ModelVersion.pk == version_pk))
 
 
+def _deadline(job: Job) -> float | None:
+    """The cap as a time.monotonic() value, counting the time earlier attempts already took."""
+    cap_s = float(job.payload.get("max_training_s") or 0.0)
+    if not cap_s:
+        return None
+    started = job.started_at or utcnow()
+    if started.tzinfo is None:  # SQLite hands back naive UTC datetimes
+        started = started.replace(tzinfo=UTC)
+    return time.monotonic() + cap_s - (utcnow() - started).total_seconds()
+
+
 def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
     version, model, dataset_version = _start(env, job)
     info = MODEL_TYPES[model.model_type_id]
@@ -186,6 +198,7 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
             warm_start=warm_start,
             weights_dir=env.settings.resolved_weights_dir,
             save_checkpoint=save_checkpoint,
+            deadline=_deadline(job),
         )
         artifacts = template.train(ctx, data, params)
         ctx.report(1.0, stage="evaluating")
@@ -200,7 +213,13 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         _end(env, job, owner, error.code, error.description)
         log.error("%s", error.description)
         return
-    _end(env, job, owner, lifecycle.TRAINED, "Model is trained and ready", artifacts_key, metrics,
+    done = "Model is trained and ready"
+    if ctx.stopped_at_cap:
+        minutes = job.payload["max_training_s"] / 60
+        done = (f"Stopped at the {minutes:g}-minute training time cap; the best checkpoint so far "
+                "is kept and evaluated.")
+        log.info("stopped at the training time cap")
+    _end(env, job, owner, lifecycle.TRAINED, done, artifacts_key, metrics,
          input_kinds=sorted({e.kind for e in usable}))
     try:  # the actual time refits this template's estimates; that must never fail a training
         from modelmill.services.estimates import record_training

@@ -24,6 +24,7 @@ from modelmill.training.contract import DataError, Template
 from modelmill.training.registry import (
     COMMON_TRAIN_PARAMS,
     DEFAULT_INVALID_DATA_TOLERANCE_PERCENT,
+    MAX_TRAINING_MINUTES,
     MODEL_TYPES,
     TEMPLATES,
     find_template,
@@ -174,9 +175,12 @@ def create_version(
     dataset_id = str(params.pop("dataset_id", "") or "")
     dataset_version_id = str(params.pop("dataset_version_id", "") or "")
     tolerance = float(params.pop(TOLERANCE, DEFAULT_INVALID_DATA_TOLERANCE_PERCENT))
+    cap_minutes = float(params.pop(MAX_TRAINING_MINUTES, 0.0) or 0.0)
     extras = {k: params.pop(k) for k in COMMON_TRAIN_PARAMS if k in params}
     if not 0 <= tolerance <= 100:
         raise _invalid(f"{TOLERANCE} is {tolerance}; give a percentage from 0 to 100.")
+    if cap_minutes < 0:
+        raise _invalid(f"{MAX_TRAINING_MINUTES} is {cap_minutes}; give minutes, or 0 for no cap.")
     with env.db.session() as session:
         model = find_model(session, app, model_id)
         info = MODEL_TYPES[model.model_type_id]
@@ -252,6 +256,7 @@ def create_version(
                     "dataset_id": dataset.id,
                     "dataset_version_id": version.id,
                     **({TOLERANCE: tolerance} if info.uses_template else {}),
+                    **({MAX_TRAINING_MINUTES: cap_minutes} if cap_minutes else {}),
                 },
                 "dataset": {"id": dataset.id, "version": {"id": version.id}},
                 **(
@@ -276,7 +281,12 @@ def create_version(
         queue.enqueue(
             session,
             "train",
-            {"params": dumped, "tolerance": tolerance, "resume_from_version_pk": resume_pk},
+            {
+                "params": dumped,
+                "tolerance": tolerance,
+                "resume_from_version_pk": resume_pk,
+                "max_training_s": cap_minutes * 60,
+            },
             model_version_pk=row.pk,
             max_attempts=env.settings.job_max_attempts,
         )

@@ -32,7 +32,7 @@ SIZE_STEP = 32
 BATCH_DIVISOR = 4  # the small batch level is the default divided by this
 TIME_LEVELS_S = (6.0, 12.0, 24.0)  # seconds beyond start-up each trial aims at
 PILOT_INPUTS = (16, 48)
-MIN_INPUTS, MAX_INPUTS = 8, 4000
+MIN_INPUTS, MAX_INPUTS = 24, 4000  # 24: some inputs left for validation and several steps
 
 # The trials after the two pilots: level indexes of (epochs, image size, stored size, batch,
 # time). Every pair of knobs meets at several levels, so each term of the cost model can be told
@@ -124,19 +124,23 @@ def plan(
     knobs: Knobs, kind: InputKind, seconds_per_input: float, time_scale: float = 1.0
 ) -> list[Trial]:
     """The DESIGN trials, each with as many inputs as fill its time level, given the pilots'
-    marginal `seconds_per_input` (at the smallest epochs level and the default image size)."""
+    marginal `seconds_per_input` (at the smallest epochs level and the default image size).
+    A row that a template's missing knobs make a repeat takes the next time level instead, so
+    a template with few knobs still gets trials of several input counts."""
     sources = SOURCE_SIDES if kind == "image" else TEXT_CHARS
     pilot = pilot_trial(knobs, kind, PILOT_INPUTS[1])
     pilot_cost = _relative_cost(pilot, kind)
     trials: list[Trial] = []
-    for epochs, size, source, batch, seconds in DESIGN:
+    for epochs, size, source, batch, level in DESIGN:
         draft = Trial(1, knobs.params(epochs, size, batch), sources[source])
         per_input = seconds_per_input * _relative_cost(draft, kind) / pilot_cost
-        count = TIME_LEVELS_S[seconds] * time_scale / max(per_input, 1e-6)
-        count = 2 * round(min(max(count, MIN_INPUTS), MAX_INPUTS) / 2)  # even: both concepts
-        trial = replace(draft, num_inputs=count)
-        if trial not in trials:
-            trials.append(trial)
+        for shift in range(len(TIME_LEVELS_S)):
+            seconds = TIME_LEVELS_S[(level + shift) % len(TIME_LEVELS_S)] * time_scale
+            count = min(max(seconds / max(per_input, 1e-6), MIN_INPUTS), MAX_INPUTS)
+            trial = replace(draft, num_inputs=2 * round(count / 2))  # even: both concepts
+            if trial not in trials:
+                trials.append(trial)
+                break
     return trials
 
 

@@ -2,10 +2,12 @@
 fitted by non-negative least squares per template and hardware profile, and a peak-memory model.
 Knows nothing of SQL or HTTP: measured `Run`s come in, a `CostModel` comes out.
 
-The seed's estimator is `int(round(A · num_inputs · num_epochs + B))`. Those are the "start-up"
-(B) and "per input-epoch" (A) terms below; the other terms add what the seed itself says is not
-linear in inputs × epochs (image size, tokens, batch size), plus evaluation and start-up work.
-Every coefficient is ≥ 0 (a cost never pays time back), so a term the data does not need is 0.
+The seed's estimator is `int(round(A · num_inputs · num_epochs + B))`. Here B is the "start-up"
+term and A the "per input-epoch × model size" term at the reference size (224 px, 128 tokens);
+the other terms add what the seed itself says is not linear in inputs × epochs (image size,
+tokens, batch size) and the work done once per epoch and once per input (checkpoints,
+decoding, evaluation). Every coefficient is ≥ 0 (a cost never pays time back), so a term the
+data does not need comes out 0.
 """
 
 from __future__ import annotations
@@ -149,33 +151,29 @@ TIME_TERMS: tuple[Term, ...] = (
     Term(
         "start-up",
         lambda w: 1.0,
-        "process start, imports, loading pretrained weights (the seed's B)",
+        "process start, imports, building the model, loading pretrained weights (the seed's B)",
     ),
     Term(
-        "per epoch", lambda w: w.num_epochs, "saving the epoch's checkpoints, starting validation"
-    ),
-    Term(
-        "per input", lambda w: w.num_inputs, "reading and validating each input, labels, the split"
+        "per epoch",
+        lambda w: w.num_epochs,
+        "writing the epoch's checkpoints (weights and optimizer state), starting validation",
     ),
     Term(
         "per input × stored size",
         lambda w: w.num_inputs * w.source_units,
-        "decoding megapixels / tokenising characters (once: decoded images stay in memory)",
+        "reading and decoding megapixels / tokenising characters: validation, training, "
+        "evaluation (decoded images stay in memory between epochs)",
     ),
     Term(
         "per input × model size",
         lambda w: w.num_inputs * w.size_units,
-        "one forward pass per input: the final evaluation, base-model embeddings",
-    ),
-    Term(
-        "per input-epoch",
-        lambda w: w.num_inputs * w.num_epochs,
-        "each input in each epoch, size aside: augmentation, loss (the seed's A)",
+        "evaluation: one forward pass per input; base-model embeddings (transfer learning)",
     ),
     Term(
         "per input-epoch × model size",
         lambda w: w.num_inputs * w.num_epochs * w.size_units,
-        "forward + backward: grows with pixels (image_size², quadratic) or tokens",
+        "forward + backward of each input in each epoch, with its validation: grows with "
+        "pixels (image_size², quadratic) or tokens; the seed's A at 224 px / 128 tokens",
     ),
     Term(
         "per input-epoch × model size² (texts)",

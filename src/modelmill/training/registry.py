@@ -119,6 +119,7 @@ MODEL_TYPES: dict[str, ModelTypeInfo] = {
 
 # Fields every template's model type has, outside the template's own Params.
 DEFAULT_INVALID_DATA_TOLERANCE_PERCENT = 5.0
+MAX_TRAINING_MINUTES = "max_training_minutes"  # the budget cap; 0 means none
 COMMON_TRAIN_PARAMS = ("template", "dataset_id", "dataset_version_id", "seed", "num_gpus")
 
 
@@ -266,6 +267,12 @@ def model_type_specs() -> tuple[ModelTypeSpec, ...]:
                 DEFAULT_INVALID_DATA_TOLERANCE_PERCENT,
                 "Largest share of unusable inputs (0-100) before training stops with an error.",
                 range=(0.0, 100.0, 1.0),
+            ))
+            fields.append(FieldSpec(
+                f"train_info.params.{MAX_TRAINING_MINUTES}", "NUMBER", 0.0,
+                "Training time cap in minutes (0: none). Training stops at the cap and keeps "
+                "its best checkpoint so far.",
+                range=(0.0, 10080.0, 1.0),
             ))
         else:
             fields.extend(params_fields(templates[0].Params))

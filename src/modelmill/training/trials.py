@@ -213,8 +213,8 @@ class Quiet:
     the time its main thread waited for a CPU, is taken off its time (see `Measured`)."""
 
     busy: float = 0.25
-    wait_s: float = 15.0
-    attempts: int = 1
+    wait_s: float = 30.0
+    attempts: int = 2
     sample_s: float = 1.0  # how long to watch the machine before deciding it is quiet
 
 

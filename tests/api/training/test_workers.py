@@ -190,7 +190,12 @@ def test_cancel_a_running_training(bare: Any) -> None:
     version = start_training(api, "shapes")
     setup.workers.start()
     log = StatusLog()
-    assert training_started(api, "shapes", version.id, log).status.code == TRAINING, log.names()
+    started = training_started(api, "shapes", version.id, log)
+    assert started.status.code == TRAINING, log.names()
+    # While it trains: progress on the version, and the live train log behind its link.
+    shown = progress(started)
+    assert 0 <= shown["percent"] < 100 and shown["total_inputs"] == 96, shown
+    assert "attempt 1 of 3" in job_log(api, "shapes", version.id)
 
     reply = cancel_training(api, "shapes", version.id)
     assert reply["status"]["code"] == codes.SUCCESS, reply

@@ -9,11 +9,11 @@ from modelmill.training.templates.text_classifier.params import (
 )
 from modelmill.training.templates.text_classifier.template import TextClassifier, TextPredictor
 
-# Estimate coefficients (seconds per text per epoch at 128 tokens, fixed seconds) per device:
-# CPU from bench/finetune_step_time.py on a 2-core VM (MiniLM-sized); CUDA rough guesses until
-# the estimator issue calibrates them.
-MINILM_ESTIMATE = {"cpu": (0.05, 5.0), "cuda": (0.001, 15.0)}
-GPT_NEO_125M_ESTIMATE = {"cpu": (0.3, 10.0), "cuda": (0.004, 30.0)}
+# Estimate coefficients (A s/text/epoch at 128 tokens, B s) per device: CPU for MiniLM from
+# bench/finetune_step_time.py on the 2-core VM (GPT-Neo 125M scaled by its size); CUDA rough
+# guesses, until the estimator issue calibrates them.
+MINILM_ESTIMATE = {"cpu": (0.1, 5.0), "cuda": (0.001, 15.0)}
+GPT_NEO_125M_ESTIMATE = {"cpu": (0.6, 10.0), "cuda": (0.004, 30.0)}
 
 BERT_FINE_TUNE = TextClassifier(
     "HF_BERT_FullFineTune",

