@@ -35,13 +35,13 @@ from modelmill.training.data import (
     token_ids,
 )
 from modelmill.training.templates.text_classifier import BERT_FINE_TUNE
-from modelmill.training.templates.text_classifier import template as text_module
+from modelmill.training.templates.text_classifier import training as text_module
 from modelmill.training.templates.text_classifier.config import text_settings
 from modelmill.training.templates.text_classifier.model import load_tokenizer, pretrained_model
 from modelmill.training.templates.visual_classifier import EFFICIENTNET_LITE0_CLASSIFIER
-from modelmill.training.templates.visual_classifier import template as visual_module
+from modelmill.training.templates.visual_classifier import training as visual_module
+from modelmill.training.templates.visual_classifier.backbones import EFFICIENTNET_LITE0
 from modelmill.training.templates.visual_classifier.model import (
-    EFFICIENTNET_LITE0,
     create_model,
     normalisation,
     train_keeping_batchnorm_statistics,
@@ -100,8 +100,8 @@ def template_step_s(
     template, module, data: TrainingData, params, steps_per_epoch: int
 ) -> tuple[float, float]:
     """Seconds per step between the end of the first epoch and the end of the last, and the
-    share of it spent writing checkpoints (`module` is the template's module, whose
-    checkpoint writer is timed)."""
+    share of it spent writing checkpoints (`module` is the template's training module,
+    whose checkpoint writer is timed)."""
     work = Path(tempfile.mkdtemp())
     (work / "checkpoints").mkdir()
     epoch_ends: list[float] = []  # the loop saves a checkpoint at the end of every epoch

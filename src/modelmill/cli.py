@@ -11,14 +11,18 @@ from rich.console import Console
 
 from modelmill.settings import Settings
 
-app = typer.Typer(help="modelmill: train custom models behind the Clarifai v2 API.", no_args_is_help=True)
+app = typer.Typer(
+    help="modelmill: train custom models behind the Clarifai v2 API.", no_args_is_help=True
+)
 token_app = typer.Typer(help="Create and revoke personal access tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 console = Console()
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Data directory [env MODELMILL_DATA_DIR; default ./modelmill-data]."),
+    typer.Option(
+        "--data-dir", help="Data directory [env MODELMILL_DATA_DIR; default ./modelmill-data]."
+    ),
 ]
 
 
@@ -32,20 +36,39 @@ def _settings(data_dir: Path | None, **overrides: object) -> Settings:
 @app.command()
 def serve(
     data_dir: DataDir = None,
-    host: Annotated[str | None, typer.Option(help="Bind address [MODELMILL_HOST; 127.0.0.1].")] = None,
-    http_port: Annotated[int | None, typer.Option(help="REST + web port [MODELMILL_HTTP_PORT; 8080].")] = None,
-    grpc_port: Annotated[int | None, typer.Option(help="gRPC port [MODELMILL_GRPC_PORT; 18080].")] = None,
-    workers: Annotated[int | None, typer.Option(help="Training workers to start [MODELMILL_WORKERS; 1].")] = None,
-    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate for gRPC TLS [MODELMILL_TLS_CERT].")] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="PEM key for gRPC TLS [MODELMILL_TLS_KEY].")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address [MODELMILL_HOST; 127.0.0.1].")
+    ] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="REST + web port [MODELMILL_HTTP_PORT; 8080].")
+    ] = None,
+    grpc_port: Annotated[
+        int | None, typer.Option(help="gRPC port [MODELMILL_GRPC_PORT; 18080].")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Training workers to start [MODELMILL_WORKERS; 1].")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate for gRPC TLS [MODELMILL_TLS_CERT].")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="PEM key for gRPC TLS [MODELMILL_TLS_KEY].")
+    ] = None,
 ) -> None:
     """Run the gRPC and REST API, the web UI and training workers on the embedded defaults."""
     from modelmill.server import serve as run
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = _settings(
-        data_dir, host=host, http_port=http_port, grpc_port=grpc_port, workers=workers,
-        tls_cert=tls_cert, tls_key=tls_key,
+        data_dir,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        workers=workers,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     run(settings, announce=lambda line: console.print(f"[bold green]modelmill[/] {line}"))
 
@@ -62,7 +85,9 @@ def worker(data_dir: DataDir = None) -> None:
 def token_create(
     user: Annotated[str, typer.Option("--user", help="User id; created if missing.")],
     data_dir: DataDir = None,
-    app_id: Annotated[str | None, typer.Option("--app", help="Limit the key to this app (created if missing).")] = None,
+    app_id: Annotated[
+        str | None, typer.Option("--app", help="Limit the key to this app (created if missing).")
+    ] = None,
 ) -> None:
     """Create a personal access token; the key is the last line printed."""
     from modelmill.services import Env, auth
@@ -70,7 +95,9 @@ def token_create(
     env = Env.open(_settings(data_dir))
     token = auth.create_token(env, user, app_id)
     scope = f"app '{app_id}'" if app_id else "all apps"
-    console.print(f"Created a key for user '{user}' ({scope}). Send it as 'authorization: Key <key>'.")
+    console.print(
+        f"Created a key for user '{user}' ({scope}). Send it as 'authorization: Key <key>'."
+    )
     print(token)
 
 
@@ -89,24 +116,40 @@ def token_revoke(
     console.print("Revoked.")
 
 
-
 @app.command()
 def calibrate(
     data_dir: DataDir = None,
-    templates: Annotated[list[str] | None, typer.Option(
-        "--template", help="A template to calibrate, by name or alias; repeat for several "
-        "(all when none).")] = None,
-    params: Annotated[list[str] | None, typer.Option(
-        "--param", help="KEY=VALUE set in every trial of the templates that have KEY, "
-        "e.g. pretrained_weights=None where no weights can be had.")] = None,
-    time_scale: Annotated[float, typer.Option(
-        help="Scales each trial's length: 0.5 halves the time calibrating takes.")] = 1.0,
-    export: Annotated[Path | None, typer.Option(
-        help="Also write the runs to this calibration file (how the ones modelmill ships "
-        "are made).")] = None,
+    templates: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--template",
+            help="A template to calibrate, by name or alias; repeat for several (all when none).",
+        ),
+    ] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="KEY=VALUE set in every trial of the templates that have KEY, "
+            "e.g. pretrained_weights=None where no weights can be had.",
+        ),
+    ] = None,
+    time_scale: Annotated[
+        float,
+        typer.Option(help="Scales each trial's length: 0.5 halves the time calibrating takes."),
+    ] = 1.0,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the runs to this calibration file (how the ones modelmill ships "
+            "are made)."
+        ),
+    ] = None,
 ) -> None:
     """Time short real trainings of each template on this machine (synthetic data) and fit its
     training-time estimate for this hardware; finished trainings refine it later."""
+    import sys
+
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -115,8 +158,6 @@ def calibrate(
         TextColumn,
         TimeElapsedColumn,
     )
-
-    import sys
 
     from modelmill.services import Env, calibrations
     from modelmill.training.calibrate import fit_report
@@ -129,8 +170,12 @@ def calibrate(
         console.print(f"[red]{error}[/] (--param takes KEY=VALUE)")
         raise typer.Exit(2) from None
     tasks: dict[str, TaskID] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
 
         def on_trial(key: str, done: int, total: int, what: str) -> None:

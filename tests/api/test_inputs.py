@@ -465,13 +465,17 @@ def test_text_over_the_length_setting_is_rejected(limited_api: Api) -> None:
     assert input_ids(limited_api) == ["short"]
 
 
-def test_concurrent_batches_with_the_same_new_concepts_all_succeed(server: Server, api: Api) -> None:
+def test_concurrent_batches_with_the_same_new_concepts_all_succeed(
+    server: Server, api: Api
+) -> None:
     """The SDK uploads batches from many threads; each batch creates the same new concepts."""
     from concurrent.futures import ThreadPoolExecutor
 
     def upload(batch: int) -> int:
         client = Api(server, api.transport, api.key, api.user_app_id.user_id, api.app_id)
-        inputs = [text_input(f"b{batch}-{i}", "x", concepts=["shared", f"own-{batch}"]) for i in range(8)]
+        inputs = [
+            text_input(f"b{batch}-{i}", "x", concepts=["shared", f"own-{batch}"]) for i in range(8)
+        ]
         return int(client.PostInputs(inputs=inputs).status.code)
 
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
+import subprocess
+import sys
 import zipfile
 from dataclasses import dataclass
 from functools import partial
@@ -259,6 +261,18 @@ def test_params_fields_round_trip_with_descriptions(template: Template):
     # what ListModelTypes lists as defaults (keyed as the API names them) validates back
     defaults = {spec.path.rsplit(".", 1)[-1]: spec.default for spec in fields}
     assert template.Params(**defaults) == template.Params()
+
+
+def test_listing_templates_loads_no_torch():
+    """The API process imports every template to answer ListModelTypes: keep that cheap."""
+    code = (
+        "import sys, modelmill.training.registry; print(sorted(m for m in {} if m in sys.modules))"
+    )
+    heavy = ("torch", "timm", "transformers", "sklearn", "peft", "onnxruntime")
+    loaded = subprocess.run(
+        [sys.executable, "-c", code.format(heavy)], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=template_id)

@@ -28,6 +28,7 @@ from modelmill.training.templates.text_classifier import (
 )
 from modelmill.training.templates.text_classifier.config import text_settings
 from modelmill.training.templates.text_classifier.model import restore_model
+from modelmill.training.templates.text_classifier.training import initial_model
 from modelmill.training.weights import PACKAGED_HF_MODELS, find_hf_model
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -262,7 +263,7 @@ def test_incremental_start_keeps_rows_of_kept_concepts(tmp_path, tiny_bert):
     ctx = context(tmp_path / "v2", resume_from=artifacts, warm_start=True)
     plan = plan_resume(artifacts, True, BERT_FINE_TUNE.name, "another training")
     settings = text_settings(params)
-    model, _, base = BERT_FINE_TUNE._initial_model(ctx, settings, ["weather", "football"], plan)
+    model, _, base = initial_model(BERT_FINE_TUNE, ctx, settings, ["weather", "football"], plan)
     new = model.state_dict()["classifier.weight"]
     assert torch.equal(new[1], old[1]) and not torch.equal(new[0], old[0])
     assert base == str(tiny_bert)

@@ -46,11 +46,9 @@ from modelmill.training.templates.visual_classifier import (
     EFFICIENTNET_LITE0_CLASSIFIER,
     RESNET50_CLASSIFIER,
 )
-from modelmill.training.templates.visual_classifier.model import (
-    EFFICIENTNET_LITE0,
-    RESNET50,
-    create_model,
-)
+from modelmill.training.templates.visual_classifier.backbones import EFFICIENTNET_LITE0, RESNET50
+from modelmill.training.templates.visual_classifier.model import create_model
+from modelmill.training.templates.visual_classifier.training import initial_model
 from modelmill.training.weights import find_timm_weights, read_state_dict
 
 COLOURS = {"red": (210, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 210)}
@@ -214,7 +212,7 @@ def test_incremental_start_copies_rows_of_kept_concepts_and_adds_fresh_ones(tmp_
     ctx, _ = context(tmp_path / "v2", resume_from=artifacts, warm_start=True)
     plan = plan_resume(artifacts, True, LITE0.name, "another training")
     concepts = ["blue", "purple", "red"]
-    model = LITE0._initial_model(ctx, concepts, None, plan, seed=0)
+    model = initial_model(LITE0.backbone, ctx, concepts, None, plan, seed=0)
     old_head, new_head = (
         old.model_state()["classifier.weight"],
         model.state_dict()["classifier.weight"],

@@ -77,7 +77,8 @@ def labels(data: pb.Data) -> dict[str, Any]:
 def new_input(message: pb.Input) -> NewInput:
     data = message.data
     unsupported = next(
-        (kind for kind in ("video", "audio") if data.HasField(kind)), ""  # type: ignore[arg-type]
+        (kind for kind in ("video", "audio") if data.HasField(kind)),
+        "",  # type: ignore[arg-type]
     )
     return NewInput(
         id=message.id,
@@ -165,7 +166,9 @@ def dataset(row: tables.Dataset, scope: AppScope) -> pb.Dataset:
     )
 
 
-def dataset_version(row: tables.DatasetVersion, dataset_id: str, scope: AppScope) -> pb.DatasetVersion:
+def dataset_version(
+    row: tables.DatasetVersion, dataset_id: str, scope: AppScope
+) -> pb.DatasetVersion:
     message = pb.DatasetVersion(
         id=row.id,
         dataset_id=dataset_id,
@@ -182,7 +185,9 @@ def dataset_version(row: tables.DatasetVersion, dataset_id: str, scope: AppScope
 
 
 def metrics_groups(row: tables.DatasetVersion) -> list[pb.DatasetVersionMetricsGroup]:
-    return [parse(group, pb.DatasetVersionMetricsGroup()) for group in row.metrics.get("groups", [])]
+    return [
+        parse(group, pb.DatasetVersionMetricsGroup()) for group in row.metrics.get("groups", [])
+    ]
 
 
 def progress_line(code: int, progress: dict[str, Any]) -> str:
@@ -291,7 +296,9 @@ def output(result: Output, echo: pb.Input, names: dict[str, str]) -> pb.Output:
     """A predictor's Output as a Clarifai Output: concepts, regions, embeddings or text."""
     message = pb.Output(input=echo, status=status(codes.SUCCESS, "Ok"))
     for concept_id, value in result.concepts:
-        message.data.concepts.append(pb.Concept(id=concept_id, name=names.get(concept_id, concept_id), value=value))
+        message.data.concepts.append(
+            pb.Concept(id=concept_id, name=names.get(concept_id, concept_id), value=value)
+        )
     for region in result.regions:
         item = message.data.regions.add()
         if region.box is not None:
@@ -302,10 +309,14 @@ def output(result: Output, echo: pb.Input, names: dict[str, str]) -> pb.Output:
         if region.mask_png is not None:
             item.region_info.mask.image.base64 = region.mask_png
         for concept_id, value in sorted(region.concepts.items(), key=lambda kv: -kv[1]):
-            item.data.concepts.append(pb.Concept(id=concept_id, name=names.get(concept_id, concept_id), value=value))
+            item.data.concepts.append(
+                pb.Concept(id=concept_id, name=names.get(concept_id, concept_id), value=value)
+            )
     if result.embedding is not None:
         message.data.embeddings.append(
-            pb.Embedding(vector=[float(v) for v in result.embedding], num_dimensions=len(result.embedding))
+            pb.Embedding(
+                vector=[float(v) for v in result.embedding], num_dimensions=len(result.embedding)
+            )
         )
     if result.heatmap_png is not None:
         message.data.heatmaps.append(pb.Image(base64=result.heatmap_png))
@@ -315,8 +326,12 @@ def output(result: Output, echo: pb.Input, names: dict[str, str]) -> pb.Output:
 
 
 def evaluation(
-    row: tables.Evaluation, model_row: tables.Model, version: tables.ModelVersion, scope: AppScope,
-    links: Links, fields: set[str],
+    row: tables.Evaluation,
+    model_row: tables.Model,
+    version: tables.ModelVersion,
+    scope: AppScope,
+    links: Links,
+    fields: set[str],
 ) -> pb.EvalMetrics:
     message = pb.EvalMetrics()
     if row.metrics:
@@ -330,7 +345,9 @@ def evaluation(
 
 
 def export(row: tables.Export, links: Links) -> pb.ModelVersionExport:
-    message = pb.ModelVersionExport(status=status(row.status_code, row.status_description), size=row.size)
+    message = pb.ModelVersionExport(
+        status=status(row.status_code, row.status_description), size=row.size
+    )
     if row.blob_key:
         message.url = links.blob(row.blob_key)
     return message

@@ -3,9 +3,9 @@ routes (cancel a training), health, and the web UI."""
 
 from __future__ import annotations
 
+from clarifai_grpc.channel.custom_converters.custom_message_to_dict import protobuf_to_dict
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
-from clarifai_grpc.channel.custom_converters.custom_message_to_dict import protobuf_to_dict
 
 from modelmill.api import convert
 from modelmill.api.rest import HeadersContext, RestGateway
@@ -19,7 +19,13 @@ from modelmill.web import STATIC_PREFIX, create_web_router, static_files
 
 def _error(error: ApiError, http_status: int = 400) -> JSONResponse:
     return JSONResponse(
-        {"status": {"code": error.code, "description": error.description, "details": error.details}},
+        {
+            "status": {
+                "code": error.code,
+                "description": error.description,
+                "details": error.details,
+            }
+        },
         http_status,
     )
 
@@ -58,7 +64,9 @@ def create_http_app(servicer: Servicer) -> FastAPI:
             return _error(error, 404)
 
     @app.post("/v2/users/{user_id}/apps/{app_id}/models/{model_id}/versions/{version_id}/cancel")
-    def cancel(user_id: str, app_id: str, model_id: str, version_id: str, request: Request) -> Response:
+    def cancel(
+        user_id: str, app_id: str, model_id: str, version_id: str, request: Request
+    ) -> Response:
         """modelmill's own call: stop a training (the version ends MODEL_TRAINING_FAILED)."""
         try:
             principal = servicer.authenticate(authorization(HeadersContext(request)))
@@ -69,8 +77,10 @@ def create_http_app(servicer: Servicer) -> FastAPI:
             return _error(error)
         message = convert.model_version(version, model_row, scope, servicer.links)
         return JSONResponse(
-            {"status": {"code": 10000, "description": "Ok"},
-             "model_version": protobuf_to_dict(message, use_integers_for_enums=True)}
+            {
+                "status": {"code": 10000, "description": "Ok"},
+                "model_version": protobuf_to_dict(message, use_integers_for_enums=True),
+            }
         )
 
     app.include_router(create_web_router(servicer))

@@ -189,8 +189,13 @@ class RestGateway:
         found = self.find(request.method, request.url.path)
         if found is None:
             return JSONResponse(
-                {"status": {"code": codes.CONN_DOES_NOT_EXIST, "description": "No such API path",
-                            "details": f"{request.method} {request.url.path}"}},
+                {
+                    "status": {
+                        "code": codes.CONN_DOES_NOT_EXIST,
+                        "description": "No such API path",
+                        "details": f"{request.method} {request.url.path}",
+                    }
+                },
                 status_code=404,
             )
         route, fields = found

@@ -45,7 +45,12 @@ def kinds() -> dict[str, Callable[[Env, Job, str, logging.Logger], None]]:
     from modelmill.jobs.export import run_export
     from modelmill.jobs.train import run_training
 
-    return {"train": run_training, "evaluate": run_evaluation, "embed": run_embedding, "export": run_export}
+    return {
+        "train": run_training,
+        "evaluate": run_evaluation,
+        "embed": run_embedding,
+        "export": run_export,
+    }
 
 
 def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
@@ -61,7 +66,14 @@ def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
     log.setLevel(logging.INFO)
     log.addHandler(handler)
     job = queue.get(env, job_pk)
-    log.info("job %s (%s), attempt %s of %s, on %s", job_pk, job.kind, job.attempts, job.max_attempts, owner)
+    log.info(
+        "job %s (%s), attempt %s of %s, on %s",
+        job_pk,
+        job.kind,
+        job.attempts,
+        job.max_attempts,
+        owner,
+    )
     state, error_text = queue.DONE, ""
     try:
         kinds()[job.kind](env, job, owner, log)
@@ -78,7 +90,9 @@ def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
     queue.finish(env, job_pk, owner, state, error_text)
 
 
-def fail_for_good(env: Env, job: Job, description: str, code: int = codes.MODEL_TRAINING_FAILED) -> None:
+def fail_for_good(
+    env: Env, job: Job, description: str, code: int = codes.MODEL_TRAINING_FAILED
+) -> None:
     """Record on the job's target (version, evaluation or export) that it failed, and why."""
     with env.db.session() as session:
         if job.kind == "train" and job.model_version_pk:

@@ -18,7 +18,9 @@ def run_embedding(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
     with env.db.session() as session:
         rows = list(
             session.scalars(
-                select(Input).where(Input.app_pk == job.payload["app_pk"], Input.pk > job.payload.get("after_pk", 0))
+                select(Input).where(
+                    Input.app_pk == job.payload["app_pk"], Input.pk > job.payload.get("after_pk", 0)
+                )
             )
         )
     for kind in ("image", "text"):

@@ -51,10 +51,15 @@ def run_evaluation(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
     examples = [from_snapshot(env, item, concepts) for item in load_snapshot(env, dataset_version)]
     kinds = input_kinds(version)
     if kinds and any(e.kind not in kinds for e in examples):
-        log.warning("skipping %d inputs that are not %s",
-                    sum(e.kind not in kinds for e in examples), " or ".join(sorted(kinds)))
+        log.warning(
+            "skipping %d inputs that are not %s",
+            sum(e.kind not in kinds for e in examples),
+            " or ".join(sorted(kinds)),
+        )
         examples = [e for e in examples if e.kind in kinds]
-    exclusive = bool((version.output_info.get("output_config") or {}).get("concepts_mutually_exclusive"))
+    exclusive = bool(
+        (version.output_info.get("output_config") or {}).get("concepts_mutually_exclusive")
+    )
     truth = truth_matrix(examples, concepts, exclusive)
     labelled = ~np.all(np.isnan(truth), axis=1)
     examples = [e for e, keep in zip(examples, labelled, strict=True) if keep]
@@ -63,7 +68,8 @@ def run_evaluation(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
             row = session.get(Evaluation, evaluation.pk)
             row.status_code = codes.MODEL_EVALUATION_NEED_LABELS  # type: ignore[union-attr]
             row.status_description = (  # type: ignore[union-attr]
-                "No input of the ground-truth dataset version is labelled with this model's concepts."
+                "No input of the ground-truth dataset version is labelled with this model's "
+                "concepts."
             )
         return
     predictor = PredictorCache(env).get(model, version)
@@ -77,7 +83,11 @@ def run_evaluation(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
                 scores[start + row, index[concept]] = value
         log.info("predicted %d of %d", min(start + PREDICT_BATCH, len(examples)), len(examples))
     metrics = classification_metrics(
-        concepts, truth[labelled], scores, [e.input_id for e in examples], mutually_exclusive=exclusive
+        concepts,
+        truth[labelled],
+        scores,
+        [e.input_id for e in examples],
+        mutually_exclusive=exclusive,
     )
     with env.db.session() as session:
         row = session.get(Evaluation, evaluation.pk)

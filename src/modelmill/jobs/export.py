@@ -21,7 +21,9 @@ def run_export(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         version = session.get(ModelVersion, export.model_version_pk)
         model = session.get(Model, version.model_pk)  # type: ignore[union-attr]
     assert version is not None and model is not None and version.artifacts_key
-    template = find_template(model.model_type_id, (version.train_info.get("params") or {}).get("template"))
+    template = find_template(
+        model.model_type_id, (version.train_info.get("params") or {}).get("template")
+    )
     assert template is not None
     work = env.settings.data_dir / "work" / f"export-{job.pk}"
     shutil.rmtree(work, ignore_errors=True)

@@ -19,10 +19,15 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 
 
 def enqueue(
-    session: Session, kind: str, payload: dict[str, Any], model_version_pk: int | None = None,
+    session: Session,
+    kind: str,
+    payload: dict[str, Any],
+    model_version_pk: int | None = None,
     max_attempts: int = 3,
 ) -> Job:
-    job = Job(kind=kind, payload=payload, model_version_pk=model_version_pk, max_attempts=max_attempts)
+    job = Job(
+        kind=kind, payload=payload, model_version_pk=model_version_pk, max_attempts=max_attempts
+    )
     session.add(job)
     session.flush()
     return job

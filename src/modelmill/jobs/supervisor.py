@@ -41,7 +41,9 @@ class Supervisor:
         while not self.stopping.wait(CHECK_S):
             for index, process in enumerate(self.processes):
                 if not process.is_alive():
-                    log.warning("worker %s exited with %s; starting another", process.pid, process.exitcode)
+                    log.warning(
+                        "worker %s exited with %s; starting another", process.pid, process.exitcode
+                    )
                     self.processes[index] = self._start()
 
     def stop(self) -> None:

@@ -112,7 +112,9 @@ def _start(env: Env, job: Job) -> tuple[ModelVersion, Model, DatasetVersion]:
         dataset_version = session.get(DatasetVersion, version.dataset_version_pk)
         assert model is not None and dataset_version is not None
         if version.status_code == lifecycle.QUEUED:
-            version.status_code = lifecycle.check_transition(version.status_code, lifecycle.TRAINING)
+            version.status_code = lifecycle.check_transition(
+                version.status_code, lifecycle.TRAINING
+            )
             version.status_description = "Training"
         return version, model, dataset_version
 
@@ -126,7 +128,9 @@ def _source_checkpoint(env: Env, version_pk: int) -> str | None:
             .order_by(Job.pk.desc())
             .limit(1)
         )
-        return key or session.scalar(select(ModelVersion.artifacts_key).where(ModelVersion.pk == version_pk))
+        return key or session.scalar(
+            select(ModelVersion.artifacts_key).where(ModelVersion.pk == version_pk)
+        )
 
 
 def _deadline(job: Job) -> float | None:
@@ -143,14 +147,21 @@ def _deadline(job: Job) -> float | None:
 def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
     version, model, dataset_version = _start(env, job)
     info = MODEL_TYPES[model.model_type_id]
-    template = find_template(model.model_type_id, (version.train_info.get("params") or {}).get("template"))
+    template = find_template(
+        model.model_type_id, (version.train_info.get("params") or {}).get("template")
+    )
     assert template is not None, "the template was checked when the version was created"
     params = template.Params(**job.payload["params"])
     concepts = [c["id"] for c in (version.output_info.get("data") or {}).get("concepts", [])]
     snapshot = load_snapshot(env, dataset_version)
     examples = [from_snapshot(env, item, concepts) for item in snapshot]
-    log.info("template %s, %d inputs, concepts %s, params %s", template.name, len(examples), concepts,
-             params.model_dump())
+    log.info(
+        "template %s, %d inputs, concepts %s, params %s",
+        template.name,
+        len(examples),
+        concepts,
+        params.model_dump(),
+    )
 
     try:
         invalid = template.validate(examples, params)
@@ -163,9 +174,13 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         skipped = {item.input_id for item in invalid}
         usable = [e for e in examples if e.input_id not in skipped]
         if not usable:
-            raise DataError(codes.MODEL_TRAINING_NO_DATA, "None of the training inputs is usable; "
-                            "the train log lists why each was skipped.")
-        data = TrainingData(usable, concepts, bool(getattr(params, "concepts_mutually_exclusive", False)))
+            raise DataError(
+                codes.MODEL_TRAINING_NO_DATA,
+                "None of the training inputs is usable; the train log lists why each was skipped.",
+            )
+        data = TrainingData(
+            usable, concepts, bool(getattr(params, "concepts_mutually_exclusive", False))
+        )
 
         work = env.settings.data_dir / "work" / f"job-{job.pk}"
         shutil.rmtree(work, ignore_errors=True)
@@ -216,11 +231,21 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
     done = "Model is trained and ready"
     if ctx.stopped_at_cap:
         minutes = job.payload["max_training_s"] / 60
-        done = (f"Stopped at the {minutes:g}-minute training time cap; the best checkpoint so far "
-                "is kept and evaluated.")
+        done = (
+            f"Stopped at the {minutes:g}-minute training time cap; the best checkpoint so far "
+            "is kept and evaluated."
+        )
         log.info("stopped at the training time cap")
-    _end(env, job, owner, lifecycle.TRAINED, done, artifacts_key, metrics,
-         input_kinds=sorted({e.kind for e in usable}))
+    _end(
+        env,
+        job,
+        owner,
+        lifecycle.TRAINED,
+        done,
+        artifacts_key,
+        metrics,
+        input_kinds=sorted({e.kind for e in usable}),
+    )
     try:  # the actual time refits this template's estimates; that must never fail a training
         from modelmill.services.estimates import record_training
 
@@ -231,8 +256,16 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
     log.info("trained")
 
 
-def _end(env: Env, job: Job, owner: str, code: int, description: str, artifacts_key: str | None = None,
-         metrics: dict[str, Any] | None = None, input_kinds: list[str] | None = None) -> None:
+def _end(
+    env: Env,
+    job: Job,
+    owner: str,
+    code: int,
+    description: str,
+    artifacts_key: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    input_kinds: list[str] | None = None,
+) -> None:
     with env.db.session() as session:
         current = session.get(Job, job.pk)
         if current is None or current.lease_owner != owner:

@@ -41,8 +41,9 @@ class Worker:
             try:
                 worked = self._work_once()
             except Exception:  # a database outage or a bug: the worker lives on, jobs are leased
-                log.exception("worker %s: error between jobs; retrying in %s s", self.owner,
-                              ERROR_WAIT_S)
+                log.exception(
+                    "worker %s: error between jobs; retrying in %s s", self.owner, ERROR_WAIT_S
+                )
                 self.stopping.wait(ERROR_WAIT_S)
                 continue
             if not worked:
@@ -57,8 +58,10 @@ class Worker:
             return False
         if job.attempts > job.max_attempts:
             fail_for_good(
-                self.env, job, f"The job stopped unexpectedly {job.max_attempts} times "
-                f"(last: {job.error or 'its worker went silent'}); it will not be retried."
+                self.env,
+                job,
+                f"The job stopped unexpectedly {job.max_attempts} times "
+                f"(last: {job.error or 'its worker went silent'}); it will not be retried.",
             )
             queue.finish(self.env, job.pk, self.owner, queue.FAILED, job.error)
             return True
@@ -107,7 +110,9 @@ class Worker:
 
 
 def main(settings: Settings | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     worker = Worker(settings or Settings())
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)

@@ -20,7 +20,8 @@ def create_apps(
     check_user(principal, user_id)
     if principal.app_ids:
         raise ApiError(
-            codes.CONN_INSUFFICIENT_SCOPES, "This key is limited to some apps; it cannot create apps."
+            codes.CONN_INSUFFICIENT_SCOPES,
+            "This key is limited to some apps; it cannot create apps.",
         )
     ids = [check_id(app_id, "app") for app_id, _, _ in apps]
     with env.db.session() as session:
@@ -30,7 +31,8 @@ def create_apps(
         if taken or len(set(ids)) != len(ids):
             raise ApiError(
                 codes.CONN_INVALID_REQUEST,
-                f"App ids must be new and distinct; already used: {', '.join(taken) or 'repeated'}.",
+                "App ids must be new and distinct; already used: "
+                f"{', '.join(taken) or 'repeated'}.",
             )
         rows = [
             App(user_pk=principal.user_pk, id=app_id, name=name or app_id, description=description)

@@ -41,7 +41,9 @@ def create_concepts(env: Env, app: AppScope, concepts: list[tuple[str, str]]) ->
         raise ApiError(codes.CONCEPTS_INVALID_REQUEST, "The request names a concept id twice.")
     with env.db.session() as session:
         taken = list(
-            session.scalars(select(Concept.id).where(Concept.app_pk == app.app_pk, Concept.id.in_(ids)))
+            session.scalars(
+                select(Concept.id).where(Concept.app_pk == app.app_pk, Concept.id.in_(ids))
+            )
         )
         if taken:
             raise ApiError(

@@ -19,7 +19,9 @@ from modelmill.store.tables import Dataset, DatasetInput, DatasetVersion, Input
 
 
 def find_dataset(session: Session, app: AppScope, dataset_id: str) -> Dataset:
-    row = session.scalar(select(Dataset).where(Dataset.app_pk == app.app_pk, Dataset.id == dataset_id))
+    row = session.scalar(
+        select(Dataset).where(Dataset.app_pk == app.app_pk, Dataset.id == dataset_id)
+    )
     if row is None:
         raise ApiError(
             codes.CONN_DOES_NOT_EXIST,
@@ -35,12 +37,15 @@ def create_datasets(
     ids = [check_id(dataset_id or new_id(), "dataset") for dataset_id, _, _ in datasets]
     with env.db.session() as session:
         taken = list(
-            session.scalars(select(Dataset.id).where(Dataset.app_pk == app.app_pk, Dataset.id.in_(ids)))
+            session.scalars(
+                select(Dataset.id).where(Dataset.app_pk == app.app_pk, Dataset.id.in_(ids))
+            )
         )
         if taken or len(set(ids)) != len(ids):
             raise ApiError(
                 codes.CONN_INVALID_REQUEST,
-                f"Dataset ids must be new and distinct; already used: {', '.join(taken) or 'repeated'}.",
+                "Dataset ids must be new and distinct; already used: "
+                f"{', '.join(taken) or 'repeated'}.",
             )
         rows = [
             Dataset(app_pk=app.app_pk, id=dataset_id, description=description, metadata_=metadata)
@@ -62,7 +67,10 @@ def list_datasets(env: Env, app: AppScope, page: Page) -> list[Dataset]:
 
 
 def patch_datasets(
-    env: Env, app: AppScope, patches: list[tuple[str, str | None, dict[str, Any] | None]], action: str
+    env: Env,
+    app: AppScope,
+    patches: list[tuple[str, str | None, dict[str, Any] | None]],
+    action: str,
 ) -> list[Dataset]:
     """PatchDatasets: set description and merge (or overwrite) metadata."""
     with env.db.session() as session:
@@ -144,8 +152,12 @@ def remove_dataset_inputs(env: Env, app: AppScope, dataset_id: str, input_ids: l
         )
 
 
-def snapshot_rows(session: Session, input_pks: list[int] | None, dataset_pk: int | None = None,
-                  app_pk: int | None = None) -> list[dict[str, Any]]:
+def snapshot_rows(
+    session: Session,
+    input_pks: list[int] | None,
+    dataset_pk: int | None = None,
+    app_pk: int | None = None,
+) -> list[dict[str, Any]]:
     """The frozen form of inputs: content references and merged labels."""
     query = select(Input).order_by(Input.pk)
     if dataset_pk is not None:
@@ -235,13 +247,21 @@ def summary_metrics(snapshot: list[dict[str, Any]]) -> dict[str, Any]:
         "polygons_count": _count(sum("polygon" in r["region_info"] for r in regions)),
         "masks_count": _count(sum("mask" in r["region_info"] for r in regions)),
         "positive_input_tags_count": _count(
-            sum(1 for item in snapshot for c in item["labels"].get("concepts", []) if c["value"] > 0)
+            sum(
+                1 for item in snapshot for c in item["labels"].get("concepts", []) if c["value"] > 0
+            )
         ),
     }
 
 
-def freeze(env: Env, session: Session, dataset: Dataset, version_id: str, description: str,
-           snapshot: list[dict[str, Any]]) -> DatasetVersion:
+def freeze(
+    env: Env,
+    session: Session,
+    dataset: Dataset,
+    version_id: str,
+    description: str,
+    snapshot: list[dict[str, Any]],
+) -> DatasetVersion:
     """Store a snapshot as a new READY version of `dataset`."""
     key = env.blobs.put(json.dumps({"inputs": snapshot}, separators=(",", ":")).encode())
     version = DatasetVersion(
@@ -279,7 +299,9 @@ def create_versions(
     return rows
 
 
-def find_version(session: Session, app: AppScope, dataset_id: str, version_id: str) -> DatasetVersion:
+def find_version(
+    session: Session, app: AppScope, dataset_id: str, version_id: str
+) -> DatasetVersion:
     dataset = find_dataset(session, app, dataset_id)
     row = session.scalar(
         select(DatasetVersion).where(

@@ -20,8 +20,15 @@ from modelmill.services.predictions import trained_version
 from modelmill.store.tables import Evaluation, Model, ModelVersion
 
 # EvalMetrics parts that GetEvaluation returns only when `fields` asks for them.
-HEAVY_FIELDS = ("confusion_matrix", "cooccurrence_matrix", "label_counts", "binary_metrics",
-                "test_set", "metrics_by_area", "metrics_by_class")
+HEAVY_FIELDS = (
+    "confusion_matrix",
+    "cooccurrence_matrix",
+    "label_counts",
+    "binary_metrics",
+    "test_set",
+    "metrics_by_area",
+    "metrics_by_class",
+)
 
 
 def light(metrics: dict[str, Any], fields: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
@@ -44,7 +51,12 @@ def record_training_evaluation(session: Session, app_pk: int, version: ModelVers
 
 
 def create_evaluation(
-    env: Env, app: AppScope, model_id: str, version_id: str, dataset_id: str, dataset_version_id: str,
+    env: Env,
+    app: AppScope,
+    model_id: str,
+    version_id: str,
+    dataset_id: str,
+    dataset_version_id: str,
     evaluation_id: str = "",
 ) -> tuple[Evaluation, Model, ModelVersion]:
     """Queue an evaluation of a trained version on a ground-truth dataset version."""
@@ -64,19 +76,32 @@ def create_evaluation(
             status_code=codes.MODEL_QUEUED_FOR_EVALUATION,
             status_description="Queued for evaluation",
         )
-        if session.scalar(select(Evaluation.pk).where(Evaluation.app_pk == app.app_pk, Evaluation.id == row.id)):
-            raise ApiError(codes.EVALUATION_INVALID_ARGUMENT, f"Evaluation id '{row.id}' is already used.")
+        if session.scalar(
+            select(Evaluation.pk).where(Evaluation.app_pk == app.app_pk, Evaluation.id == row.id)
+        ):
+            raise ApiError(
+                codes.EVALUATION_INVALID_ARGUMENT, f"Evaluation id '{row.id}' is already used."
+            )
         session.add(row)
         session.flush()
-        queue.enqueue(session, "evaluate", {"evaluation_pk": row.pk}, model_version_pk=version.pk,
-                      max_attempts=env.settings.job_max_attempts)
+        queue.enqueue(
+            session,
+            "evaluate",
+            {"evaluation_pk": row.pk},
+            model_version_pk=version.pk,
+            max_attempts=env.settings.job_max_attempts,
+        )
     return row, model, version
 
 
-def get_evaluation(env: Env, app: AppScope, evaluation_id: str) -> tuple[Evaluation, Model, ModelVersion]:
+def get_evaluation(
+    env: Env, app: AppScope, evaluation_id: str
+) -> tuple[Evaluation, Model, ModelVersion]:
     with env.db.session() as session:
         row = session.scalar(
-            select(Evaluation).where(Evaluation.app_pk == app.app_pk, Evaluation.id == evaluation_id)
+            select(Evaluation).where(
+                Evaluation.app_pk == app.app_pk, Evaluation.id == evaluation_id
+            )
         )
         if row is None:
             raise ApiError(

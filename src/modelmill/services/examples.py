@@ -51,8 +51,12 @@ def from_snapshot(env: Env, item: dict[str, Any], concepts: list[str]) -> Exampl
         regions.append(
             Region(
                 concepts=region_concepts,
-                box=(box["top_row"], box["left_col"], box["bottom_row"], box["right_col"]) if box else None,
-                polygon=tuple((p["row"], p["col"]) for p in (info.get("polygon") or {}).get("points", [])),
+                box=(box["top_row"], box["left_col"], box["bottom_row"], box["right_col"])
+                if box
+                else None,
+                polygon=tuple(
+                    (p["row"], p["col"]) for p in (info.get("polygon") or {}).get("points", [])
+                ),
             )
         )
     if item["kind"] == "image":

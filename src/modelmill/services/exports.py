@@ -25,8 +25,13 @@ def request_export(env: Env, app: AppScope, model_id: str, version_id: str) -> E
         export.status_code = codes.MODEL_EXPORT_PENDING
         export.status_description = "Queued for export"
         session.flush()
-        queue.enqueue(session, "export", {"export_pk": export.pk}, model_version_pk=version.pk,
-                      max_attempts=env.settings.job_max_attempts)
+        queue.enqueue(
+            session,
+            "export",
+            {"export_pk": export.pk},
+            model_version_pk=version.pk,
+            max_attempts=env.settings.job_max_attempts,
+        )
     return export
 
 
@@ -37,6 +42,7 @@ def get_export(env: Env, app: AppScope, model_id: str, version_id: str) -> Expor
     if export is None:
         raise ApiError(
             codes.CONN_DOES_NOT_EXIST,
-            f"Version '{version.id}' has not been exported; PutModelVersionExports starts an export.",
+            f"Version '{version.id}' has not been exported; PutModelVersionExports starts "
+            "an export.",
         )
     return export

@@ -85,7 +85,9 @@ def fetch_url(url: str, settings: Settings) -> bytes:
             "Start the server with MODELMILL_ALLOW_URL_INPUTS=true to allow URLs.",
         )
     if not url.startswith(("http://", "https://")):
-        raise ApiError(codes.INPUT_INVALID_URL, f"Only http and https URLs are fetched, not {url!r}.")
+        raise ApiError(
+            codes.INPUT_INVALID_URL, f"Only http and https URLs are fetched, not {url!r}."
+        )
     try:
         with urllib.request.urlopen(url, timeout=settings.url_timeout_s) as response:  # noqa: S310
             data = response.read(settings.max_input_bytes + 1)
@@ -125,7 +127,10 @@ def inspect_image(data: bytes, settings: Settings) -> tuple[str, int, int]:
     except UnidentifiedImageError:
         hint = ""
         if _BASE64_TEXT.match(data[:4096]):
-            hint = " The bytes look like base64 text: base64-encode the image once (JSON) or send raw bytes (gRPC), not both."
+            hint = (
+                " The bytes look like base64 text: base64-encode the image once (JSON) or "
+                "send raw bytes (gRPC), not both."
+            )
         raise ApiError(
             codes.INPUT_UNSUPPORTED_FORMAT,
             "The bytes are not an image modelmill can read (JPEG, PNG, GIF, WebP, BMP, TIFF)."
@@ -158,7 +163,11 @@ def check_input(spec: NewInput, settings: Settings) -> _Checked:
         )
     labels = check_labels(spec.labels, codes.INPUT_INVALID_ARGUMENT)
     if spec.image_bytes is not None or spec.image_url:
-        data = spec.image_bytes if spec.image_bytes is not None else fetch_url(spec.image_url, settings)
+        data = (
+            spec.image_bytes
+            if spec.image_bytes is not None
+            else fetch_url(spec.image_url, settings)
+        )
         mime, width, height = inspect_image(data, settings)
         return _Checked(spec, "image", mime, width, height, image=data, labels=labels)
     if spec.text is not None or spec.text_url:

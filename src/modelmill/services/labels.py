@@ -28,7 +28,9 @@ def check_concepts(concepts: list[dict[str, Any]], code: int) -> list[dict[str, 
                 code,
                 f"Concept '{concept_id}' has value {value}; a label is 1 (present) or 0 (absent).",
             )
-        checked.append({"id": concept_id, "name": concept.get("name") or concept_id, "value": value})
+        checked.append(
+            {"id": concept_id, "name": concept.get("name") or concept_id, "value": value}
+        )
     return checked
 
 
@@ -45,7 +47,9 @@ def check_region(region: dict[str, Any], code: int) -> dict[str, Any]:
     info = region.get("region_info") or {}
     box, polygon, mask = info.get("bounding_box"), info.get("polygon"), info.get("mask")
     if box is not None:
-        sides = {k: float(box.get(k, 0.0)) for k in ("top_row", "left_col", "bottom_row", "right_col")}
+        sides = {
+            k: float(box.get(k, 0.0)) for k in ("top_row", "left_col", "bottom_row", "right_col")
+        }
         for name, value in sides.items():
             _check_unit(f"bounding_box.{name}", value, code)
         if sides["top_row"] >= sides["bottom_row"] or sides["left_col"] >= sides["right_col"]:
@@ -62,7 +66,11 @@ def check_region(region: dict[str, Any], code: int) -> dict[str, Any]:
         for point in points:
             _check_unit("polygon point row", float(point.get("row", 0.0)), code)
             _check_unit("polygon point col", float(point.get("col", 0.0)), code)
-        info = {"polygon": {"points": [{"row": p.get("row", 0.0), "col": p.get("col", 0.0)} for p in points]}}
+        info = {
+            "polygon": {
+                "points": [{"row": p.get("row", 0.0), "col": p.get("col", 0.0)} for p in points]
+            }
+        }
     elif mask is not None:
         encoded = ((mask.get("image") or {}).get("base64")) or ""
         try:

@@ -1,4 +1,7 @@
-"""Models and their versions as records: create, read, rename, delete. Training is in training.py."""
+"""Models and their versions as records: create, read, rename, delete.
+
+Training is in training.py.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +39,9 @@ def find_version(session: Session, model: Model, version_id: str) -> ModelVersio
     return row
 
 
-def newest_version(session: Session, model: Model, trained_only: bool = False) -> ModelVersion | None:
+def newest_version(
+    session: Session, model: Model, trained_only: bool = False
+) -> ModelVersion | None:
     query = select(ModelVersion).where(ModelVersion.model_pk == model.pk)
     if trained_only:
         query = query.where(ModelVersion.status_code == codes.MODEL_TRAINED)
@@ -85,7 +90,11 @@ def get_model(
     """A model with the named version, or its newest version (also while it trains)."""
     with env.db.session() as session:
         model = find_model(session, app, model_id)
-        version = find_version(session, model, version_id) if version_id else newest_version(session, model)
+        version = (
+            find_version(session, model, version_id)
+            if version_id
+            else newest_version(session, model)
+        )
     return model, version
 
 
@@ -121,7 +130,11 @@ def patch_models(
 def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     merged = dict(old)
     for key, value in new.items():
-        merged[key] = _merge(old[key], value) if isinstance(value, dict) and isinstance(old.get(key), dict) else value
+        merged[key] = (
+            _merge(old[key], value)
+            if isinstance(value, dict) and isinstance(old.get(key), dict)
+            else value
+        )
     return merged
 
 
@@ -131,14 +144,18 @@ def delete_models(env: Env, app: AppScope, model_ids: list[str]) -> None:
             session.delete(find_model(session, app, model_id))
 
 
-def list_versions(env: Env, app: AppScope, model_id: str, page: Page) -> tuple[Model, list[ModelVersion]]:
+def list_versions(
+    env: Env, app: AppScope, model_id: str, page: Page
+) -> tuple[Model, list[ModelVersion]]:
     with env.db.session() as session:
         model = find_model(session, app, model_id)
         query = select(ModelVersion).where(ModelVersion.model_pk == model.pk)
         return model, list(session.scalars(page.apply(query.order_by(ModelVersion.pk.desc()))))
 
 
-def get_version(env: Env, app: AppScope, model_id: str, version_id: str) -> tuple[Model, ModelVersion]:
+def get_version(
+    env: Env, app: AppScope, model_id: str, version_id: str
+) -> tuple[Model, ModelVersion]:
     with env.db.session() as session:
         model = find_model(session, app, model_id)
         return model, find_version(session, model, version_id)

@@ -40,7 +40,9 @@ class PredictorCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-            template = find_template(model.model_type_id, (version.train_info.get("params") or {}).get("template"))
+            template = find_template(
+                model.model_type_id, (version.train_info.get("params") or {}).get("template")
+            )
             assert template is not None
             folder = self.env.settings.data_dir / "cache" / "artifacts" / key
             if not folder.exists():
@@ -53,7 +55,9 @@ class PredictorCache:
             return predictor
 
 
-def trained_version(env: Env, app: AppScope, model_id: str, version_id: str) -> tuple[Model, ModelVersion]:
+def trained_version(
+    env: Env, app: AppScope, model_id: str, version_id: str
+) -> tuple[Model, ModelVersion]:
     """The named version, or the newest trained one; a clear error when there is none."""
     with env.db.session() as session:
         model = find_model(session, app, model_id)
@@ -62,7 +66,9 @@ def trained_version(env: Env, app: AppScope, model_id: str, version_id: str) -> 
         else:
             version = session.scalar(
                 select(ModelVersion)
-                .where(ModelVersion.model_pk == model.pk, ModelVersion.status_code == lifecycle.TRAINED)
+                .where(
+                    ModelVersion.model_pk == model.pk, ModelVersion.status_code == lifecycle.TRAINED
+                )
                 .order_by(ModelVersion.pk.desc())
                 .limit(1)
             )
@@ -81,7 +87,9 @@ def trained_version(env: Env, app: AppScope, model_id: str, version_id: str) -> 
         return model, version
 
 
-def inference_params(version: ModelVersion, output_config: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+def inference_params(
+    version: ModelVersion, output_config: dict[str, Any], params: dict[str, Any]
+) -> dict[str, Any]:
     """The version's stored inference settings, overridden by the request's."""
     merged = {
         **(version.output_info.get("output_config") or {}),
@@ -99,8 +107,14 @@ def input_kinds(version: ModelVersion) -> set[str]:
 
 
 def predict(
-    env: Env, cache: PredictorCache, app: AppScope, model_id: str, version_id: str,
-    inputs: list[NewInput], output_config: dict[str, Any], params: dict[str, Any],
+    env: Env,
+    cache: PredictorCache,
+    app: AppScope,
+    model_id: str,
+    version_id: str,
+    inputs: list[NewInput],
+    output_config: dict[str, Any],
+    params: dict[str, Any],
 ) -> tuple[Model, ModelVersion, list[Output | ApiError]]:
     """Predict on up to MAX_BATCH inputs; an unreadable input gets its own error."""
     if not inputs:
@@ -108,7 +122,8 @@ def predict(
     if len(inputs) > MAX_BATCH:
         raise ApiError(
             codes.INPUT_INVALID_REQUEST,
-            f"A prediction request may carry at most {MAX_BATCH} inputs; this one has {len(inputs)}.",
+            f"A prediction request may carry at most {MAX_BATCH} inputs; this one has "
+            f"{len(inputs)}.",
         )
     model, version = trained_version(env, app, model_id, version_id)
     predictor = cache.get(model, version)
@@ -127,12 +142,19 @@ def predict(
                     f"{' and '.join(sorted(kinds))} inputs, not {kind} inputs.",
                 )
             examples.append(
-                image_example(spec.id, checked.image) if checked.image is not None
+                image_example(spec.id, checked.image)
+                if checked.image is not None
                 else text_example(spec.id, checked.text or "")
             )
         except ApiError as error:
             errors[index] = error
             examples.append(None)
     good = [e for e in examples if e is not None]
-    outputs = iter(predictor.predict(good, inference_params(version, output_config, params)) if good else [])
-    return model, version, [errors[i] if e is None else next(outputs) for i, e in enumerate(examples)]
+    outputs = iter(
+        predictor.predict(good, inference_params(version, output_config, params)) if good else []
+    )
+    return (
+        model,
+        version,
+        [errors[i] if e is None else next(outputs) for i, e in enumerate(examples)],
+    )

@@ -64,7 +64,9 @@ def resolve_template(model_type_id: str, name: str) -> Template:
             f"{f' (template {name!r})' if name else ''}; it trains {', '.join(trainable)} models."
         )
     if not name:
-        raise _invalid(f"Choose a template for this {model_type_id} model: one of {', '.join(known)}.")
+        raise _invalid(
+            f"Choose a template for this {model_type_id} model: one of {', '.join(known)}."
+        )
     raise _invalid(
         f"Template '{name}' is not one of the {model_type_id} templates: {', '.join(known)}."
     )
@@ -74,12 +76,17 @@ def build_params(template: Template, model: Model, request: TrainRequest) -> Bas
     """The template's Params from the request, over the model's defaults, over Params defaults."""
     by_path: dict[str, dict[str, Any]] = {
         "train_info.params": request.train_params,
-        "output_info.params": {**(model.output_info.get("params") or {}), **request.inference_params},
+        "output_info.params": {
+            **(model.output_info.get("params") or {}),
+            **request.inference_params,
+        },
         "output_info.output_config": {
             **(model.output_info.get("output_config") or {}),
             **request.output_config,
         },
-        "input_info": {"base_embed_model": request.base_embed_model} if request.base_embed_model else {},
+        "input_info": {"base_embed_model": request.base_embed_model}
+        if request.base_embed_model
+        else {},
     }
     values: dict[str, Any] = {}
     for name, info in template.Params.model_fields.items():
@@ -88,14 +95,22 @@ def build_params(template: Template, model: Model, request: TrainRequest) -> Bas
             values[name] = source[name]
     unknown = sorted(set(request.train_params) - set(values))
     if unknown:
-        known = [n for n, i in template.Params.model_fields.items() if param_path(i) == "train_info.params"]
+        known = [
+            n
+            for n, i in template.Params.model_fields.items()
+            if param_path(i) == "train_info.params"
+        ]
         raise _invalid(
             f"Unknown training parameters for template '{template.name}': {', '.join(unknown)}.",
             f"Known: {', '.join(known)}.",
         )
     for name, info in template.Params.model_fields.items():
         # Struct numbers arrive as floats (num_epochs: 30.0); accept whole floats for int fields.
-        if info.annotation is int and isinstance(values.get(name), float) and values[name].is_integer():
+        if (
+            info.annotation is int
+            and isinstance(values.get(name), float)
+            and values[name].is_integer()
+        ):
             values[name] = int(values[name])
     try:
         return template.Params(**values)
@@ -106,7 +121,9 @@ def build_params(template: Template, model: Model, request: TrainRequest) -> Bas
         raise _invalid(f"Invalid parameters for template '{template.name}': {problems}.") from None
 
 
-def _labelled_snapshot(session: Session, app: AppScope, concepts: list[str]) -> list[dict[str, Any]]:
+def _labelled_snapshot(
+    session: Session, app: AppScope, concepts: list[str]
+) -> list[dict[str, Any]]:
     """Every app input with a label (concept or region) for one of `concepts`."""
     wanted = set(concepts)
     rows = snapshot_rows(session, None, app_pk=app.app_pk)
@@ -122,12 +139,15 @@ def _labelled_snapshot(session: Session, app: AppScope, concepts: list[str]) -> 
 
 def _auto_dataset(session: Session, app: AppScope, model: Model) -> Dataset:
     dataset_id = f"{model.id}-training-data"
-    dataset = session.scalar(select(Dataset).where(Dataset.app_pk == app.app_pk, Dataset.id == dataset_id))
+    dataset = session.scalar(
+        select(Dataset).where(Dataset.app_pk == app.app_pk, Dataset.id == dataset_id)
+    )
     if dataset is None:
         dataset = Dataset(
             app_pk=app.app_pk,
             id=dataset_id,
-            description=f"Inputs labelled with the concepts of model '{model.id}', frozen per training.",
+            description=f"Inputs labelled with the concepts of model '{model.id}', "
+            "frozen per training.",
         )
         session.add(dataset)
         session.flush()
@@ -185,8 +205,12 @@ def create_version(
         model = find_model(session, app, model_id)
         info = MODEL_TYPES[model.model_type_id]
         template = resolve_template(model.model_type_id, template_name)
-        params_model = build_params(template, model, TrainRequest(**{**request.__dict__, "train_params": params}))
-        concepts = request.concepts or [c["id"] for c in (model.output_info.get("data") or {}).get("concepts", [])]
+        params_model = build_params(
+            template, model, TrainRequest(**{**request.__dict__, "train_params": params})
+        )
+        concepts = request.concepts or [
+            c["id"] for c in (model.output_info.get("data") or {}).get("concepts", [])
+        ]
         concepts = list(dict.fromkeys(concepts))
         if info.predicts_concepts and not concepts:
             raise ApiError(
@@ -194,7 +218,9 @@ def create_version(
                 "Choose the concepts this version should predict (output_info.data.concepts).",
             )
         known = set(
-            session.scalars(select(Concept.id).where(Concept.app_pk == app.app_pk, Concept.id.in_(concepts)))
+            session.scalars(
+                select(Concept.id).where(Concept.app_pk == app.app_pk, Concept.id.in_(concepts))
+            )
         )
         unknown = [c for c in concepts if c not in known]
         if unknown:
@@ -237,8 +263,12 @@ def create_version(
 
         dumped = params_model.model_dump(mode="json")
         fields = template.Params.model_fields
-        train_params = {k: v for k, v in dumped.items() if param_path(fields[k]) == "train_info.params"}
-        inference = {k: v for k, v in dumped.items() if param_path(fields[k]) == "output_info.params"}
+        train_params = {
+            k: v for k, v in dumped.items() if param_path(fields[k]) == "train_info.params"
+        }
+        inference = {
+            k: v for k, v in dumped.items() if param_path(fields[k]) == "output_info.params"
+        }
         output_config = {
             k: v for k, v in dumped.items() if param_path(fields[k]) == "output_info.output_config"
         }
@@ -260,9 +290,14 @@ def create_version(
                 },
                 "dataset": {"id": dataset.id, "version": {"id": version.id}},
                 **(
-                    {"resume_from_model": {"id": request.resume_from[0],
-                                           "model_version": {"id": request.resume_from[1]}}}
-                    if request.resume_from else {}
+                    {
+                        "resume_from_model": {
+                            "id": request.resume_from[0],
+                            "model_version": {"id": request.resume_from[1]},
+                        }
+                    }
+                    if request.resume_from
+                    else {}
                 ),
             },
             output_info={
@@ -293,7 +328,9 @@ def create_version(
     return model, row
 
 
-def _resume_source(session: Session, app: AppScope, source: tuple[str, str], template: Template) -> int:
+def _resume_source(
+    session: Session, app: AppScope, source: tuple[str, str], template: Template
+) -> int:
     model = find_model(session, app, source[0])
     version = find_version(session, model, source[1])
     if version.status_code != lifecycle.TRAINED or not version.artifacts_key:
@@ -323,7 +360,8 @@ def cancel_version(env: Env, app: AppScope, model_id: str, version_id: str) -> M
                 f"Version '{version_id}' has already finished; there is nothing to cancel.",
             )
         session.execute(
-            update(Job).where(Job.model_version_pk == version.pk, Job.state.in_([queue.QUEUED, queue.RUNNING]))
+            update(Job)
+            .where(Job.model_version_pk == version.pk, Job.state.in_([queue.QUEUED, queue.RUNNING]))
             .values(cancel_requested=True)
         )
         if version.status_code == lifecycle.QUEUED:
@@ -339,7 +377,6 @@ def cancel_version(env: Env, app: AppScope, model_id: str, version_id: str) -> M
                 version.status_description = "Training was cancelled by the user."
                 version.completed_at = utcnow()
     return version
-
 
 
 def train_log(env: Env, version_pk: int) -> bytes:

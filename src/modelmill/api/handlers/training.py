@@ -81,12 +81,18 @@ def PostModelOutputs(api, request, principal):  # type: ignore[no-untyped-def]
     for message, result in zip(request.inputs, results, strict=True):
         echo = pb.Input(id=message.id)
         if isinstance(result, ApiError):
-            outputs.append(pb.Output(input=echo, status=convert.status(result.code, result.description)))
+            outputs.append(
+                pb.Output(input=echo, status=convert.status(result.code, result.description))
+            )
         else:
             outputs.append(convert.output(result, echo, names))
     codes_ = [o.status.code for o in outputs]
     return service.MultiOutputResponse(
-        status=batch_status(codes_, codes.SUCCESS, next((o.status.description for o in outputs if o.status.code != codes.SUCCESS), "")),
+        status=batch_status(
+            codes_,
+            codes.SUCCESS,
+            next((o.status.description for o in outputs if o.status.code != codes.SUCCESS), ""),
+        ),
         outputs=outputs,
     )
 
@@ -103,8 +109,13 @@ def PostEvaluations(api, request, principal):  # type: ignore[no-untyped-def]
         truth = metrics.ground_truth_dataset
         created.append(
             evaluations.create_evaluation(
-                api.env, scope, metrics.model.id, metrics.model.model_version.id,
-                truth.id, truth.version.id, metrics.id,
+                api.env,
+                scope,
+                metrics.model.id,
+                metrics.model.model_version.id,
+                truth.id,
+                truth.version.id,
+                metrics.id,
             )
         )
     return service.MultiEvalMetricsResponse(
@@ -117,8 +128,13 @@ def PostModelVersionEvaluations(api, request, principal):  # type: ignore[no-unt
     scope = api.scope(request.user_app_id, principal)
     created = [
         evaluations.create_evaluation(
-            api.env, scope, request.model_id, request.model_version_id,
-            m.ground_truth_dataset.id, m.ground_truth_dataset.version.id, m.id,
+            api.env,
+            scope,
+            request.model_id,
+            request.model_version_id,
+            m.ground_truth_dataset.id,
+            m.ground_truth_dataset.version.id,
+            m.id,
         )
         for m in request.eval_metrics
     ]
@@ -135,21 +151,27 @@ def _fields(request) -> set[str]:  # type: ignore[no-untyped-def]
 def GetEvaluation(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
     item = evaluations.get_evaluation(api.env, scope, request.evaluation_id)
-    return service.SingleEvalMetricsResponse(eval_metrics=_evaluation(api, scope, *item, _fields(request)))
+    return service.SingleEvalMetricsResponse(
+        eval_metrics=_evaluation(api, scope, *item, _fields(request))
+    )
 
 
 @rpc
 def GetModelVersionEvaluation(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
     item = evaluations.get_evaluation(api.env, scope, request.evaluation_id)
-    return service.SingleEvalMetricsResponse(eval_metrics=_evaluation(api, scope, *item, _fields(request)))
+    return service.SingleEvalMetricsResponse(
+        eval_metrics=_evaluation(api, scope, *item, _fields(request))
+    )
 
 
 @rpc
 def ListEvaluations(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
     rows = evaluations.list_evaluations(api.env, scope, api.page(request))
-    return service.MultiEvalMetricsResponse(eval_metrics=[_evaluation(api, scope, *r) for r in rows])
+    return service.MultiEvalMetricsResponse(
+        eval_metrics=[_evaluation(api, scope, *r) for r in rows]
+    )
 
 
 @rpc
@@ -158,7 +180,9 @@ def ListModelVersionEvaluations(api, request, principal):  # type: ignore[no-unt
     rows = evaluations.list_evaluations(
         api.env, scope, api.page(request), request.model_id, request.model_version_id
     )
-    return service.MultiEvalMetricsResponse(eval_metrics=[_evaluation(api, scope, *r) for r in rows])
+    return service.MultiEvalMetricsResponse(
+        eval_metrics=[_evaluation(api, scope, *r) for r in rows]
+    )
 
 
 @rpc

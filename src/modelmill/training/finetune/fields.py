@@ -1,8 +1,11 @@
-"""Params fields the fine-tuning templates share (loop settings, split, seed), with their
-descriptions and ranges, so that every template describes them the same way.
+"""What the fine-tuning templates share before any training starts: Params fields (warmup,
+early stopping, split, seed) described the same way everywhere, and the loop's settings.
+Light on purpose (no torch): the API process imports it to answer ListModelTypes.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from pydantic import Field
 from pydantic.json_schema import JsonDict
@@ -54,3 +57,17 @@ def seed_field() -> int:
         description="Random seed of the split, shuffling, augmentation and the new head: the "
         "same seed and data give the same model on the same hardware.",
     )
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The hyperparameters of the shared training loop (finetune/loop.py)."""
+
+    num_epochs: int
+    learning_rate: float
+    weight_decay: float
+    beta1: float  # AdamW's first-moment decay: what "momentum" means for this optimizer
+    warmup_epochs: float
+    patience: int  # epochs without a better validation loss before stopping; 0 = never stop early
+    seed: int
+    exclusive: bool  # softmax over concepts (True) or one sigmoid per concept

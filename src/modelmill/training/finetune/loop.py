@@ -18,6 +18,7 @@ from torch import nn
 
 from modelmill.training.checkpoints import BEST_DIR, LAST_DIR
 from modelmill.training.contract import TrainContext
+from modelmill.training.finetune.fields import LoopSettings
 
 REPORT_INTERVAL_S = 2.0  # progress reports between epoch ends, at most this often
 CANCEL_CHECK_INTERVAL_S = 1.0  # ctx.cancelled() may read a database: not every step
@@ -27,18 +28,6 @@ LOG_EPSILON = 1e-7  # keeps log(1 - p) finite when a softmax probability reaches
 # (model inputs on the device, targets (N, C), mask (N, C)); inputs are whatever `forward` takes.
 Batch = tuple[Any, torch.Tensor, torch.Tensor]
 Forward = Callable[[nn.Module, Any], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    num_epochs: int
-    learning_rate: float
-    weight_decay: float
-    beta1: float  # AdamW's first-moment decay: what "momentum" means for this optimizer
-    warmup_epochs: float
-    patience: int  # epochs without a better validation loss before stopping; 0 = never stop early
-    seed: int
-    exclusive: bool  # softmax over concepts (True) or one sigmoid per concept
 
 
 @dataclass

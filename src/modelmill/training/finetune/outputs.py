@@ -5,14 +5,16 @@ PostModelOutputs asks, EvalMetrics on held-out inputs, and the simple training-t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from modelmill.training import metrics
 from modelmill.training.contract import Example, TrainingData
-from modelmill.training.data import Targets
+
+if TYPE_CHECKING:  # the templates' light modules use this file's estimate: no torch at import
+    import torch
+
+    from modelmill.training.data import Targets
 
 DEFAULT_MAX_CONCEPTS = 20  # Clarifai's default for PostModelOutputs
 VALIDATION_SPLIT = "validation"
@@ -20,7 +22,7 @@ TRAINING_SPLIT = "training inputs (none were held out: validation fraction 0 or 
 
 
 def scores_from_logits(logits: torch.Tensor, exclusive: bool) -> torch.Tensor:
-    return torch.softmax(logits, dim=1) if exclusive else torch.sigmoid(logits)
+    return logits.softmax(dim=1) if exclusive else logits.sigmoid()
 
 
 def _selected_ids(select: Any) -> set[str]:
@@ -59,6 +61,8 @@ def evaluation(
     info: Mapping[str, Any],
 ) -> dict[str, Any]:
     """EvalMetrics (metrics.py) on held-out inputs; cells nobody labelled are left out."""
+    from modelmill.training import metrics  # scikit-learn: only when evaluating
+
     y_true = np.where(targets.mask > 0, targets.values, np.nan)
     return metrics.classification_metrics(
         concepts, y_true, scores, input_ids, mutually_exclusive=exclusive, info=info

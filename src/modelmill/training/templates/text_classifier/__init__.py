@@ -7,7 +7,7 @@ from modelmill.training.templates.text_classifier.params import (
     FineTuneParams,
     GPTNeoLoraParams,
 )
-from modelmill.training.templates.text_classifier.template import TextClassifier, TextPredictor
+from modelmill.training.templates.text_classifier.template import TextClassifier
 
 # Estimate coefficients (A s/text/epoch at 128 tokens, B s) per device: CPU for MiniLM from
 # bench/finetune_step_time.py on the 2-core VM (GPT-Neo 125M scaled by its size); CUDA rough
@@ -46,5 +46,4 @@ __all__ = [
     "FineTuneParams",
     "GPTNeoLoraParams",
     "TextClassifier",
-    "TextPredictor",
 ]

@@ -12,7 +12,7 @@ from clarifai_grpc.grpc.api.status import status_code_pb2
 from pydantic import BaseModel
 
 from modelmill.training.contract import DataError
-from modelmill.training.finetune.loop import LoopSettings
+from modelmill.training.finetune.fields import LoopSettings
 from modelmill.training.templates.text_classifier.params import AdvancedParams, FineTuneParams
 
 SINGLE_LABEL = "single_label_classification"

@@ -5,6 +5,7 @@ the scores module that ONNX export traces. Remote code is never run.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,25 @@ def restore_model(checkpoint: Checkpoint) -> nn.Module:
         model = with_lora(model, config["lora"])
     model.load_state_dict(checkpoint.model_state())
     return model
+
+
+def forward(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The classification logits for a batch of (input_ids, attention_mask)."""
+    return model(**inputs).logits
+
+
+def hf_config(model: nn.Module) -> Any:
+    """The transformers config of a (possibly LoRA-wrapped) model."""
+    return model.config
+
+
+def copy_tokenizer(source: Path):  # type: ignore[no-untyped-def]
+    """A `write_extra` for checkpoints and exports: the tokenizer folder of `source`."""
+
+    def copy(folder: Path) -> None:
+        shutil.copytree(source / TOKENIZER_DIR, folder / TOKENIZER_DIR)
+
+    return copy
 
 
 def head_keys(model: nn.Module, num_labels: int) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 the fast, recommended EfficientNet-Lite0) on labelled images.
 """
 
-from modelmill.training.templates.visual_classifier.model import (
+from modelmill.training.templates.visual_classifier.backbones import (
     EFFICIENTNET_B0,
     EFFICIENTNET_LITE0,
     RESNET50,
@@ -12,10 +12,7 @@ from modelmill.training.templates.visual_classifier.params import (
     ResNet50Params,
     VisualClassifierParams,
 )
-from modelmill.training.templates.visual_classifier.template import (
-    ImagePredictor,
-    VisualClassifier,
-)
+from modelmill.training.templates.visual_classifier.template import VisualClassifier
 
 EFFICIENTNET_LITE0_CLASSIFIER = VisualClassifier(
     "EfficientNet_Lite0_Fast",
@@ -43,7 +40,6 @@ __all__ = [
     "EFFICIENTNET_B0_CLASSIFIER",
     "EFFICIENTNET_LITE0_CLASSIFIER",
     "RESNET50_CLASSIFIER",
-    "ImagePredictor",
     "VisualClassifier",
     "VisualClassifierParams",
 ]

@@ -1,0 +1,119 @@
+"""A trained visual classifier at work: scoring images for predictions, EvalMetrics on the inputs
+its training held out, and the ONNX export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from modelmill.training.checkpoints import Checkpoint, find_checkpoint
+from modelmill.training.contract import Example, Output, TrainingData
+from modelmill.training.data import batched, label_targets, normalise_images, square_pixels
+from modelmill.training.finetune.onnx_export import export_zip
+from modelmill.training.finetune.outputs import (
+    evaluation,
+    evaluation_examples,
+    ranked_concepts,
+    scores_from_logits,
+)
+from modelmill.training.templates.visual_classifier.backbones import Backbone
+from modelmill.training.templates.visual_classifier.model import ImageScores, create_model
+
+if TYPE_CHECKING:
+    from modelmill.training.templates.visual_classifier.template import VisualClassifier
+
+PREDICT_BATCH_SIZE = 32
+EXPORT_TRACE_BATCH, EXPORT_CHECK_BATCHES = 2, (3, 1)  # other sizes than traced: dynamic batch
+
+
+class ImagePredictor:
+    """A trained visual classifier, loaded once, scoring images."""
+
+    def __init__(self, checkpoint: Checkpoint, backbone: Backbone) -> None:
+        config = checkpoint.meta["config"]
+        self.meta = checkpoint.meta
+        self.concepts: list[str] = checkpoint.meta["concepts"]
+        self.image_size: int = config["image_size"]
+        self.mean, self.std = config["mean"], config["std"]
+        self.exclusive: bool = config["exclusive"]
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = create_model(backbone, len(self.concepts), None)
+        self.model.load_state_dict(checkpoint.model_state())
+        self.model.to(self.device).eval()
+
+    def scores(self, examples: Sequence[Example]) -> np.ndarray:
+        parts = [np.zeros((0, len(self.concepts)), np.float32)]
+        for rows in batched(range(len(examples)), PREDICT_BATCH_SIZE):
+            pixels = np.stack([square_pixels(examples[r].load(), self.image_size) for r in rows])
+            images = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(self.device)
+            with torch.inference_mode():
+                logits = self.model(normalise_images(images, self.mean, self.std))
+                parts.append(scores_from_logits(logits, self.exclusive).float().cpu().numpy())
+        return np.concatenate(parts)
+
+    def predict(self, examples: Sequence[Example], params: dict[str, Any]) -> list[Output]:
+        return [
+            Output(concepts=ranked_concepts(row, self.concepts, params))
+            for row in self.scores(examples)
+        ]
+
+
+def evaluate_classifier(
+    template: VisualClassifier, data: TrainingData, artifacts: Path
+) -> dict[str, Any]:
+    """EvalMetrics on the validation split the training held out (never trained on); on
+    the training inputs, and saying so in eval_info, when none were held out."""
+    predictor = ImagePredictor(find_checkpoint(artifacts), template.backbone)
+    examples, split = evaluation_examples(predictor.meta, data)
+    targets = label_targets(examples, predictor.concepts)
+    info = {
+        "template": template.name,
+        "split": split,
+        "best_epoch": predictor.meta["loop"]["best_epoch"],
+    }
+    return evaluation(
+        predictor.concepts,
+        targets,
+        predictor.scores(examples),
+        [e.input_id for e in examples],
+        predictor.exclusive,
+        info,
+    )
+
+
+def export_classifier(template: VisualClassifier, artifacts: Path, out_dir: Path) -> Path:
+    """The version as a zip: model.onnx (pixels in, scores out), config.json, concepts.json and
+    a manifest, after checking ONNX against PyTorch (see onnx_export.export_zip)."""
+    predictor = ImagePredictor(find_checkpoint(artifacts), template.backbone)
+    module = ImageScores(predictor.model, predictor.mean, predictor.std, predictor.exclusive)
+    size, generator = predictor.image_size, torch.Generator().manual_seed(0)
+
+    def images(batch: int) -> dict[str, torch.Tensor]:
+        pixels = torch.randint(0, 256, (batch, 3, size, size), generator=generator)
+        return {"images": pixels.float()}
+
+    config = {
+        "template": template.name,
+        "model_type_id": template.model_type_id,
+        "architecture": template.backbone.architecture,
+        "input": f"images: float32 (batch, 3, {size}, {size}) RGB pixels 0-255; resize the "
+        "shorter side to the size, then centre-crop",
+        "output": "scores: " + ("softmax" if predictor.exclusive else "sigmoid per concept"),
+        "image_size": size,
+        "concepts_mutually_exclusive": predictor.exclusive,
+    }
+    return export_zip(
+        module,
+        images(EXPORT_TRACE_BATCH),
+        [images(batch) for batch in EXPORT_CHECK_BATCHES],
+        {"images": {0: "batch"}},
+        out_dir,
+        template.name,
+        config,
+        predictor.concepts,
+    )
