@@ -155,6 +155,19 @@ def test_fit_recovers_the_costs_that_made_the_runs() -> None:
         assert model.seconds(w) == pytest.approx(seconds(w), rel=0.02)
 
 
+def test_a_disturbed_run_is_left_out_of_the_fit() -> None:
+    def seconds(w: Workload) -> float:
+        return 5.0 + 0.1 * w.num_inputs * w.num_epochs * w.size_units
+
+    runs = [Run(w, seconds(w)) for w in _workloads(12)]
+    slowed = Run(runs[0].workload, 3 * runs[0].seconds)  # something else held the machine
+
+    model = fit([*runs, slowed])
+
+    assert model is not None and model.disturbed == 1 and model.runs == 12
+    assert model.seconds(runs[0].workload) == pytest.approx(runs[0].seconds, rel=0.01)
+
+
 def test_fit_falls_back_to_the_seeds_two_terms_with_few_runs() -> None:
     runs = [Run(Workload("image", n, 2), 10 + 0.1 * n * 2) for n in (100, 300, 600)]
 

@@ -151,7 +151,7 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         model.model_type_id, (version.train_info.get("params") or {}).get("template")
     )
     assert template is not None, "the template was checked when the version was created"
-    params = template.Params(**job.payload["params"])
+    params = template.Params.model_validate(job.payload["params"])
     concepts = [c["id"] for c in (version.output_info.get("data") or {}).get("concepts", [])]
     snapshot = load_snapshot(env, dataset_version)
     examples = [from_snapshot(env, item, concepts) for item in snapshot]

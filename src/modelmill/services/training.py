@@ -90,30 +90,31 @@ def build_params(template: Template, model: Model, request: TrainRequest) -> Bas
     }
     values: dict[str, Any] = {}
     for name, info in template.Params.model_fields.items():
+        key = info.alias or name  # pydantic reserves some names (model_config): the API's is the alias
         source = by_path.get(param_path(info), {})
-        if name in source:
-            values[name] = source[name]
+        if key in source:
+            values[key] = source[key]
+        elif key in request.train_params:
+            # The clarifai SDK sends every template field in train_info.params, whatever its path.
+            values[key] = request.train_params[key]
     unknown = sorted(set(request.train_params) - set(values))
     if unknown:
         known = [
-            n
-            for n, i in template.Params.model_fields.items()
-            if param_path(i) == "train_info.params"
+            info.alias or n
+            for n, info in template.Params.model_fields.items()
+            if param_path(info) == "train_info.params"
         ]
         raise _invalid(
             f"Unknown training parameters for template '{template.name}': {', '.join(unknown)}.",
             f"Known: {', '.join(known)}.",
         )
     for name, info in template.Params.model_fields.items():
+        key = info.alias or name
         # Struct numbers arrive as floats (num_epochs: 30.0); accept whole floats for int fields.
-        if (
-            info.annotation is int
-            and isinstance(values.get(name), float)
-            and values[name].is_integer()
-        ):
-            values[name] = int(values[name])
+        if info.annotation is int and isinstance(values.get(key), float) and values[key].is_integer():
+            values[key] = int(values[key])
     try:
-        return template.Params(**values)
+        return template.Params.model_validate(values)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
@@ -196,7 +197,7 @@ def create_version(
     dataset_version_id = str(params.pop("dataset_version_id", "") or "")
     tolerance = float(params.pop(TOLERANCE, DEFAULT_INVALID_DATA_TOLERANCE_PERCENT))
     cap_minutes = float(params.pop(MAX_TRAINING_MINUTES, 0.0) or 0.0)
-    extras = {k: params.pop(k) for k in COMMON_TRAIN_PARAMS if k in params}
+    extras = {k: params[k] for k in COMMON_TRAIN_PARAMS if k in params}
     if not 0 <= tolerance <= 100:
         raise _invalid(f"{TOLERANCE} is {tolerance}; give a percentage from 0 to 100.")
     if cap_minutes < 0:
@@ -205,6 +206,10 @@ def create_version(
         model = find_model(session, app, model_id)
         info = MODEL_TYPES[model.model_type_id]
         template = resolve_template(model.model_type_id, template_name)
+        fields = {i.alias or n: i for n, i in template.Params.model_fields.items()}
+        for key in extras:
+            if key not in fields:  # a template with its own `seed` takes it as a hyperparameter
+                params.pop(key)
         params_model = build_params(
             template, model, TrainRequest(**{**request.__dict__, "train_params": params})
         )
@@ -261,8 +266,7 @@ def create_version(
         if version is None:
             version = freeze(env, session, dataset, "", "Frozen for training", snapshot)
 
-        dumped = params_model.model_dump(mode="json")
-        fields = template.Params.model_fields
+        dumped = params_model.model_dump(mode="json", by_alias=True)
         train_params = {
             k: v for k, v in dumped.items() if param_path(fields[k]) == "train_info.params"
         }

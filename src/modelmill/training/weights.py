@@ -50,10 +50,6 @@ class WeightsLookup:
         return "; ".join(self.searched)
 
 
-class WeightsNotFound(LookupError):
-    """Pretrained weights that are nowhere to be had; the message says where we looked."""
-
-
 @cache
 def hub_online() -> bool:
     """Whether the Hugging Face hub can be reached (once per process; HF_HUB_OFFLINE means no)."""

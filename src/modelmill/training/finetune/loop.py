@@ -243,6 +243,10 @@ def fit(
         ctx.log.info("epoch %d/%d: %s", epoch + 1, settings.num_epochs, record)
         if state.finished:
             break
+        if ctx.out_of_time():  # the budget cap: checked per epoch, so the best/ weights are whole
+            ctx.log.info("training time cap reached after epoch %d", epoch + 1)
+            ctx.report(1.0, step=done_steps, stage="stopped at the time cap")
+            break
     return state
 
 
