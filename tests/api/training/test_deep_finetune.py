@@ -5,15 +5,18 @@ at a time cap, and the invalid-data tolerance both ways."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import requests
 from clarifai_grpc.grpc.api import resources_pb2 as pb
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+from google.protobuf import json_format
 
 from api.helpers import assert_ok, text_input
 from api.training.support import (
     SHAPES,
+    TERMINAL,
     TOPICS,
     create_model,
     labelled_images,
@@ -141,3 +144,28 @@ def test_text_classifier_fine_tunes_minilm(trainer_api: Api) -> None:
         api.PostModelOutputs(model_id="topics", inputs=[text_input("q", "The chef baked bread")])
     )
     assert top_concept(reply.outputs[0]) in topics
+
+
+@pytest.mark.slow
+def test_a_killed_workers_deep_training_resumes_from_its_last_epoch(bare: Any) -> None:
+    setup = bare()
+    api, workers = setup.api, setup.workers
+    upload(api, labelled_images(6, seed=7, prefix="resume"))
+    create_model(api, "resumed", model_type_id="visual-classifier", concepts=SHAPE_CONCEPTS)
+    params = {**TINY_VISUAL, "num_epochs": 30.0, "early_stopping_patience": 0.0}
+    version = start_training(api, "resumed", train_params=params)
+    first = workers.start()
+
+    def checkpointed(v: pb.ModelVersion) -> bool:
+        progress = json_format.MessageToDict(v.metadata).get("progress", {})
+        # Progress during epoch 2 means epoch 1 ended and its checkpoint was stored.
+        return v.status.code in TERMINAL or progress.get("epoch", 0) >= 2
+
+    at_kill = wait_for_version(api, "resumed", version.id, until=checkpointed)
+    assert at_kill.status.code == codes.MODEL_TRAINING, "finished before it could be killed"
+    workers.kill(first)
+    workers.start()
+    done = wait_for_version(api, "resumed", version.id)
+    assert done.status.code == codes.MODEL_TRAINED, done.status
+    log = requests.get(done.train_log, timeout=30).text
+    assert "resuming from this job's last checkpoint" in log, log
