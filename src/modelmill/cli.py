@@ -165,7 +165,7 @@ def calibrate(
     env = Env.open(_settings(data_dir))
     try:
         chosen = calibrations.templates_named(templates or [])
-        overrides = dict(item.split("=", 1) for item in params or [])
+        overrides = _key_values(params)
     except ValueError as error:
         console.print(f"[red]{error}[/] (--param takes KEY=VALUE)")
         raise typer.Exit(2) from None
@@ -182,6 +182,8 @@ def calibrate(
             if key not in tasks:
                 tasks[key] = progress.add_task(key, total=total)
             progress.update(tasks[key], completed=done, total=total, description=f"{key}: {what}")
+            if not console.is_terminal:  # a log file gets a line per trial instead of a bar
+                console.print(f"{key} [{done}/{total}] {what}", highlight=False)
 
         results = calibrations.calibrate_templates(env, chosen, overrides, time_scale, on_trial)
     for result in results:
@@ -194,3 +196,96 @@ def calibrate(
         command = "modelmill calibrate " + " ".join(sys.argv[2:])
         calibrations.export_calibration(export, results, command=command)
         console.print(f"Wrote {export}.")
+
+
+def _key_values(items: list[str] | None) -> dict[str, object]:
+    """--param KEY=VALUE options as a dict; a VALUE that is JSON is parsed (30, 0.5, {...})."""
+    import json
+
+    values: dict[str, object] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param takes KEY=VALUE, not '{item}'")
+        try:
+            values[key] = json.loads(text)
+        except ValueError:
+            values[key] = text
+    return values
+
+
+@app.command()
+def estimate(
+    template_name: Annotated[str, typer.Argument(metavar="TEMPLATE", help="Template or alias.")],
+    inputs: Annotated[int, typer.Option(min=1, help="How many inputs the training learns from.")],
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="KEY=VALUE hyperparameter (JSON values too: trainer_config='{...}'); repeat.",
+        ),
+    ] = None,
+    model_type: Annotated[
+        str | None, typer.Option(help="The model type, where a template name has several.")
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="image or text, for a template that takes both.")
+    ] = None,
+    megapixels: Annotated[
+        float, typer.Option(min=0.001, help="Mean stored image size in megapixels.")
+    ] = 0.3,
+    chars: Annotated[float, typer.Option(min=1, help="Mean text length in characters.")] = 300,
+    data_dir: DataDir = None,
+) -> None:
+    """How long a training would take on the hardware that trains, rounded to 15-minute steps
+    as the web UI shows it, with its cost and peak memory (the API's estimate, without an app)."""
+    from pydantic import ValidationError
+
+    from modelmill.services import Env, calibrations
+    from modelmill.services.estimates import estimate_workload
+    from modelmill.training.estimator import DataStats, input_kinds
+
+    settings = _settings(data_dir)
+    try:
+        found = [
+            t
+            for t in calibrations.templates_named([template_name])
+            if model_type in (None, t.model_type_id)
+        ]
+        if len(found) != 1:
+            types = ", ".join(t.model_type_id for t in found) or "none"
+            raise ValueError(f"'{template_name}' is a template of {types}: choose --model-type")
+        template = found[0]
+        values = _key_values(params)
+        fields = template.Params.model_fields
+        known = set(fields) | {f.alias for f in fields.values() if f.alias}
+        if unknown := sorted(set(values) - known):
+            raise ValueError(
+                f"{template.name} has no parameter {', '.join(unknown)}; "
+                f"it has {', '.join(sorted(known))}"
+            )
+        hyper = template.Params.model_validate(values)
+        chosen = next(k for k in input_kinds(template) if kind in (None, k))
+    except StopIteration:
+        console.print(f"[red]{template.name} trains on {' or '.join(input_kinds(template))}[/]")
+        raise typer.Exit(2) from None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        console.print(f"[red]{problems}[/]")
+        raise typer.Exit(2) from None
+    except ValueError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(2) from None
+    stats = DataStats(inputs, chosen, mean_megapixels=megapixels, mean_chars=chars)
+    result = estimate_workload(Env.open(settings), template, chosen, hyper, stats)
+    memory = f" · {result.memory}" if result.memory else ""
+    console.print(
+        f"[bold]{result.display}[/] ({result.seconds:,.0f} s) · {result.cost} at "
+        f"${settings.price_per_hour_usd:,.2f}/h{memory}",
+        highlight=False,
+    )
+    console.print(
+        f"{template.name} ({template.model_type_id}) on {result.input_count:,} {chosen}s, "
+        f"on {result.hardware}: {result.basis}.",
+        highlight=False,
+    )

@@ -5,6 +5,7 @@ Each field is also a CLI flag where it makes sense; the README's table lists the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -30,6 +31,9 @@ class Settings(BaseSettings):
     tls_cert: Path | None = Field(None, description="PEM certificate; with tls_key, gRPC uses TLS.")
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")
     workers: int = Field(1, description="Training worker processes `serve` starts (0 for none).")
+    job_threads: int = Field(
+        0, ge=0, description="CPU threads one job computes with; 0 shares the cores among WORKERS."
+    )
     secret_key: str = Field(
         "", description="Signs links and sessions; empty means a key kept in DATA_DIR/secret.key."
     )
@@ -42,6 +46,9 @@ class Settings(BaseSettings):
     )
     job_lease_s: float = Field(30.0, description="A worker that is silent this long loses its job.")
     job_max_attempts: int = Field(3, description="Attempts before a job fails for good.")
+    price_per_hour_usd: float = Field(
+        4.0, ge=0, description="Hourly price training estimates show their cost at."
+    )
     allow_url_inputs: bool = Field(False, description="Let inputs name a URL the server fetches.")
     url_timeout_s: float = Field(10.0, description="Time limit for fetching one URL input.")
     max_input_bytes: int = Field(20_000_000, description="Largest image or fetched file, in bytes.")
@@ -57,6 +64,11 @@ class Settings(BaseSettings):
     @property
     def resolved_blob_url(self) -> str:
         return self.blob_url or f"file://{(self.data_dir / 'blobs').resolve()}"
+
+    @property
+    def resolved_job_threads(self) -> int:
+        """Threads per job: workers that each took every core would fight over them."""
+        return self.job_threads or max(1, (os.cpu_count() or 1) // max(self.workers, 1))
 
     @property
     def resolved_weights_dir(self) -> Path:

@@ -477,11 +477,15 @@ def test_deep_template_settings_come_from_its_params(site: Site, deep_templates:
     ).text
     assert 'name="train_info.params.batch_size"' in fragment and "num_epochs" not in fragment
 
-    estimate = site.client.get(
-        "/apps/vision/models/classes/versions/new/estimate",
-        params={"train_info.params.template": "accurate", "output_info.data.concepts": "red"},
-    ).text
-    assert "1 h 15 min" in estimate and "$5.02" in estimate
+    def estimate() -> str:
+        return site.client.get(
+            "/apps/vision/models/classes/versions/new/estimate",
+            params={"train_info.params.template": "accurate", "output_info.data.concepts": "red"},
+        ).text
+
+    assert "1 h 15 min" in (shown := estimate()) and "$5.02" in shown
+    site.env.settings.price_per_hour_usd = 8.0  # MODELMILL_PRICE_PER_HOUR_USD
+    assert "1 h 15 min" in (shown := estimate()) and "$10.04" in shown
 
 
 def test_tolerance_over_100_shows_the_error_and_keeps_the_form(

@@ -66,13 +66,17 @@ def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
     log.setLevel(logging.INFO)
     log.addHandler(handler)
     job = queue.get(env, job_pk)
+    import torch  # every kind of job computes with it
+
+    torch.set_num_threads(settings.resolved_job_threads)
     log.info(
-        "job %s (%s), attempt %s of %s, on %s",
+        "job %s (%s), attempt %s of %s, on %s, %s CPU threads",
         job_pk,
         job.kind,
         job.attempts,
         job.max_attempts,
         owner,
+        torch.get_num_threads(),
     )
     state, error_text = queue.DONE, ""
     try:

@@ -32,10 +32,12 @@ from modelmill.training.contract import Hardware, InputKind, Template
 from modelmill.training.estimator import (
     DEFAULT_CHARS,
     DEFAULT_MEGAPIXELS,
+    EPOCH_PARAMS,
     CostModel,
     DataStats,
     Run,
     epochs_run,
+    find_param,
     fit,
     input_kinds,
     model_key,
@@ -48,7 +50,9 @@ from modelmill.training.registry import COMMON_TRAIN_PARAMS
 log = logging.getLogger("modelmill")
 
 STEP_S = 15 * 60
-PRICE_PER_HOUR_USD = 4.0  # the seed's price; MODELMILL_PRICE_PER_HOUR_USD changes it
+PRICE_PER_HOUR_USD = (
+    4.0  # the seed's (Clarifai's) price; settings.price_per_hour_usd is the server's
+)
 RECENT_RUNS = 500  # newest measured trainings a fit uses, so old software and data age out
 KIB = 1024  # ru_maxrss is in KiB on Linux
 BYTES_PER_GB = 1e9
@@ -60,6 +64,7 @@ __all__ = [
     "display_duration",
     "display_memory",
     "estimate_training",
+    "estimate_workload",
     "record_runs",
     "record_training",
     "round_down_15",
@@ -115,11 +120,6 @@ def display_memory(ram_bytes: int | None, gpu_bytes: int | None = None) -> str:
     if gpu_bytes:
         parts.append(f"GPU {gpu_bytes / BYTES_PER_GB:.1f} GB")
     return ", ".join(parts)
-
-
-def price_per_hour(env: Env) -> float:
-    # The setting is MODELMILL_PRICE_PER_HOUR_USD once settings.py has it; the seed's $4 until.
-    return float(getattr(env.settings, "price_per_hour_usd", PRICE_PER_HOUR_USD))
 
 
 # ---- what the data looks like --------------------------------------------------------------
@@ -276,20 +276,30 @@ def estimate_training(
                 "Give estimated_input_count, or the dataset to train on (dataset_version_id, "
                 "with dataset_id if several datasets have that version id).",
             )
+    return estimate_workload(env, template, kind, params_model, stats)
+
+
+def estimate_workload(
+    env: Env, template: Template, kind: InputKind, params: BaseModel, stats: DataStats
+) -> Estimate:
+    """How long training `template` with `params` on data like `stats` takes on the hardware
+    that trains: its fitted cost model, or the template's rule of thumb before any run."""
     hardware = training_hardware(env)
     model_fit = cost_model(env, template, kind, hardware)
-    workload = workload_of(params_model.model_dump(mode="json"), stats)
+    values = params.model_dump(mode="json")
+    workload = workload_of(values, stats)
     if model_fit is not None:
         seconds = model_fit.seconds(workload)
         ram = model_fit.peak_memory_bytes(workload)
         gpu = model_fit.peak_gpu_memory_bytes(workload) if hardware.device == "cuda" else None
         basis = (
             f"fitted to {model_fit.runs} measured trainings of {template.name} on "
-            f"{hardware.profile} (mean error {model_fit.error:.0%}); for all epochs: "
-            "early stopping can end training sooner"
+            f"{hardware.profile} (mean error {model_fit.error:.0%})"
         )
+        if find_param(values, EPOCH_PARAMS)[0]:
+            basis += "; for all epochs: early stopping can end training sooner"
     else:
-        seconds = template.estimate(stats.num_inputs, params_model, hardware)
+        seconds = template.estimate(stats.num_inputs, params, hardware)
         ram = gpu = None
         basis = (
             f"{template.name}'s rule of thumb: no trainings measured on {hardware.profile} "
@@ -299,7 +309,7 @@ def estimate_training(
     return Estimate(
         seconds,
         display_duration(seconds),
-        display_cost(seconds, price_per_hour(env)),
+        display_cost(seconds, env.settings.price_per_hour_usd),
         ram,
         hardware.profile,
         stats.num_inputs,

@@ -90,7 +90,8 @@ def build_params(template: Template, model: Model, request: TrainRequest) -> Bas
     }
     values: dict[str, Any] = {}
     for name, info in template.Params.model_fields.items():
-        key = info.alias or name  # pydantic reserves some names (model_config): the API's is the alias
+        # pydantic reserves some names (model_config): the API's is the alias
+        key = info.alias or name
         source = by_path.get(param_path(info), {})
         if key in source:
             values[key] = source[key]
@@ -111,7 +112,11 @@ def build_params(template: Template, model: Model, request: TrainRequest) -> Bas
     for name, info in template.Params.model_fields.items():
         key = info.alias or name
         # Struct numbers arrive as floats (num_epochs: 30.0); accept whole floats for int fields.
-        if info.annotation is int and isinstance(values.get(key), float) and values[key].is_integer():
+        if (
+            info.annotation is int
+            and isinstance(values.get(key), float)
+            and values[key].is_integer()
+        ):
             values[key] = int(values[key])
     try:
         return template.Params.model_validate(values)

@@ -14,6 +14,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+
+from modelmill.training.contract import DataError
+
 if TYPE_CHECKING:  # torch loads only where weights are read: ListModelTypes needs none of it
     import torch
 
@@ -48,6 +52,17 @@ class WeightsLookup:
 
     def explain(self) -> str:
         return "; ".join(self.searched)
+
+    def require(self, template: str, needs: str, remedy: str) -> WeightsLocation:
+        """The weights found, or a DataError (invalid params) saying what `template` needs,
+        where it looked, and `remedy`: how a person provides them or does without."""
+        if self.found is None:
+            raise DataError(
+                codes.MODEL_TRAINING_INVALID_PARAMS,
+                f"Template {template} needs {needs}, and this server has none. "
+                f"Looked in: {self.explain()}. {remedy}",
+            )
+        return self.found
 
 
 @cache

@@ -184,7 +184,7 @@ def test_a_job_that_keeps_dying_fails_after_max_attempts(bare: Any) -> None:
 
 @pytest.mark.slow
 def test_cancel_a_running_training(bare: Any) -> None:
-    setup = bare()
+    setup = bare({"MODELMILL_JOB_THREADS": "1"})
     api = setup.api
     image_training(api)
     version = start_training(api, "shapes")
@@ -195,7 +195,8 @@ def test_cancel_a_running_training(bare: Any) -> None:
     # While it trains: progress on the version, and the live train log behind its link.
     shown = progress(started)
     assert 0 <= shown["percent"] < 100 and shown["total_inputs"] == 96, shown
-    assert "attempt 1 of 3" in job_log(api, "shapes", version.id)
+    assert "attempt 1 of 3" in (text := job_log(api, "shapes", version.id))
+    assert "1 CPU threads" in text, "MODELMILL_JOB_THREADS sets the job's torch threads"
 
     reply = cancel_training(api, "shapes", version.id)
     assert reply["status"]["code"] == codes.SUCCESS, reply

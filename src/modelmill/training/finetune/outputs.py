@@ -4,17 +4,16 @@ PostModelOutputs asks, EvalMetrics on held-out inputs, and the simple training-t
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelmill.training.contract import Example, TrainingData
+from modelmill.training.contract import Example, Output, TrainingData
 
 if TYPE_CHECKING:  # the templates' light modules use this file's estimate: no torch at import
     import torch
-
-    from modelmill.training.data import Targets
 
 DEFAULT_MAX_CONCEPTS = 20  # Clarifai's default for PostModelOutputs
 VALIDATION_SPLIT = "validation"
@@ -52,30 +51,46 @@ def ranked_concepts(
     return pairs[:max_concepts]
 
 
-def evaluation(
-    concepts: Sequence[str],
-    targets: Targets,
-    scores: np.ndarray,
-    input_ids: Sequence[str],
-    exclusive: bool,
-    info: Mapping[str, Any],
-) -> dict[str, Any]:
-    """EvalMetrics (metrics.py) on held-out inputs; cells nobody labelled are left out."""
-    from modelmill.training import metrics  # scikit-learn: only when evaluating
+class ClassifierPredictor(ABC):
+    """A fine-tuned classifier loaded for work. A template's predictor loads its checkpoint
+    and says how it `scores` inputs; predictions and EvalMetrics follow from the scores."""
 
-    y_true = np.where(targets.mask > 0, targets.values, np.nan)
-    return metrics.classification_metrics(
-        concepts, y_true, scores, input_ids, mutually_exclusive=exclusive, info=info
-    )
+    meta: dict[str, Any]  # the checkpoint's metadata
+    concepts: list[str]
+    exclusive: bool
 
+    @abstractmethod
+    def scores(self, examples: Sequence[Example]) -> np.ndarray:
+        """One row per example, one column per concept."""
 
-def evaluation_examples(meta: Mapping[str, Any], data: TrainingData) -> tuple[list[Example], str]:
-    """The inputs to evaluate a version on, and which split they are: the validation inputs its
-    training held out; all inputs when it kept none (failing the version instead would lose a
-    good model over a report)."""
-    held_out = set(meta["validation_ids"])
-    examples = [e for e in data.examples if e.input_id in held_out]
-    return (examples, VALIDATION_SPLIT) if examples else (list(data.examples), TRAINING_SPLIT)
+    def predict(self, examples: Sequence[Example], params: dict[str, Any]) -> list[Output]:
+        return [
+            Output(concepts=ranked_concepts(row, self.concepts, params))
+            for row in self.scores(examples)
+        ]
+
+    def evaluate(self, template: str, data: TrainingData) -> dict[str, Any]:
+        """EvalMetrics (metrics.py) on the validation inputs the training held out (never
+        trained on); on all inputs, and saying so in eval_info, when it kept none (failing
+        the version instead would lose a good model over a report). Cells nobody labelled
+        are left out."""
+        from modelmill.training import metrics  # scikit-learn: only when evaluating
+        from modelmill.training.data import label_targets
+
+        held_out = set(self.meta["validation_ids"])
+        examples = [e for e in data.examples if e.input_id in held_out]
+        split = VALIDATION_SPLIT if examples else TRAINING_SPLIT
+        examples = examples or list(data.examples)
+        targets = label_targets(examples, self.concepts)
+        info = {"template": template, "split": split, "best_epoch": self.meta["loop"]["best_epoch"]}
+        return metrics.classification_metrics(
+            self.concepts,
+            np.where(targets.mask > 0, targets.values, np.nan),
+            self.scores(examples),
+            [e.input_id for e in examples],
+            mutually_exclusive=self.exclusive,
+            info=info,
+        )
 
 
 def linear_estimate(

@@ -80,8 +80,8 @@ def _loss_and_logit_gradient(
 @contextmanager
 def _single_thread():
     """The fit's tensors are skinny (n x k), so thread-pool barriers cost more than they save:
-    on the 2-core CI machine one thread fits several times faster (bench/RESULTS.md, transfer learning).
-    The setting is restored afterwards; nothing changes at import."""
+    on the 2-core CI machine one thread fits several times faster (bench/RESULTS.md, transfer
+    learning). The setting is restored afterwards; nothing changes at import."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

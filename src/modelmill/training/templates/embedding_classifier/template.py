@@ -38,8 +38,8 @@ CONFIG_FILE = "config.json"
 EXPORT_NAME = "embedding-classifier.zip"
 EMBEDDING_PROGRESS = 0.8  # share of a training's progress bar spent embedding inputs
 # Rough seconds per input on one idle CPU core, and how much faster a GPU embeds. The 2-core CI
-# machine, shared and loaded, ran 3-5x slower than this (bench/RESULTS.md, transfer learning). A head fit
-# takes well under a second per ten thousand inputs.
+# machine, shared and loaded, ran 3-5x slower than this (bench/RESULTS.md, transfer learning).
+# A head fit takes well under a second per ten thousand inputs.
 EMBED_CORE_SECONDS = {"text": 0.01, "image": 0.08}
 GPU_SPEEDUP = 30.0
 HEAD_FIT_SECONDS = 0.5

@@ -6,21 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from modelmill.training.checkpoints import Checkpoint, find_checkpoint
-from modelmill.training.contract import Example, Output, TrainingData
-from modelmill.training.data import batched, label_targets, pad_token_batch, token_ids
+from modelmill.training.contract import Example
+from modelmill.training.data import batched, pad_token_batch, token_ids
 from modelmill.training.finetune.onnx_export import export_zip
-from modelmill.training.finetune.outputs import (
-    evaluation,
-    evaluation_examples,
-    ranked_concepts,
-    scores_from_logits,
-)
+from modelmill.training.finetune.outputs import ClassifierPredictor, scores_from_logits
 from modelmill.training.templates.text_classifier.model import (
     TOKENIZER_DIR,
     TextScores,
@@ -39,7 +34,7 @@ PREDICT_BATCH_SIZE = 32
 EXPORT_TRACE_SHAPE, EXPORT_CHECK_SHAPES = (2, 16), ((3, 9), (1, 20))  # (batch, tokens)
 
 
-class TextPredictor:
+class TextPredictor(ClassifierPredictor):
     """A trained text classifier (LoRA merged in), loaded once, scoring texts."""
 
     def __init__(self, checkpoint: Checkpoint) -> None:
@@ -66,35 +61,6 @@ class TextPredictor:
                 logits = forward(self.model, {k: v.to(self.device) for k, v in inputs.items()})
                 parts.append(scores_from_logits(logits, self.exclusive).float().cpu().numpy())
         return np.concatenate(parts)
-
-    def predict(self, examples: Sequence[Example], params: dict[str, Any]) -> list[Output]:
-        return [
-            Output(concepts=ranked_concepts(row, self.concepts, params))
-            for row in self.scores(examples)
-        ]
-
-
-def evaluate_classifier(
-    template: TextClassifier, data: TrainingData, artifacts: Path
-) -> dict[str, Any]:
-    """EvalMetrics on the validation split the training held out (never trained on); on
-    the training inputs, and saying so in eval_info, when none were held out."""
-    predictor = TextPredictor(find_checkpoint(artifacts))
-    examples, split = evaluation_examples(predictor.meta, data)
-    targets = label_targets(examples, predictor.concepts)
-    info = {
-        "template": template.name,
-        "split": split,
-        "best_epoch": predictor.meta["loop"]["best_epoch"],
-    }
-    return evaluation(
-        predictor.concepts,
-        targets,
-        predictor.scores(examples),
-        [e.input_id for e in examples],
-        predictor.exclusive,
-        info,
-    )
 
 
 def export_classifier(template: TextClassifier, artifacts: Path, out_dir: Path) -> Path:

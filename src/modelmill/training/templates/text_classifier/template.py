@@ -9,11 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from clarifai_grpc.grpc.api.status import status_code_pb2
 from pydantic import BaseModel
 
 from modelmill.training.contract import (
-    DataError,
     Example,
     Hardware,
     InputKind,
@@ -58,18 +56,14 @@ class TextClassifier:
 
     def base_weights(self, settings: TextSettings, weights_dir: Path | None) -> WeightsLocation:
         """Where the base model's weights are; DataError naming where we looked if nowhere."""
-        lookup = find_hf_model(settings.base_model, weights_dir)
-        if lookup.found is None:
-            folder = weights_dir if weights_dir is not None else "the weights folder"
-            raise DataError(
-                status_code_pb2.MODEL_TRAINING_INVALID_PARAMS,
-                f"Template {self.name} needs the weights of {settings.base_model}, and this "
-                f"server has none. Looked in: {lookup.explain()}. Save the model "
-                f"(save_pretrained) into {folder}/{settings.base_model.replace('/', '--')}, "
-                "put it in the Hugging Face cache, give the server internet access, or choose "
-                "a base model that is available.",
-            )
-        return lookup.found
+        folder = weights_dir if weights_dir is not None else "the weights folder"
+        return find_hf_model(settings.base_model, weights_dir).require(
+            self.name,
+            f"the weights of {settings.base_model}",
+            f"Save the model (save_pretrained) into {folder}/"
+            f"{settings.base_model.replace('/', '--')}, put it in the Hugging Face cache, give "
+            "the server internet access, or choose a base model that is available.",
+        )
 
     def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
         self.base_weights(self.settings_of(params), weights_dir)
@@ -115,9 +109,10 @@ class TextClassifier:
     ) -> dict[str, Any]:
         """EvalMetrics on the validation split the training held out (never trained on); on
         the training inputs, and saying so in eval_info, when none were held out."""
-        from modelmill.training.templates.text_classifier.predictor import evaluate_classifier
+        from modelmill.training.checkpoints import find_checkpoint
+        from modelmill.training.templates.text_classifier.predictor import TextPredictor
 
-        return evaluate_classifier(self, data, artifacts)
+        return TextPredictor(find_checkpoint(artifacts)).evaluate(self.name, data)
 
     def export(self, artifacts: Path, out_dir: Path) -> Path:
         from modelmill.training.templates.text_classifier.predictor import export_classifier

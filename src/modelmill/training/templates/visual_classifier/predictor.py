@@ -6,21 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from modelmill.training.checkpoints import Checkpoint, find_checkpoint
-from modelmill.training.contract import Example, Output, TrainingData
-from modelmill.training.data import batched, label_targets, normalise_images, square_pixels
+from modelmill.training.contract import Example
+from modelmill.training.data import batched, normalise_images, square_pixels
 from modelmill.training.finetune.onnx_export import export_zip
-from modelmill.training.finetune.outputs import (
-    evaluation,
-    evaluation_examples,
-    ranked_concepts,
-    scores_from_logits,
-)
+from modelmill.training.finetune.outputs import ClassifierPredictor, scores_from_logits
 from modelmill.training.templates.visual_classifier.backbones import Backbone
 from modelmill.training.templates.visual_classifier.model import ImageScores, create_model
 
@@ -31,7 +26,7 @@ PREDICT_BATCH_SIZE = 32
 EXPORT_TRACE_BATCH, EXPORT_CHECK_BATCHES = 2, (3, 1)  # other sizes than traced: dynamic batch
 
 
-class ImagePredictor:
+class ImagePredictor(ClassifierPredictor):
     """A trained visual classifier, loaded once, scoring images."""
 
     def __init__(self, checkpoint: Checkpoint, backbone: Backbone) -> None:
@@ -55,35 +50,6 @@ class ImagePredictor:
                 logits = self.model(normalise_images(images, self.mean, self.std))
                 parts.append(scores_from_logits(logits, self.exclusive).float().cpu().numpy())
         return np.concatenate(parts)
-
-    def predict(self, examples: Sequence[Example], params: dict[str, Any]) -> list[Output]:
-        return [
-            Output(concepts=ranked_concepts(row, self.concepts, params))
-            for row in self.scores(examples)
-        ]
-
-
-def evaluate_classifier(
-    template: VisualClassifier, data: TrainingData, artifacts: Path
-) -> dict[str, Any]:
-    """EvalMetrics on the validation split the training held out (never trained on); on
-    the training inputs, and saying so in eval_info, when none were held out."""
-    predictor = ImagePredictor(find_checkpoint(artifacts), template.backbone)
-    examples, split = evaluation_examples(predictor.meta, data)
-    targets = label_targets(examples, predictor.concepts)
-    info = {
-        "template": template.name,
-        "split": split,
-        "best_epoch": predictor.meta["loop"]["best_epoch"],
-    }
-    return evaluation(
-        predictor.concepts,
-        targets,
-        predictor.scores(examples),
-        [e.input_id for e in examples],
-        predictor.exclusive,
-        info,
-    )
 
 
 def export_classifier(template: VisualClassifier, artifacts: Path, out_dir: Path) -> Path:

@@ -9,11 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clarifai_grpc.grpc.api.status import status_code_pb2
 from pydantic import BaseModel
 
 from modelmill.training.contract import (
-    DataError,
     Example,
     Hardware,
     InputKind,
@@ -59,19 +57,15 @@ class VisualClassifier:
         """Where the ImageNet weights are (None for random weights); DataError if nowhere."""
         if params.pretrained_weights == "None":
             return None
-        lookup = find_timm_weights(self.backbone.weights, weights_dir)
-        if lookup.found is None:
-            name = self.backbone.weights.model_name
-            folder = weights_dir if weights_dir is not None else "the weights folder"
-            raise DataError(
-                status_code_pb2.MODEL_TRAINING_INVALID_PARAMS,
-                f"Template {self.name} needs ImageNet-1k weights for {name}, and this server "
-                f"has none. Looked in: {lookup.explain()}. Put them at {folder}/{name}"
-                f".safetensors (or in the Hugging Face cache as {self.backbone.weights.hub_id}), "
-                "give the server internet access, or set pretrained_weights to None to train "
-                "from random weights.",
-            )
-        return lookup.found
+        name = self.backbone.weights.model_name
+        folder = weights_dir if weights_dir is not None else "the weights folder"
+        return find_timm_weights(self.backbone.weights, weights_dir).require(
+            self.name,
+            f"ImageNet-1k weights for {name}",
+            f"Put them at {folder}/{name}.safetensors (or in the Hugging Face cache as "
+            f"{self.backbone.weights.hub_id}), give the server internet access, or set "
+            "pretrained_weights to None to train from random weights.",
+        )
 
     def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
         self.pretrained_weights(self.params_of(params), weights_dir)
@@ -113,9 +107,10 @@ class VisualClassifier:
     ) -> dict[str, Any]:
         """EvalMetrics on the validation split the training held out (never trained on); on
         the training inputs, and saying so in eval_info, when none were held out."""
-        from modelmill.training.templates.visual_classifier.predictor import evaluate_classifier
+        from modelmill.training.checkpoints import find_checkpoint
+        from modelmill.training.templates.visual_classifier.predictor import ImagePredictor
 
-        return evaluate_classifier(self, data, artifacts)
+        return ImagePredictor(find_checkpoint(artifacts), self.backbone).evaluate(self.name, data)
 
     def export(self, artifacts: Path, out_dir: Path) -> Path:
         from modelmill.training.templates.visual_classifier.predictor import export_classifier
