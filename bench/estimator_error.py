@@ -26,7 +26,9 @@ from pathlib import Path
 from modelmill.training.calibrate import SIZE_STEP, Knobs, describe
 from modelmill.training.contract import InputKind, Template
 from modelmill.training.estimator import (
+    IMAGE_SIZE_PARAMS,
     CostModel,
+    find_param,
     fit,
     input_kinds,
     model_key,
@@ -37,7 +39,7 @@ from modelmill.training.estimator import (
 from modelmill.training.trials import Trial, run_trial, stats_of
 
 # Held-out points, between and beyond the calibration levels (calibration: epochs 1, 2, 4; image
-# sizes 0.5, 0.75, 1.0 × the default; stored widths 320, 800, 1600 px; texts 80, 400, 1500
+# sizes 0.5, 1.0, 1.5 × the default; stored widths 320, 800, 1600 px; texts 80, 400, 1500
 # chars; batches the default and a quarter of it): (epochs, image size × default, stored size,
 # batch ÷, share of the target time).
 HELD_OUT = (
@@ -62,7 +64,7 @@ def held_out_trials(
         if knobs.epochs:
             params = _set(params, knobs.epochs[0], epochs)
         if knobs.size:
-            default = knobs.size[1][-1]
+            default = find_param(knobs.defaults, IMAGE_SIZE_PARAMS)[1]
             params = _set(params, knobs.size[0], max(SIZE_STEP, round(default * size / 16) * 16))
         if knobs.batch:
             params = _set(params, knobs.batch[0], max(1, knobs.batch[1][0] // divisor))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +18,10 @@ app = typer.Typer(
 )
 token_app = typer.Typer(help="Create and revoke personal access tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
-console = Console()
+# Piped into a log file, rich would fit everything to 80 columns and cut the calibration
+# tables' numbers short; a terminal (or COLUMNS) sets its own width.
+LOG_WIDTH = 160
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else LOG_WIDTH)
 
 DataDir = Annotated[
     Path | None,
@@ -148,8 +153,6 @@ def calibrate(
 ) -> None:
     """Time short real trainings of each template on this machine (synthetic data) and fit its
     training-time estimate for this hardware; finished trainings refine it later."""
-    import sys
-
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

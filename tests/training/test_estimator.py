@@ -7,6 +7,7 @@ Run: `.venv/bin/pytest tests/training/test_estimator.py -q` (add `-m slow` for t
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -16,12 +17,15 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, Field
 
+from modelmill.jobs.train import _Progress
 from modelmill.services import Env
 from modelmill.services.estimates import (
     cost_model,
     display_cost,
     display_duration,
     display_memory,
+    estimate_job,
+    estimate_workload,
     record_runs,
     record_training,
     round_down_15,
@@ -39,6 +43,7 @@ from modelmill.training.estimator import (
     fit,
     leave_one_out,
     shipped_runs,
+    this_hardware,
     workload_of,
 )
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
@@ -317,9 +322,13 @@ def test_a_finished_job_records_its_time(env: Env, tmp_path: Path) -> None:
     snapshot = [{"kind": "image", "width": 1000, "height": 500, "text": None}] * 30
     params = EMBEDDING_CLASSIFIER.Params()
 
-    record_training(env, job, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", tmp_path)
+    took = record_training(env, job, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", tmp_path)
+    assert took is not None and 90 <= took < 120
     resumed = Job(kind="train", attempts=2, started_at=utcnow() - timedelta(seconds=90))
-    record_training(env, resumed, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", tmp_path)
+    assert (
+        record_training(env, resumed, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", tmp_path)
+        is None
+    )
 
     with env.db.session() as session:
         rows = session.query(TrainingRun).all()
@@ -341,3 +350,41 @@ def test_trial_timing_waits_for_a_quiet_machine(monkeypatch: pytest.MonkeyPatch)
     module.wait_until_quiet(Quiet(busy=0.15, wait_s=60.0))
 
     assert next(readings, None) is None and time.monotonic() - started < 5
+
+
+def test_a_job_is_estimated_on_its_own_data_and_hardware(env: Env) -> None:
+    snapshot = [{"kind": "text", "text": "x" * 400}] * 600
+    params = EMBEDDING_CLASSIFIER.Params()
+    hardware = this_hardware("cpu")
+
+    before = estimate_job(env, EMBEDDING_CLASSIFIER, params, snapshot, "cpu")
+    same = estimate_workload(
+        env, EMBEDDING_CLASSIFIER, "text", params, DataStats(600, "text", mean_chars=400), hardware
+    )
+    assert before.seconds == same.seconds > 0 and before.input_count == 600
+    assert before.hardware == hardware.profile
+    # Trainings here turn out slow: the next job's estimate follows them.
+    slow = [
+        Run(Workload("text", n, 1, 0, 0.78, 0.4), 1.8 * before.seconds * n / 600, source="training")
+        for n in (100, 300, 600, 900, 1200, 2000)
+    ]
+    record_runs(env, EMBEDDING_CLASSIFIER, "text", hardware, slow)
+    after = estimate_job(env, EMBEDDING_CLASSIFIER, params, snapshot, "cpu")
+    assert after.seconds > 1.3 * before.seconds
+
+
+def test_progress_has_an_eta_from_the_estimate_before_any_progress(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = logging.getLogger("modelmill.job.test")
+    report = _Progress(env, version_pk=0, total_inputs=10, log=log, estimated_s=120.0)
+    with caplog.at_level(logging.INFO, logger=log.name):
+        report(0.0, stage="embedding")
+    state = caplog.records[-1].args  # logging keeps a lone dict argument as the args
+    assert state["estimated_s"] == 120 and 119 <= state["eta_s"] <= 120
+
+    unestimated = _Progress(env, version_pk=0, total_inputs=10, log=log)
+    with caplog.at_level(logging.INFO, logger=log.name):
+        unestimated(0.0, stage="embedding")
+    state = caplog.records[-1].args  # logging keeps a lone dict argument as the args
+    assert "eta_s" not in state and "estimated_s" not in state

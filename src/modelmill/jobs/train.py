@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from modelmill.domain import model_versions as lifecycle
@@ -25,6 +26,7 @@ from modelmill.store.tables import DatasetVersion, Job, Model, ModelVersion, utc
 from modelmill.training.contract import (
     DataError,
     Example,
+    Template,
     TrainContext,
     TrainingCancelled,
     TrainingData,
@@ -45,11 +47,21 @@ def device(setting: str) -> str:
 
 
 class _Progress:
-    """Writes progress to the version, at most every REPORT_EVERY_S, with an ETA."""
+    """Writes progress to the version, at most every REPORT_EVERY_S, with an ETA: from the
+    progress so far, or before there is any from the training time estimate."""
 
-    def __init__(self, env: Env, version_pk: int, total_inputs: int, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        env: Env,
+        version_pk: int,
+        total_inputs: int,
+        log: logging.Logger,
+        estimated_s: float | None = None,
+        since_start_s: float = 0.0,
+    ) -> None:
         self.env, self.version_pk, self.total_inputs, self.log = env, version_pk, total_inputs, log
-        self.started = time.monotonic()
+        self.estimated_s = estimated_s
+        self.started = time.monotonic() - since_start_s  # elapsed counts from the job's start
         self.last = 0.0
 
     def __call__(self, progress: float, **metrics: Any) -> None:
@@ -58,13 +70,17 @@ class _Progress:
             return
         self.last = now
         elapsed = now - self.started
-        eta = elapsed * (1 - progress) / progress if progress > 0 else None
+        if progress > 0:
+            eta: float | None = elapsed * (1 - progress) / progress
+        else:
+            eta = max(self.estimated_s - elapsed, 0.0) if self.estimated_s else None
         values = {k: (float(v) if isinstance(v, int | float) else v) for k, v in metrics.items()}
         state = {
             "percent": round(100 * min(max(progress, 0.0), 1.0), 1),
             "elapsed_s": round(elapsed, 1),
             "total_inputs": self.total_inputs,
             **({"eta_s": round(eta, 1)} if eta is not None else {}),
+            **({"estimated_s": round(self.estimated_s)} if self.estimated_s else {}),
             **values,
         }
         self.log.info("progress %s", state)
@@ -138,10 +154,15 @@ def _deadline(job: Job) -> float | None:
     cap_s = float(job.payload.get("max_training_s") or 0.0)
     if not cap_s:
         return None
+    return time.monotonic() + cap_s - _since_start(job)
+
+
+def _since_start(job: Job) -> float:
+    """Seconds since the job first started, earlier attempts included."""
     started = job.started_at or utcnow()
     if started.tzinfo is None:  # SQLite hands back naive UTC datetimes
         started = started.replace(tzinfo=UTC)
-    return time.monotonic() + cap_s - (utcnow() - started).total_seconds()
+    return (utcnow() - started).total_seconds()
 
 
 def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
@@ -162,6 +183,7 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         concepts,
         params.model_dump(),
     )
+    estimated_s = _estimate(env, template, params, snapshot, log)
 
     try:
         invalid = template.validate(examples, params)
@@ -205,7 +227,7 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
             device=device(env.settings.device),
             work_dir=work,
             checkpoint_dir=checkpoints,
-            report=_Progress(env, version.pk, len(usable), log),
+            report=_Progress(env, version.pk, len(usable), log, estimated_s, _since_start(job)),
             cancelled=cancelled,
             embeddings=_CancellableEmbeddings(EmbeddingCache(env, keys), cancelled),
             log=log,
@@ -249,11 +271,38 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
     try:  # the actual time refits this template's estimates; that must never fail a training
         from modelmill.services.estimates import record_training
 
-        record_training(env, job, template, params, snapshot, ctx.device, checkpoints)
+        took = record_training(env, job, template, params, snapshot, ctx.device, checkpoints)
+        if took and estimated_s:
+            log.info(
+                "training took %.0f s; estimated %.0f s before it started (%+.0f%%)",
+                took,
+                estimated_s,
+                100 * (estimated_s - took) / took,
+            )
     except Exception:
         log.warning("could not record this training's time for estimates", exc_info=True)
     shutil.rmtree(work, ignore_errors=True)
     log.info("trained")
+
+
+def _estimate(
+    env: Env,
+    template: Template,
+    params: BaseModel,
+    snapshot: Sequence[dict[str, Any]],
+    log: logging.Logger,
+) -> float | None:
+    """Seconds this training is expected to take on this worker; None when that cannot be
+    said (an estimate must never stop a training)."""
+    from modelmill.services.estimates import estimate_job
+
+    try:
+        estimate = estimate_job(env, template, params, snapshot, device(env.settings.device))
+    except Exception:
+        log.warning("no training time estimate", exc_info=True)
+        return None
+    log.info("estimated training time %.0f s (%s)", estimate.seconds, estimate.basis)
+    return estimate.seconds
 
 
 def _end(

@@ -63,6 +63,7 @@ __all__ = [
     "display_cost",
     "display_duration",
     "display_memory",
+    "estimate_job",
     "estimate_training",
     "estimate_workload",
     "record_runs",
@@ -280,11 +281,17 @@ def estimate_training(
 
 
 def estimate_workload(
-    env: Env, template: Template, kind: InputKind, params: BaseModel, stats: DataStats
+    env: Env,
+    template: Template,
+    kind: InputKind,
+    params: BaseModel,
+    stats: DataStats,
+    hardware: Hardware | None = None,
 ) -> Estimate:
-    """How long training `template` with `params` on data like `stats` takes on the hardware
-    that trains: its fitted cost model, or the template's rule of thumb before any run."""
-    hardware = training_hardware(env)
+    """How long training `template` with `params` on data like `stats` takes on `hardware`
+    (default: the hardware that trains): its fitted cost model, or the template's rule of
+    thumb before any run."""
+    hardware = hardware or training_hardware(env)
     model_fit = cost_model(env, template, kind, hardware)
     values = params.model_dump(mode="json")
     workload = workload_of(values, stats)
@@ -366,6 +373,20 @@ def record_runs(
             )
 
 
+def estimate_job(
+    env: Env,
+    template: Template,
+    params: BaseModel,
+    snapshot: Sequence[dict[str, Any]],
+    device: str,
+) -> Estimate:
+    """The estimate of a training a worker is about to run, on the data it has, on its own
+    hardware: what the version shows beside the actual time once trained."""
+    kind = _kind_trained_on(template, params, Counter(i["kind"] for i in snapshot))
+    stats = snapshot_stats(snapshot, kind)
+    return estimate_workload(env, template, kind, params, stats, this_hardware(device))
+
+
 def record_training(
     env: Env,
     job: Job,
@@ -374,12 +395,12 @@ def record_training(
     snapshot: Sequence[dict[str, Any]],
     device: str,
     checkpoint_dir: Path,
-) -> None:
+) -> float | None:
     """Add a finished training's actual time (from the job's start to now, in the worker's
-    process) to the data its template's estimates are fitted to. A job that ran more than once
-    (a worker died) is left out: its time is not one training's."""
+    process) to the data its template's estimates are fitted to, and return it. A job that ran
+    more than once (a worker died) is left out (None): its time is not one training's."""
     if job.attempts != 1 or job.started_at is None:
-        return
+        return None
     started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
     seconds = (utcnow() - started).total_seconds()
     kind = _kind_trained_on(template, params, Counter(i["kind"] for i in snapshot))
@@ -409,3 +430,4 @@ def record_training(
         hardware.profile,
         refitted.coefficients if refitted else "too few runs",
     )
+    return seconds

@@ -29,6 +29,7 @@ from modelmill.training.contract import Hardware, InputKind, Template
 # 224 × 224 pixels" or "... at 128 tokens".
 REFERENCE_PIXELS = 224 * 224
 REFERENCE_TOKENS = 128
+REFERENCE_BATCH = 32
 CHARS_PER_TOKEN = 4.0  # English averages about four characters per BPE / WordPiece token
 CHARS_PER_SOURCE_UNIT = 1000.0
 # When neither a dataset nor the app's inputs say how big the inputs are.
@@ -42,6 +43,7 @@ EPOCH_PARAMS = ("num_epochs", "epochs", "num_train_epochs", "max_epochs")
 BATCH_PARAMS = ("batch_size", "per_device_train_batch_size", "train_batch_size")
 IMAGE_SIZE_PARAMS = ("image_size", "input_size", "img_size")
 TOKEN_LIMIT_PARAMS = ("max_length", "max_seq_length", "max_tokens", "model_max_length")
+EMBEDDER_PARAM = "base_embed_model"  # transfer learning: the base model that reads the inputs
 
 # Below FULL_MODEL_MIN_RUNS runs only the seed's two terms are fitted (fewer unknowns than runs);
 # below MIN_RUNS nothing is, and the template's own rule of thumb answers.
@@ -126,12 +128,23 @@ def workload_of(params: Mapping[str, Any], stats: DataStats) -> Workload:
         source = stats.mean_megapixels
     else:
         tokens = stats.mean_chars / CHARS_PER_TOKEN
-        limit = _number(find_param(params, TOKEN_LIMIT_PARAMS)[1])
+        limit = _number(find_param(params, TOKEN_LIMIT_PARAMS)[1]) or _embedder_token_limit(params)
         size = (min(tokens, limit) if limit else tokens) / REFERENCE_TOKENS
         source = stats.mean_chars / CHARS_PER_SOURCE_UNIT
     return Workload(
         stats.kind, stats.num_inputs, max(1, round(epochs)), max(0, round(batch)), size, source
     )
+
+
+def _embedder_token_limit(params: Mapping[str, Any]) -> float | None:
+    """Tokens a transfer-learning template's base embedder reads (it truncates the rest)."""
+    if EMBEDDER_PARAM not in params:
+        return None
+    from modelmill.training.embedders import default_embedder, get_embedder
+
+    chosen = params[EMBEDDER_PARAM]
+    embedder = get_embedder(chosen) if chosen else default_embedder("text")
+    return _number(getattr(embedder, "max_length", None))
 
 
 # ---- the terms -------------------------------------------------------------------------------
@@ -146,6 +159,15 @@ class Term:
 
 def _steps(w: Workload) -> float:
     return w.num_epochs * math.ceil(w.num_inputs / w.batch_size) if w.batch_size else 0.0
+
+
+def _batch_footprint(w: Workload) -> float:
+    """Input-epochs × model size × the batch actually run (a training with fewer inputs than
+    a batch runs smaller ones), in units of REFERENCE_BATCH."""
+    if not w.batch_size:
+        return 0.0
+    batch = min(w.batch_size, w.num_inputs) / REFERENCE_BATCH
+    return w.num_inputs * w.num_epochs * w.size_units * batch
 
 
 TIME_TERMS: tuple[Term, ...] = (
@@ -182,14 +204,21 @@ TIME_TERMS: tuple[Term, ...] = (
         "pixels (image_size², quadratic) or tokens; the seed's A at 224 px / 128 tokens",
     ),
     Term(
-        "per input-epoch × model size² (texts)",
-        lambda w: w.num_inputs * w.num_epochs * w.size_units**2 if w.kind == "text" else 0.0,
-        "attention grows with the square of the tokens; images have no such term",
+        "per input-epoch × model size²",
+        lambda w: w.num_inputs * w.num_epochs * w.size_units**2,
+        "what grows faster than the size: attention, with the square of the tokens; on a CPU, "
+        "bigger images' activations outgrowing the caches (each pixel costs more)",
     ),
     Term(
         "per optimizer step",
         _steps,
         "fixed cost of each batch: why small batches train slower per input",
+    ),
+    Term(
+        "per input-epoch × model size × batch",
+        _batch_footprint,
+        "on a CPU, a bigger batch's activations outgrow the caches and each input costs more: "
+        "ResNet-50 at 288 px trains 1.6× slower in batches of 64 than of 8 (bench/RESULTS.md)",
     ),
 )
 # The seed's form, fitted while there are too few runs for every term.
@@ -361,7 +390,7 @@ def this_hardware(device: str = "cpu") -> Hardware:
 def input_kinds(template: Template) -> tuple[InputKind, ...]:
     """The kinds of input a template trains on: its own, or both for a template whose params
     choose a base embedder (transfer learning: it follows the embedder or the data)."""
-    if "base_embed_model" not in template.Params.model_fields:
+    if EMBEDDER_PARAM not in template.Params.model_fields:
         return (template.input_kind,)
     other: InputKind = "text" if template.input_kind == "image" else "image"
     return (template.input_kind, other)

@@ -440,6 +440,8 @@ def test_train_log_link_serves_the_log_without_a_key(client: Api, topics: Topics
     reply = requests.get(url, timeout=30)
     assert reply.status_code == 200
     assert "attempt 1 of" in reply.text and "trained" in reply.text
+    # The estimate made before training, and how far it was off once the time was known.
+    assert "estimated training time" in reply.text and "before it started (" in reply.text
 
 
 def test_train_log_link_with_a_tampered_signature_is_refused(client: Api, topics: Topics) -> None:

@@ -195,6 +195,8 @@ def test_cancel_a_running_training(bare: Any) -> None:
     # While it trains: progress on the version, and the live train log behind its link.
     shown = progress(started)
     assert 0 <= shown["percent"] < 100 and shown["total_inputs"] == 96, shown
+    # The training time estimate made as it started: the ETA before there is progress to go by.
+    assert shown["estimated_s"] > 0 and shown["eta_s"] >= 0, shown
     assert "attempt 1 of 3" in (text := job_log(api, "shapes", version.id))
     assert "1 CPU threads" in text, "MODELMILL_JOB_THREADS sets the job's torch threads"
 
