@@ -273,7 +273,9 @@ def test_calibration_of_a_tiny_template_predicts_a_run_it_never_saw(tmp_path: Pa
     )
     model = fit([m.run for m in measured])
     assert model is not None and len(measured) >= 8
-    assert model.coefficients["per input-epoch × model size"] > 0  # pixels cost time
+    one_size = Workload("image", 100, 2, 16, 1.0, 0.3)
+    bigger = Workload("image", 100, 2, 16, 2.0, 0.3)
+    assert model.seconds(bigger) > model.seconds(one_size)  # pixels cost time
 
     held_out = Trial(120, {"num_epochs": 3, "batch_size": 24, "image_size": 80}, 640)
     actual = run_trial(

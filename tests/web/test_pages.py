@@ -584,11 +584,22 @@ def test_a_training_version_shows_progress_and_time_left(site: Site) -> None:
             "elapsed_s": 30.0,
             "stage": "embedding",
             "total_inputs": 4,
+            "estimated_s": 100,
         }
     site.sign_in()
     page = site.client.get(f"/apps/shop/models/colours/versions/{version.id}").text
     assert 'aria-valuenow="42.5"' in page and "width: 42.5%" in page
     assert "about <strong>1 min 15 s</strong> left" in page and "embedding" in page
+    assert "estimated 1 min 40 s in all" in page
     listing = site.client.get("/apps/shop/models/colours").text
     assert "42.5%" in listing and "about 1 min 15 s left" in listing
     assert 'hx-trigger="every 2s"' in listing
+
+    with site.env.db.session() as session:  # and once it is trained
+        row = session.get(ModelVersion, version.pk)
+        assert row is not None
+        row.status_code = codes.MODEL_TRAINED
+        row.completed_at = row.created_at
+        row.progress = {**row.progress, "percent": 100.0, "elapsed_s": 110.0}
+    page = site.client.get(f"/apps/shop/models/colours/versions/{version.id}").text
+    assert "after 1 min 50 s of training (estimated 1 min 40 s)" in page
