@@ -50,9 +50,7 @@ from modelmill.training.registry import COMMON_TRAIN_PARAMS
 log = logging.getLogger("modelmill")
 
 STEP_S = 15 * 60
-PRICE_PER_HOUR_USD = (
-    4.0  # the seed's (Clarifai's) price; settings.price_per_hour_usd is the server's
-)
+PRICE_PER_HOUR_USD = 4.0  # the seed's price; a server's is settings.price_per_hour_usd
 RECENT_RUNS = 500  # newest measured trainings a fit uses, so old software and data age out
 KIB = 1024  # ru_maxrss is in KiB on Linux
 BYTES_PER_GB = 1e9
