@@ -6,6 +6,7 @@ Light on purpose (no torch): the API process imports it to answer ListModelTypes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from pydantic import Field
 from pydantic.json_schema import JsonDict
@@ -71,3 +72,31 @@ class LoopSettings:
     patience: int  # epochs without a better validation loss before stopping; 0 = never stop early
     seed: int
     exclusive: bool  # softmax over concepts (True) or one sigmoid per concept
+
+    @classmethod
+    def of(cls, params: LoopParams, exclusive: bool) -> LoopSettings:
+        """The settings of a template whose Params use the shared names; the learning rate
+        is per_item_lrate × batch_size, so it follows the batch."""
+        return cls(
+            num_epochs=params.num_epochs,
+            learning_rate=params.batch_size * params.per_item_lrate,
+            weight_decay=params.weight_decay,
+            beta1=params.momentum,
+            warmup_epochs=params.warmup_epochs,
+            patience=params.early_stopping_patience,
+            seed=params.seed,
+            exclusive=exclusive,
+        )
+
+
+class LoopParams(Protocol):
+    """Params fields a template names as the visual and MiniLM text classifiers do."""
+
+    num_epochs: int
+    batch_size: int
+    per_item_lrate: float
+    weight_decay: float
+    momentum: float
+    warmup_epochs: float
+    early_stopping_patience: int
+    seed: int

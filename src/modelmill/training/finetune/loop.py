@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelmill.training.checkpoints import BEST_DIR, LAST_DIR
+from modelmill.training.checkpoints import BEST_DIR, LAST_DIR, save_checkpoint
 from modelmill.training.contract import TrainContext
 from modelmill.training.finetune.fields import LoopSettings
 
@@ -70,6 +70,28 @@ class SaveCheckpoint(Protocol):
         optimizer: torch.optim.Optimizer | None,
         same_model_as: Path | None = None,
     ) -> None: ...
+
+
+def checkpoint_saver(
+    model: nn.Module,
+    meta: Mapping[str, Any],
+    write_extra: Callable[[Path], None] | None = None,
+) -> SaveCheckpoint:
+    """The SaveCheckpoint of a template: `model`'s weights with `meta` and the loop state at
+    the time, plus `write_extra(folder)`'s own files (a tokenizer, say)."""
+
+    def save(
+        directory: Path,
+        state: LoopState,
+        optimizer: torch.optim.Optimizer | None,
+        same_model_as: Path | None = None,
+    ) -> None:
+        meta_now = {**meta, "loop": state.to_json()}
+        save_checkpoint(
+            directory, model.state_dict(), meta_now, optimizer, write_extra, same_model_as
+        )
+
+    return save
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

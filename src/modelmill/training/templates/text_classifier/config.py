@@ -151,16 +151,7 @@ def _advanced(params: AdvancedParams, data_exclusive: bool) -> TextSettings:
 
 
 def _fine_tune(params: FineTuneParams, data_exclusive: bool) -> TextSettings:
-    loop = LoopSettings(
-        num_epochs=params.num_epochs,
-        learning_rate=params.batch_size * params.per_item_lrate,
-        weight_decay=params.weight_decay,
-        beta1=params.momentum,
-        warmup_epochs=params.warmup_epochs,
-        patience=params.early_stopping_patience,
-        seed=params.seed,
-        exclusive=data_exclusive or params.concepts_mutually_exclusive,
-    )
+    loop = LoopSettings.of(params, data_exclusive or params.concepts_mutually_exclusive)
     return TextSettings(
         base_model=params.base_model,
         tokenizer=params.base_model,

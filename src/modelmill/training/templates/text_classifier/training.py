@@ -27,7 +27,7 @@ from modelmill.training.data import (
     token_ids,
     training_batches,
 )
-from modelmill.training.finetune.loop import LoopData, LoopState, fit
+from modelmill.training.finetune.loop import LoopData, checkpoint_saver, fit
 from modelmill.training.finetune.resume import (
     ARTIFACTS_DIR,
     ResumePlan,
@@ -96,16 +96,7 @@ def train_classifier(
     def save_tokenizer(folder: Path) -> None:
         tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
 
-    def save(
-        directory: Path,
-        state: LoopState,
-        optimizer: torch.optim.Optimizer | None,
-        same_model_as: Path | None = None,
-    ) -> None:
-        meta_now = {**meta, "loop": state.to_json()}
-        write_checkpoint(
-            directory, model.state_dict(), meta_now, optimizer, save_tokenizer, same_model_as
-        )
+    save = checkpoint_saver(model, meta, save_tokenizer)
 
     sequences = token_ids(tokenizer, [e.load() for e in examples], settings.max_length)
     values = torch.from_numpy(targets.values).to(ctx.device)

@@ -14,7 +14,6 @@ from pydantic import BaseModel
 from torch import nn
 
 from modelmill.training.checkpoints import carry_over_head
-from modelmill.training.checkpoints import save_checkpoint as write_checkpoint
 from modelmill.training.contract import DataError, TrainContext, TrainingData
 from modelmill.training.data import (
     ImageBatches,
@@ -27,7 +26,7 @@ from modelmill.training.data import (
     training_batches,
 )
 from modelmill.training.finetune.fields import LoopSettings
-from modelmill.training.finetune.loop import LoopData, LoopState, fit
+from modelmill.training.finetune.loop import LoopData, checkpoint_saver, fit
 from modelmill.training.finetune.resume import (
     ResumePlan,
     artifacts_from_best,
@@ -91,16 +90,7 @@ def train_classifier(
         "validation_ids": [input_ids[r] for r in val_rows],
     }
 
-    def save(
-        directory: Path,
-        state: LoopState,
-        optimizer: torch.optim.Optimizer | None,
-        same_model_as: Path | None = None,
-    ) -> None:
-        meta_now = {**meta, "loop": state.to_json()}
-        write_checkpoint(
-            directory, model.state_dict(), meta_now, optimizer, same_model_as=same_model_as
-        )
+    save = checkpoint_saver(model, meta)
 
     images = ImageBatches(examples, p.image_size)
     values = torch.from_numpy(targets.values).to(ctx.device)
@@ -124,16 +114,7 @@ def train_classifier(
         len(training_batches(train_rows, p.batch_size)),
         validation_batches if val_rows else None,
     )
-    settings = LoopSettings(
-        num_epochs=p.num_epochs,
-        learning_rate=p.batch_size * p.per_item_lrate,
-        weight_decay=p.weight_decay,
-        beta1=p.momentum,
-        warmup_epochs=p.warmup_epochs,
-        patience=p.early_stopping_patience,
-        seed=p.seed,
-        exclusive=exclusive,
-    )
+    settings = LoopSettings.of(p, exclusive)
     state, optimizer_state = continued_state(ctx, plan)
     fit(
         ctx,
