@@ -1,5 +1,6 @@
-"""Every registered template, on tiny data built here: train a few steps → evaluate → predict →
-export → resume → incremental start, and its Params ↔ ListModelTypes fields round trip.
+"""Every registered template, on tiny data its model type's task makes: train a few steps →
+evaluate → predict → export → resume → incremental start; and its Params ↔ ListModelTypes
+fields round trip.
 
 Templates are taken from registry.TEMPLATES, so a template added later is covered without
 editing this file; knobs are shrunk only where a template's Params have them.
@@ -14,7 +15,6 @@ import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +36,8 @@ from modelmill.training.contract import (
     TrainingCancelled,
     TrainingData,
 )
-from modelmill.training.registry import TEMPLATES, params_fields
+from modelmill.training.registry import TEMPLATES, params_fields, task_of
 
-COLOURS = {"red": (210, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 210)}
-TOPICS = {
-    "food": ["bake the bread", "fry two eggs", "pasta with tomato sauce", "roast the chicken",
-             "chocolate cake recipe", "boil the rice"],
-    "sport": ["the striker scored", "tennis match point", "the team won the league",
-              "a marathon runner", "basketball dunk", "the goalkeeper saved it"],
-    "money": ["the bank raised rates", "stocks fell today", "pay the invoice",
-              "a loan with interest", "the budget deficit", "bonds and shares"],
-}  # fmt: skip
-NEW_CONCEPT = "purple"
-NEW_TOPIC = ["a new kind of topic", "yet another new topic", "topic number three is new"]
 # Knobs that make any template tiny, applied only where its Params have the field.
 TINY = {
     "image_size": 32,
@@ -82,43 +71,15 @@ def offline(monkeypatch):
     monkeypatch.setattr(weights, "hub_online", lambda: False)
 
 
-# ---- tiny data -------------------------------------------------------------------------------
+# ---- tiny data: each template's task makes it --------------------------------------------
 
-
-def colour_image(rgb: tuple[int, int, int], index: int) -> Image.Image:
-    """A noisy square of one colour; sizes vary so that resizing is exercised."""
-    rng = np.random.default_rng(index)
-    noise = rng.integers(-25, 25, (36 + index % 3 * 4, 40, 3))
-    return Image.fromarray(np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8))
-
-
-def image_examples(colours: dict[str, tuple[int, int, int]], per_concept: int) -> list[Example]:
-    examples = [
-        Example(f"{c}-{i}", "image", partial(colour_image, rgb, i), {c: 1.0})
-        for c, rgb in colours.items()
-        for i in range(per_concept)
-    ]
-    # one input labelled only as a negative: it must be usable in every mode
-    examples.append(
-        Example("not-red", "image", lambda: colour_image(COLOURS["blue"], 99), {"red": 0.0})
-    )
-    return examples
-
-
-def text_examples(topics: dict[str, list[str]]) -> list[Example]:
-    return [
-        Example(f"{t}-{i}", "text", partial(str, s), {t: 1.0})
-        for t, texts in topics.items()
-        for i, s in enumerate(texts)
-    ]
+SAMPLE_COUNT = 13
+SAMPLE_SIZE = 40  # pixels wide, or characters
 
 
 def training_data(template: Template, extra_concept: bool = False) -> TrainingData:
-    if template.input_kind == "image":
-        colours = {**COLOURS, **({NEW_CONCEPT: (150, 40, 170)} if extra_concept else {})}
-        return TrainingData(image_examples(colours, 4), list(colours))
-    topics = {**TOPICS, **({NEW_CONCEPT: NEW_TOPIC} if extra_concept else {})}
-    return TrainingData(text_examples(topics), list(topics))
+    task = task_of(template.model_type_id)
+    return task.sample_data(template.input_kind, SAMPLE_COUNT, SAMPLE_SIZE, extra_concept)
 
 
 def fake_embeddings(examples, model_id: str) -> np.ndarray:
@@ -233,7 +194,7 @@ def trained(request, tmp_path_factory, tiny_text_model) -> Trained:
     context = make_context(tmp_path_factory.mktemp(template.name))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(weights, "hub_online", lambda: False)
-        artifacts = template.train(context.ctx, data, params)
+        artifacts = template.train(context.ctx, data, params).artifacts
     return Trained(template, params, data, artifacts, context)
 
 
@@ -359,7 +320,7 @@ def test_resumed_training_matches_an_uninterrupted_one(trained: Trained, tmp_pat
     copy = tmp_path / "downloaded"
     shutil.copytree(first.ctx.checkpoint_dir, copy)
     second = make_context(tmp_path / "second", resume_from=copy if first.saves else None)
-    artifacts = t.template.train(second.ctx, t.data, t.params)
+    artifacts = t.template.train(second.ctx, t.data, t.params).artifacts
     np.testing.assert_allclose(
         scores(t.template, artifacts, t.data),
         scores(t.template, t.artifacts, t.data),
@@ -371,6 +332,6 @@ def test_incremental_training_adds_a_concept(trained: Trained, tmp_path):
     t = trained
     data = training_data(t.template, extra_concept=True)
     context = make_context(tmp_path, resume_from=t.artifacts, warm_start=True)
-    artifacts = t.template.train(context.ctx, data, t.params)
+    artifacts = t.template.train(context.ctx, data, t.params).artifacts
     outputs = t.template.load(artifacts).predict(list(data.examples[:2]), {"max_concepts": 100})
     assert {c for c, _ in outputs[0].concepts} == set(data.concepts)

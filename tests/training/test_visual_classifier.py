@@ -28,8 +28,8 @@ from modelmill.training.contract import (
     TrainingCancelled,
     TrainingData,
 )
+from modelmill.training.runner import check_tolerance
 from modelmill.training.data import (
-    check_tolerance,
     label_targets,
     split_train_validation,
     training_batches,

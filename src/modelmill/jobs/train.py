@@ -1,4 +1,5 @@
-"""The training job: data → validate → train (progress, checkpoints, cancel) → evaluate → store."""
+"""The training job: the version's frozen data and plan → the training runner (validate, train
+with progress, checkpoints and cancel, evaluate) → the version's artifacts and metrics stored."""
 
 from __future__ import annotations
 
@@ -19,31 +20,26 @@ from modelmill.jobs import queue
 from modelmill.services import Env
 from modelmill.services.datasets import load_snapshot
 from modelmill.services.embeddings import EmbeddingCache
+from modelmill.services.estimates import estimate_job, record_training
 from modelmill.services.evaluations import record_training_evaluation
 from modelmill.services.examples import content_key, from_snapshot
+from modelmill.services.training import PLAN, RESUME_FROM_VERSION
 from modelmill.store.blobs import get_tree, put_tree
 from modelmill.store.tables import DatasetVersion, Job, Model, ModelVersion, utcnow
+from modelmill.training import runner
 from modelmill.training.contract import (
     DataError,
     Example,
     Template,
     TrainContext,
     TrainingCancelled,
-    TrainingData,
 )
-from modelmill.training.registry import MODEL_TYPES, find_template
+from modelmill.training.estimator import resolve_device
+from modelmill.training.runner import TrainingPlan
 
 REPORT_EVERY_S = 0.5
 CANCEL_CHECK_EVERY_S = 1.0
 EMBED_CHUNK = 64  # inputs embedded between two looks at the cancel flag: seconds of CPU work
-
-
-def device(setting: str) -> str:
-    if setting != "auto":
-        return setting
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class _Progress:
@@ -120,19 +116,23 @@ class _CancellableEmbeddings:
         return np.concatenate(parts) if parts else self.cache([], model_id)
 
 
-def _start(env: Env, job: Job) -> tuple[ModelVersion, Model, DatasetVersion]:
+def _start(env: Env, job: Job) -> tuple[ModelVersion, DatasetVersion | None]:
+    """The version (now training) and its frozen data; None when that dataset version was
+    deleted while the training waited (services refuse that, but not an older server)."""
     with env.db.session() as session:
         version = session.get(ModelVersion, job.model_version_pk)
-        assert version is not None
-        model = session.get(Model, version.model_pk)
-        dataset_version = session.get(DatasetVersion, version.dataset_version_pk)
-        assert model is not None and dataset_version is not None
+        assert version is not None, "a version's jobs are deleted with it"
+        dataset_version = (
+            session.get(DatasetVersion, version.dataset_version_pk)
+            if version.dataset_version_pk is not None
+            else None
+        )
         if version.status_code == lifecycle.QUEUED:
             version.status_code = lifecycle.check_transition(
                 version.status_code, lifecycle.TRAINING
             )
             version.status_description = "Training"
-        return version, model, dataset_version
+        return version, dataset_version
 
 
 def _source_checkpoint(env: Env, version_pk: int) -> str | None:
@@ -149,12 +149,11 @@ def _source_checkpoint(env: Env, version_pk: int) -> str | None:
         )
 
 
-def _deadline(job: Job) -> float | None:
+def _deadline(job: Job, plan: TrainingPlan) -> float | None:
     """The cap as a time.monotonic() value, counting the time earlier attempts already took."""
-    cap_s = float(job.payload.get("max_training_s") or 0.0)
-    if not cap_s:
+    if not plan.max_training_s:
         return None
-    return time.monotonic() + cap_s - _since_start(job)
+    return time.monotonic() + plan.max_training_s - _since_start(job)
 
 
 def _since_start(job: Job) -> float:
@@ -166,44 +165,31 @@ def _since_start(job: Job) -> float:
 
 
 def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
-    version, model, dataset_version = _start(env, job)
-    info = MODEL_TYPES[model.model_type_id]
-    template = find_template(
-        model.model_type_id, (version.train_info.get("params") or {}).get("template")
-    )
-    assert template is not None, "the template was checked when the version was created"
-    params = template.Params.model_validate(job.payload["params"])
-    concepts = [c["id"] for c in (version.output_info.get("data") or {}).get("concepts", [])]
+    version, dataset_version = _start(env, job)
+    if dataset_version is None:
+        _end(
+            env,
+            job,
+            owner,
+            codes.MODEL_TRAINING_NO_DATA,
+            "The dataset version this training was to learn from was deleted before the "
+            "training started; train again on another dataset version.",
+        )
+        return
+    plan = TrainingPlan.from_json(job.payload[PLAN])
     snapshot = load_snapshot(env, dataset_version)
-    examples = [from_snapshot(env, item, concepts) for item in snapshot]
+    examples = [from_snapshot(env, item, plan.concepts) for item in snapshot]
     log.info(
         "template %s, %d inputs, concepts %s, params %s",
-        template.name,
+        plan.template,
         len(examples),
-        concepts,
-        params.model_dump(),
+        plan.concepts,
+        plan.params,
     )
-    estimated_s = _estimate(env, template, params, snapshot, log)
-
     try:
-        invalid = template.validate(examples, params)
-        for item in invalid:
-            log.warning("skipping input %s: %s", item.input_id, item.reason)
-        if info.uses_template:
-            from modelmill.training.data import check_tolerance
-
-            check_tolerance(len(examples), invalid, float(job.payload.get("tolerance", 0.0)))
-        skipped = {item.input_id for item in invalid}
-        usable = [e for e in examples if e.input_id not in skipped]
-        if not usable:
-            raise DataError(
-                codes.MODEL_TRAINING_NO_DATA,
-                "None of the training inputs is usable; the train log lists why each was skipped.",
-            )
-        data = TrainingData(
-            usable, concepts, bool(getattr(params, "concepts_mutually_exclusive", False))
-        )
-
+        template = plan.resolve()
+        params = template.Params.model_validate(plan.params)
+        estimated_s = _estimate(env, template, params, snapshot, log)
         work = env.settings.data_dir / "work" / f"job-{job.pk}"
         shutil.rmtree(work, ignore_errors=True)
         checkpoints = work / "checkpoints"
@@ -212,8 +198,8 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         if job.checkpoint_key:  # this job ran before and died: continue from its last epoch
             resume_from = get_tree(env.blobs, job.checkpoint_key, work / "resume")
             log.info("resuming from this job's last checkpoint")
-        elif job.payload.get("resume_from_version_pk"):
-            key = _source_checkpoint(env, job.payload["resume_from_version_pk"])
+        elif job.payload.get(RESUME_FROM_VERSION):
+            key = _source_checkpoint(env, job.payload[RESUME_FROM_VERSION])
             if key:
                 resume_from, warm_start = get_tree(env.blobs, key, work / "resume"), True
                 log.info("incremental training from an earlier version's checkpoint")
@@ -224,10 +210,10 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         keys = {item["id"]: content_key(item) for item in snapshot}
         cancelled = _checker(env, job.pk)
         ctx = TrainContext(
-            device=device(env.settings.device),
+            device=resolve_device(env.settings.device),
             work_dir=work,
             checkpoint_dir=checkpoints,
-            report=_Progress(env, version.pk, len(usable), log, estimated_s, _since_start(job)),
+            report=_Progress(env, version.pk, len(examples), log, estimated_s, _since_start(job)),
             cancelled=cancelled,
             embeddings=_CancellableEmbeddings(EmbeddingCache(env, keys), cancelled),
             log=log,
@@ -235,13 +221,10 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
             warm_start=warm_start,
             weights_dir=env.settings.resolved_weights_dir,
             save_checkpoint=save_checkpoint,
-            deadline=_deadline(job),
+            deadline=_deadline(job, plan),
         )
-        artifacts = template.train(ctx, data, params)
-        ctx.report(1.0, stage="evaluating")
-        log.info("evaluating")
-        metrics = template.evaluate(ctx, data, params, artifacts)
-        artifacts_key = put_tree(env.blobs, artifacts)
+        outcome = runner.run(plan, examples, ctx)
+        artifacts_key = put_tree(env.blobs, outcome.result.artifacts)
     except TrainingCancelled:
         _end(env, job, owner, codes.MODEL_TRAINING_FAILED, "Training was cancelled by the user.")
         log.info("cancelled")
@@ -251,11 +234,10 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         log.error("%s", error.description)
         return
     done = "Model is trained and ready"
-    if ctx.stopped_at_cap:
-        minutes = job.payload["max_training_s"] / 60
+    if outcome.result.stopped_at_cap:
         done = (
-            f"Stopped at the {minutes:g}-minute training time cap; the best checkpoint so far "
-            "is kept and evaluated."
+            f"Stopped at the {plan.max_training_s / 60:g}-minute training time cap; the best "
+            "checkpoint so far is kept and evaluated."
         )
         log.info("stopped at the training time cap")
     _end(
@@ -265,13 +247,13 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         lifecycle.TRAINED,
         done,
         artifacts_key,
-        metrics,
-        input_kinds=sorted({e.kind for e in usable}),
+        outcome.metrics,
+        input_kinds=outcome.input_kinds,
     )
     try:  # the actual time refits this template's estimates; that must never fail a training
-        from modelmill.services.estimates import record_training
-
-        took = record_training(env, job, template, params, snapshot, ctx.device, checkpoints)
+        took = record_training(
+            env, job, template, params, snapshot, ctx.device, outcome.result.epochs_run
+        )
         if took and estimated_s:
             log.info(
                 "training took %.0f s; estimated %.0f s before it started (%+.0f%%)",
@@ -294,10 +276,10 @@ def _estimate(
 ) -> float | None:
     """Seconds this training is expected to take on this worker; None when that cannot be
     said (an estimate must never stop a training)."""
-    from modelmill.services.estimates import estimate_job
-
     try:
-        estimate = estimate_job(env, template, params, snapshot, device(env.settings.device))
+        estimate = estimate_job(
+            env, template, params, snapshot, resolve_device(env.settings.device)
+        )
     except Exception:
         log.warning("no training time estimate", exc_info=True)
         return None

@@ -28,6 +28,7 @@ from modelmill.training.estimator import (
     calibration_document,
     input_kinds,
     model_key,
+    resolve_device,
     this_hardware,
 )
 from modelmill.training.registry import TEMPLATES
@@ -74,7 +75,6 @@ def calibrate_templates(
     `on_trial(model key, done, total, what)` reports progress; `quiet` says how trials keep other
     work on the machine out of their times.
     """
-    from modelmill.jobs.train import device as resolve_device
 
     device = resolve_device(env.settings.device)
     hardware = this_hardware(device)

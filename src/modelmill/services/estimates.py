@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC
-from pathlib import Path
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
@@ -36,11 +35,11 @@ from modelmill.training.estimator import (
     CostModel,
     DataStats,
     Run,
-    epochs_run,
     find_param,
     fit,
     input_kinds,
     model_key,
+    resolve_device,
     shipped_runs,
     this_hardware,
     workload_of,
@@ -207,9 +206,7 @@ def training_hardware(env: Env) -> Hardware:
         )
     if hardware:
         return Hardware(**hardware)
-    from modelmill.jobs.train import device
-
-    return this_hardware(device(env.settings.device))
+    return this_hardware(resolve_device(env.settings.device))
 
 
 def runs_for(env: Env, key: str, profile: str) -> list[Run]:
@@ -392,7 +389,7 @@ def record_training(
     params: BaseModel,
     snapshot: Sequence[dict[str, Any]],
     device: str,
-    checkpoint_dir: Path,
+    epochs_run: int | None,
 ) -> float | None:
     """Add a finished training's actual time (from the job's start to now, in the worker's
     process) to the data its template's estimates are fitted to, and return it. A job that ran
@@ -403,8 +400,8 @@ def record_training(
     seconds = (utcnow() - started).total_seconds()
     kind = _kind_trained_on(template, params, Counter(i["kind"] for i in snapshot))
     workload = workload_of(params.model_dump(mode="json"), snapshot_stats(snapshot, kind))
-    if (epochs := epochs_run(checkpoint_dir)) is not None:
-        workload = replace(workload, num_epochs=epochs)
+    if epochs_run is not None:  # early stopping ends some trainings sooner
+        workload = replace(workload, num_epochs=epochs_run)
     gpu = None
     if device == "cuda":
         import torch

@@ -1,7 +1,9 @@
-"""Frozen inputs (dataset version snapshots, request inputs) → the Examples templates train on."""
+"""Frozen inputs (dataset version snapshots, request inputs) → the Examples templates train on,
+with every label a task may read."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 from typing import Any
@@ -34,8 +36,26 @@ def text_example(input_id: str, text: str) -> Example:
     return Example(input_id, "text", lambda: text)
 
 
+def target_text(item: dict[str, Any]) -> str | None:
+    """The wanted output of a text-to-text input: an annotation's data.text, else the input's
+    metadata "completion"; None when neither is given (the raw text is then one sample)."""
+    labels = item.get("labels") or {}
+    annotated = (labels.get("text") or {}).get("raw")
+    if annotated:
+        return str(annotated)
+    completion = (item.get("metadata") or {}).get("completion")
+    return str(completion) if completion else None
+
+
+def _mask_png(info: dict[str, Any]) -> bytes | None:
+    encoded = ((info.get("mask") or {}).get("image") or {}).get("base64")
+    return base64.b64decode(encoded) if encoded else None
+
+
 def from_snapshot(env: Env, item: dict[str, Any], concepts: list[str]) -> Example:
-    """One snapshot entry as an Example, keeping only labels for `concepts`."""
+    """One snapshot entry as an Example, keeping only labels for `concepts`: concepts, regions
+    (boxes, polygons, masks), and the target text with its prompt (input metadata "prompt"
+    replaces the raw text as what the model reads, as clients send prompt/completion pairs)."""
     wanted = set(concepts)
     labels = item.get("labels") or {}
     tags = {c["id"]: float(c["value"]) for c in labels.get("concepts", []) if c["id"] in wanted}
@@ -55,13 +75,15 @@ def from_snapshot(env: Env, item: dict[str, Any], concepts: list[str]) -> Exampl
                 if box
                 else None,
                 polygon=tuple(
-                    (p["row"], p["col"]) for p in (info.get("polygon") or {}).get("points", [])
+                    (p.get("row", 0.0), p.get("col", 0.0))
+                    for p in (info.get("polygon") or {}).get("points", [])
                 ),
+                mask_png=_mask_png(info),
             )
         )
     if item["kind"] == "image":
         load = _image_loader(env, item["blob_key"])
     else:
-        text = item.get("text") or ""
+        text = str((item.get("metadata") or {}).get("prompt") or item.get("text") or "")
         load = lambda: text  # noqa: E731
-    return Example(item["id"], item["kind"], load, tags, tuple(regions))
+    return Example(item["id"], item["kind"], load, tags, tuple(regions), target_text(item))

@@ -3,6 +3,7 @@ create the version in MODEL_QUEUED_FOR_TRAINING and its job. Also cancelling one
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,10 @@ from modelmill.jobs import queue
 from modelmill.services import AppScope, Env
 from modelmill.services.datasets import find_dataset, freeze, load_snapshot, snapshot_rows
 from modelmill.services.datasets import find_version as find_dataset_version
+from modelmill.services.examples import from_snapshot
 from modelmill.services.models import find_model, find_version
 from modelmill.store.tables import Concept, Dataset, Job, Model, ModelVersion, utcnow
-from modelmill.training.contract import DataError, Template
+from modelmill.training.contract import DataError, Task, Template
 from modelmill.training.registry import (
     COMMON_TRAIN_PARAMS,
     DEFAULT_INVALID_DATA_TOLERANCE_PERCENT,
@@ -29,10 +31,18 @@ from modelmill.training.registry import (
     TEMPLATES,
     find_template,
     param_path,
+    recommended_template,
+    task_of,
     templates_of,
 )
+from modelmill.training.runner import TrainingPlan
+
+SECONDS_PER_MINUTE = 60
 
 TOLERANCE = "invalid_data_tolerance_percent"
+# Keys of a training job's payload: the plan the runner follows, and the version to start from.
+PLAN = "plan"
+RESUME_FROM_VERSION = "resume_from_version_pk"
 
 
 @dataclass
@@ -52,7 +62,27 @@ def _invalid(description: str, details: str = "") -> ApiError:
     return ApiError(codes.MODEL_TRAINING_INVALID_PARAMS, description, details)
 
 
+def _number(value: Any, name: str, meaning: str) -> float | None:
+    """A numeric train param as a float (None when absent or empty); anything else is refused
+    naming the field, never a bare conversion error."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise _invalid(f"{name} is {value!r}; give {meaning} as a number.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _invalid(f"{name} is {value!r}; give {meaning} as a number.") from None
+    if not math.isfinite(number):
+        raise _invalid(f"{name} is {value!r}; give {meaning} as a finite number.")
+    return number
+
+
 def resolve_template(model_type_id: str, name: str) -> Template:
+    """The named template of a model type; with no name, its recommended one (what the web
+    form preselects and a person pressing Train gets)."""
+    if not name:
+        name = recommended_template(model_type_id) or ""
     template = find_template(model_type_id, name or None)
     if template is not None:
         return template
@@ -62,10 +92,6 @@ def resolve_template(model_type_id: str, name: str) -> Template:
         raise _invalid(
             f"modelmill has no {model_type_id} templates yet, so it cannot train this model"
             f"{f' (template {name!r})' if name else ''}; it trains {', '.join(trainable)} models."
-        )
-    if not name:
-        raise _invalid(
-            f"Choose a template for this {model_type_id} model: one of {', '.join(known)}."
         )
     raise _invalid(
         f"Template '{name}' is not one of the {model_type_id} templates: {', '.join(known)}."
@@ -127,20 +153,12 @@ def build_params(template: Template, model: Model, request: TrainRequest) -> Bas
         raise _invalid(f"Invalid parameters for template '{template.name}': {problems}.") from None
 
 
-def _labelled_snapshot(
-    session: Session, app: AppScope, concepts: list[str]
+def _relevant_snapshot(
+    env: Env, session: Session, app: AppScope, task: Task, concepts: list[str]
 ) -> list[dict[str, Any]]:
-    """Every app input with a label (concept or region) for one of `concepts`."""
-    wanted = set(concepts)
+    """Every app input the task would train on (for classifiers: labelled with a concept)."""
     rows = snapshot_rows(session, None, app_pk=app.app_pk)
-
-    def mentions(labels: dict[str, Any]) -> bool:
-        found = {c["id"] for c in labels.get("concepts", [])}
-        for region in labels.get("regions", []):
-            found.update(c["id"] for c in region["data"]["concepts"])
-        return bool(found & wanted)
-
-    return [row for row in rows if mentions(row["labels"])]
+    return [row for row in rows if task.relevant(from_snapshot(env, row, concepts), concepts)]
 
 
 def _auto_dataset(session: Session, app: AppScope, model: Model) -> Dataset:
@@ -160,38 +178,6 @@ def _auto_dataset(session: Session, app: AppScope, model: Model) -> Dataset:
     return dataset
 
 
-def _check_data(snapshot: list[dict[str, Any]], concepts: list[str], exclusive: bool) -> None:
-    if not snapshot:
-        raise ApiError(
-            codes.MODEL_TRAINING_NO_DATA,
-            f"No inputs are labelled with the concepts {', '.join(concepts)}; label some inputs "
-            "(PostInputs with data.concepts, or PostAnnotations) or choose a dataset.",
-        )
-    positives = {c: 0 for c in concepts}
-    for item in snapshot:
-        labels = item["labels"]
-        for concept in labels.get("concepts", []):
-            if concept["id"] in positives and concept["value"] > 0:
-                positives[concept["id"]] += 1
-        for region in labels.get("regions", []):
-            for concept in region["data"]["concepts"]:
-                if concept["id"] in positives and concept["value"] > 0:
-                    positives[concept["id"]] += 1
-    missing = [c for c, n in positives.items() if n == 0]
-    if missing:
-        raise ApiError(
-            codes.MODEL_TRAINING_NO_POSITIVES,
-            f"No input is labelled as a positive example of {', '.join(missing)} in the training "
-            "data; add positive examples or leave those concepts out.",
-        )
-    if exclusive and len(concepts) < 2:
-        raise ApiError(
-            codes.MODEL_TRAINING_ONE_VS_N_SINGLE_CLASS,
-            f"Mutually exclusive concepts need at least two concepts; this training has only "
-            f"'{concepts[0]}'. Add a concept or turn concepts_mutually_exclusive off.",
-        )
-
-
 def create_version(
     env: Env, app: AppScope, model_id: str, request: TrainRequest
 ) -> tuple[Model, ModelVersion]:
@@ -200,17 +186,25 @@ def create_version(
     template_name = str(params.pop("template", "") or "")
     dataset_id = str(params.pop("dataset_id", "") or "")
     dataset_version_id = str(params.pop("dataset_version_id", "") or "")
-    tolerance = float(params.pop(TOLERANCE, DEFAULT_INVALID_DATA_TOLERANCE_PERCENT))
-    cap_minutes = float(params.pop(MAX_TRAINING_MINUTES, 0.0) or 0.0)
+    tolerance = _number(params.pop(TOLERANCE, None), TOLERANCE, "a percentage from 0 to 100")
+    cap_minutes = _number(params.pop(MAX_TRAINING_MINUTES, None), MAX_TRAINING_MINUTES, "minutes")
+    tolerance = DEFAULT_INVALID_DATA_TOLERANCE_PERCENT if tolerance is None else tolerance
+    cap_minutes = cap_minutes or 0.0
     extras = {k: params[k] for k in COMMON_TRAIN_PARAMS if k in params}
     if not 0 <= tolerance <= 100:
-        raise _invalid(f"{TOLERANCE} is {tolerance}; give a percentage from 0 to 100.")
+        raise _invalid(f"{TOLERANCE} is {tolerance:g}; give a percentage from 0 to 100.")
     if cap_minutes < 0:
-        raise _invalid(f"{MAX_TRAINING_MINUTES} is {cap_minutes}; give minutes, or 0 for no cap.")
+        raise _invalid(f"{MAX_TRAINING_MINUTES} is {cap_minutes:g}; give minutes, or 0 for no cap.")
     with env.db.session() as session:
         model = find_model(session, app, model_id)
         info = MODEL_TYPES[model.model_type_id]
         template = resolve_template(model.model_type_id, template_name)
+        task = task_of(model.model_type_id)
+        if cap_minutes and not info.uses_template:
+            raise _invalid(
+                f"{info.title} models train in seconds and take no {MAX_TRAINING_MINUTES}; "
+                "leave it out."
+            )
         fields = {i.alias or n: i for n, i in template.Params.model_fields.items()}
         for key in extras:
             if key not in fields:  # a template with its own `seed` takes it as a hyperparameter
@@ -261,12 +255,14 @@ def create_version(
             version = None
         else:
             dataset = _auto_dataset(session, app, model)
-            snapshot = _labelled_snapshot(session, app, concepts)
+            snapshot = _relevant_snapshot(env, session, app, task, concepts)
             version = None
-        if info.predicts_concepts:
-            _check_data(snapshot, concepts, exclusive)
-        elif not snapshot:
-            raise ApiError(codes.MODEL_TRAINING_NO_DATA, "The training data has no inputs.")
+        try:  # labels only: no input's content is read here
+            task.check_data(
+                [from_snapshot(env, r, concepts) for r in snapshot], concepts, exclusive
+            )
+        except DataError as error:
+            raise ApiError(error.code, error.description) from None
         assert dataset is not None
         if version is None:
             version = freeze(env, session, dataset, "", "Frozen for training", snapshot)
@@ -294,7 +290,7 @@ def create_version(
                     **extras,
                     "dataset_id": dataset.id,
                     "dataset_version_id": version.id,
-                    **({TOLERANCE: tolerance} if info.uses_template else {}),
+                    TOLERANCE: tolerance,
                     **({MAX_TRAINING_MINUTES: cap_minutes} if cap_minutes else {}),
                 },
                 "dataset": {"id": dataset.id, "version": {"id": version.id}},
@@ -322,15 +318,19 @@ def create_version(
         )
         session.add(row)
         session.flush()
+        plan = TrainingPlan(
+            model.model_type_id,
+            template.name,
+            concepts,
+            exclusive,
+            dumped,
+            tolerance,
+            cap_minutes * SECONDS_PER_MINUTE,
+        )
         queue.enqueue(
             session,
             "train",
-            {
-                "params": dumped,
-                "tolerance": tolerance,
-                "resume_from_version_pk": resume_pk,
-                "max_training_s": cap_minutes * 60,
-            },
+            {PLAN: plan.to_json(), RESUME_FROM_VERSION: resume_pk},
             model_version_pk=row.pk,
             max_attempts=env.settings.job_max_attempts,
         )

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from modelmill.training.checkpoint_keys import OPTIMIZER_KEY
+
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 META_FILE = "checkpoint.json"
@@ -38,7 +40,7 @@ class Checkpoint:
 
     def optimizer_state(self) -> dict[str, Any] | None:
         """The optimizer's `state_dict()` as saved, or None if this checkpoint has none."""
-        structure = self.meta.get("optimizer")
+        structure = self.meta.get(OPTIMIZER_KEY)
         if structure is None or not (self.path / OPTIMIZER_FILE).is_file():
             return None
         return _unflatten_optimizer_state(load_file(str(self.path / OPTIMIZER_FILE)), structure)
@@ -107,7 +109,7 @@ def save_checkpoint(
     if optimizer is not None:
         tensors, structure = _flatten_optimizer_state(optimizer.state_dict())
         save_file(tensors, str(temporary / OPTIMIZER_FILE))
-        meta["optimizer"] = structure
+        meta[OPTIMIZER_KEY] = structure
     (temporary / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
     if write_extra is not None:
         write_extra(temporary)

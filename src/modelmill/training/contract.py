@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
@@ -128,17 +128,89 @@ class TrainContext:
     save_checkpoint: Callable[[], None] = lambda: None
     # The training time cap, as a time.monotonic() value; None means no cap.
     deadline: float | None = None
-    stopped_at_cap: bool = False
 
     def out_of_time(self) -> bool:
         """True once the time cap is reached: stop after this step and keep the best checkpoint."""
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.stopped_at_cap = True
-        return self.stopped_at_cap
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     def check_cancelled(self) -> None:
         if self.cancelled():
             raise TrainingCancelled("training was cancelled")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `Template.train` hands back: the version's artifacts folder, whether training
+    stopped at the time cap (the best checkpoint so far is kept), and the epochs it ran
+    (None for templates without epochs)."""
+
+    artifacts: Path
+    stopped_at_cap: bool = False
+    epochs_run: int | None = None
+
+
+class Objective(Protocol):
+    """What the fine-tuning loop optimises and watches, for one task: the loss of a batch
+    (forward pass included: a detector computes its losses inside the model) and the
+    validation metrics. `monitor` (one of `validate`'s keys) picks the best epoch and stops
+    early; `higher_is_better` says which way it improves (a loss falls, mAP rises)."""
+
+    monitor: str
+    higher_is_better: bool
+
+    def loss(self, model: Any, batch: Any) -> Any: ...  # a scalar torch.Tensor
+
+    def validate(self, model: Any, batches: Iterable[Any]) -> dict[str, float]: ...
+
+
+class Task(Protocol):
+    """The pieces that differ per model type (ultralytics' task map): what labels a training
+    needs and how they are counted, which inputs a training without a dataset takes, its
+    metrics (one function for the held-out evaluation after training and for evaluations
+    against a ground-truth dataset version), the outputs of its ONNX export, the web partial
+    that shows its predictions and metrics, and sample data for tests and calibration trials.
+    Templates build their own `Objective`s from the task's loss (torch, imported when used)."""
+
+    name: str
+    export_outputs: tuple[str, ...]
+    web_partial: str  # web/templates/partials/<web_partial>.html
+
+    def relevant(self, example: Example, concepts: Sequence[str]) -> bool:
+        """Whether a training without a dataset takes this input of the app."""
+        ...
+
+    def check_data(
+        self, examples: Sequence[Example], concepts: Sequence[str], exclusive: bool
+    ) -> None:
+        """Raise DataError (a MODEL_TRAINING_* status, naming what is missing) when these
+        labels cannot train the model. Reads labels only, never the inputs' content."""
+        ...
+
+    def metrics(
+        self,
+        examples: Sequence[Example],
+        outputs: Sequence[Output],
+        concepts: Sequence[str],
+        exclusive: bool,
+        info: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """EvalMetrics (Clarifai JSON shape) of `outputs` against the examples' labels;
+        predictors are asked for every concept at every score (see `predict_all`)."""
+        ...
+
+    def sample_data(
+        self, kind: InputKind, count: int, size: int, extra_concept: bool = False
+    ) -> TrainingData:
+        """`count` labelled examples of this task's type, generated here: stored images
+        `size` pixels wide or texts of about `size` characters. `extra_concept` adds one
+        concept (incremental training)."""
+        ...
+
+
+def predict_all(concepts: Sequence[str]) -> dict[str, Any]:
+    """Inference settings that make a predictor answer every concept at every score, as an
+    evaluation needs."""
+    return {"min_value": 0.0, "max_concepts": max(1, len(concepts))}
 
 
 class Predictor(Protocol):
@@ -168,7 +240,7 @@ class Template(Protocol):
 
     def estimate(self, num_inputs: int, params: BaseModel, hardware: Hardware) -> float: ...
 
-    def train(self, ctx: TrainContext, data: TrainingData, params: BaseModel) -> Path: ...
+    def train(self, ctx: TrainContext, data: TrainingData, params: BaseModel) -> TrainResult: ...
 
     def evaluate(
         self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path

@@ -11,14 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from clarifai_grpc.grpc.api.status import status_code_pb2
 from PIL import Image
 
-from modelmill.training.contract import DataError, Example, InputKind, InvalidInput
+from modelmill.training.contract import Example, InputKind, InvalidInput
 
 POSITIVE_AT = 0.5  # a concept value above this is a positive label, otherwise a negative one
-MAX_LISTED_INVALID = 5
-PERCENT = 100.0
 MAX_CACHED_IMAGE_BYTES = (
     2 << 30
 )  # decoded images kept in memory up to this; beyond, decode per batch
@@ -59,7 +56,7 @@ def label_targets(examples: Sequence[Example], concepts: Sequence[str]) -> Targe
     return Targets(values, mask)
 
 
-# ---- validation and the tolerance -------------------------------------------------------------
+# ---- validation -------------------------------------------------------------
 
 
 def _problem(example: Example, kind: InputKind) -> str | None:
@@ -92,28 +89,6 @@ def validate_examples(examples: Sequence[Example], kind: InputKind) -> list[Inva
         if (reason := _problem(example, kind)) is not None:
             invalid.append(InvalidInput(example.input_id, reason))
     return invalid
-
-
-def check_tolerance(total: int, invalid: Sequence[InvalidInput], percent: float) -> None:
-    """Raises DataError(MODEL_TRAINING_INVALID_DATA_TOLERANCE_EXCEEDED) when the share of unusable
-    inputs is above `percent` (0-100) of `total`.
-
-    >>> check_tolerance(100, [InvalidInput("a", "has no concept labels")], 5.0)  # 1% is fine
-    """
-    if total <= 0 or not invalid:
-        return
-    share = PERCENT * len(invalid) / total
-    if share <= percent:
-        return
-    listed = "; ".join(f"{i.input_id}: {i.reason}" for i in invalid[:MAX_LISTED_INVALID])
-    more = len(invalid) - MAX_LISTED_INVALID
-    raise DataError(
-        status_code_pb2.MODEL_TRAINING_INVALID_DATA_TOLERANCE_EXCEEDED,
-        f"{len(invalid)} of {total} inputs ({share:.1f}%) cannot be used, more than the "
-        f"invalid_data_tolerance_percent of {percent:g}%. For example: {listed}"
-        + (f" (and {more} more)." if more > 0 else ".")
-        + " Fix or remove those inputs, or raise invalid_data_tolerance_percent.",
-    )
 
 
 # ---- the train/validation split ---------------------------------------------------------------

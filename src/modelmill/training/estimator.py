@@ -377,6 +377,15 @@ def leave_one_out(runs: Sequence[Run]) -> list[float]:
 # ---- hardware, keys and the shipped calibration ----------------------------------------------
 
 
+def resolve_device(setting: str) -> str:
+    """The training device a setting names: "auto" is CUDA where there is one, else the CPU."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def this_hardware(device: str = "cpu") -> Hardware:
     """This machine as a hardware profile; `device` is "cpu" or "cuda"."""
     cores = os.cpu_count() or 1
@@ -428,15 +437,3 @@ def calibration_document(
             "runs": [r.to_json() for r in key_runs],
         }
     return {"profile": profile, **about, "models": models}
-
-
-def epochs_run(checkpoint_dir: Path) -> int | None:
-    """Epochs a training actually ran (early stopping ends some sooner), from the loop state
-    the shared checkpoint format keeps; None for templates that keep no such state."""
-    from modelmill.training.checkpoints import LAST_DIR, META_FILE
-
-    meta = checkpoint_dir / LAST_DIR / META_FILE
-    if not meta.is_file():
-        return None
-    done = json.loads(meta.read_text()).get("loop", {}).get("epochs_done")
-    return int(done) if done else None

@@ -1,6 +1,9 @@
-"""Model types → templates → the ListModelTypes answer (fields, defaults, ranges, enum options).
+"""Model types → their task and templates → the ListModelTypes answer (fields, defaults, ranges,
+enum options).
 
-Adding a template is one folder under templates/ plus one line in TEMPLATES below.
+Adding a template is one folder under templates/ plus one line in TEMPLATES below; adding a
+model type is its task module under tasks/, its template folder, its line in MODEL_TYPES (with
+the task) and its web partial.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from modelmill.training.contract import Template
+from modelmill.training.contract import Task, Template
+from modelmill.training.tasks.classification import CLASSIFICATION
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
 from modelmill.training.templates.text_classifier import (
     BERT_FINE_TUNE,
@@ -49,6 +53,7 @@ class ModelTypeInfo:
     description: str
     input_fields: tuple[str, ...]
     output_fields: tuple[str, ...]
+    task: Task | None = None  # None: no templates yet, so it cannot train
     uses_template: bool = True
     predicts_concepts: bool = True
 
@@ -62,6 +67,7 @@ MODEL_TYPES: dict[str, ModelTypeInfo] = {
             "A light classifier trained in seconds on embeddings from a base embedding model.",
             ("image", "text"),
             ("concepts",),
+            CLASSIFICATION,
             uses_template=False,
         ),
         ModelTypeInfo(
@@ -70,6 +76,7 @@ MODEL_TYPES: dict[str, ModelTypeInfo] = {
             "Classify images into a set of concepts (deep fine-tuning).",
             ("image",),
             ("concepts",),
+            CLASSIFICATION,
         ),
         ModelTypeInfo(
             "visual-detector",
@@ -105,6 +112,7 @@ MODEL_TYPES: dict[str, ModelTypeInfo] = {
             "Classify texts into a set of concepts (deep fine-tuning).",
             ("text",),
             ("concepts",),
+            CLASSIFICATION,
         ),
         ModelTypeInfo(
             "text-to-text",
@@ -173,6 +181,21 @@ def find_template(model_type_id: str, name: str | None) -> Template | None:
         ):
             return template
     return None
+
+
+def recommended_template(model_type_id: str) -> str | None:
+    """The name of a model type's recommended template (else its first); None without any."""
+    templates = templates_of(model_type_id)
+    chosen = next((t for t in templates if t.recommended), templates[0] if templates else None)
+    return chosen.name if chosen is not None else None
+
+
+def task_of(model_type_id: str) -> Task:
+    """The task of a model type that can train (one with templates)."""
+    task = MODEL_TYPES[model_type_id].task
+    if task is None:
+        raise KeyError(f"model type {model_type_id} has no task: it cannot be trained yet")
+    return task
 
 
 def templates_of(model_type_id: str) -> list[Template]:

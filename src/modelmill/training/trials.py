@@ -1,11 +1,10 @@
-"""One timed training of a template on synthetic data, as a worker runs a job: validate → train →
-evaluate in a fresh process, timed from its start, in a quiet moment of the machine. Calibration
-and the estimator benchmark are made of these.
+"""One timed training of a template on its task's sample data, through the same runner as the
+worker's training job (validate → train → evaluate), in a fresh process timed from its start, in
+a quiet moment of the machine. Calibration and the estimator benchmark are made of these.
 """
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import os
 import resource
@@ -19,20 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from modelmill.training.contract import (
-    Example,
-    InputKind,
-    Region,
-    Template,
-    TrainContext,
-    TrainingData,
-)
-from modelmill.training.estimator import DataStats, Run, epochs_run, workload_of
+from modelmill.training import runner
+from modelmill.training.contract import DataError, Example, InputKind, Template, TrainContext
+from modelmill.training.estimator import DataStats, Run, workload_of
+from modelmill.training.registry import task_of
+from modelmill.training.runner import TrainingPlan
+from modelmill.training.tasks.samples import image_height
 
-CONCEPTS = ("alpha", "beta")
-DISTINCT_INPUTS = 32  # synthetic files per stored size; trials cycle through them
-IMAGE_ASPECT = 0.75  # stored images are 4:3
-JPEG_QUALITY = 90
 KIB = 1024  # ru_maxrss is in KiB on Linux
 
 
@@ -56,82 +48,7 @@ def stats_of(kind: InputKind, trial: Trial) -> DataStats:
 
 
 def _pixels(side: int) -> int:
-    return side * round(side * IMAGE_ASPECT)
-
-
-# ---- synthetic data ----------------------------------------------------------------------------
-
-WORDS = {
-    "alpha": "river mountain forest valley cloud stone meadow rain wind lake snow hill",
-    "beta": "engine wheel circuit battery signal motor cable sensor metal gear pump valve",
-}
-COMMON = "the a of and to in is that it with for on as was by this from at"
-
-
-def _image(side: int, concept_index: int, seed: int) -> bytes:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    coarse[..., concept_index] = 220  # one colour channel tells the concepts apart
-    height = round(side * IMAGE_ASPECT)
-    image = Image.fromarray(coarse).resize((side, height), Image.Resampling.BILINEAR)
-    noise = rng.integers(-12, 13, (height, side, 3))
-    pixels = np.clip(np.asarray(image, np.int16) + noise, 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    return buffer.getvalue()
-
-
-def _text(chars: int, concept: str, seed: int) -> str:
-    rng = np.random.default_rng(seed)
-    words: list[str] = []
-    while sum(len(w) + 1 for w in words) < chars:
-        pool = (WORDS[concept] if rng.random() < 0.4 else COMMON).split()
-        words.append(str(rng.choice(pool)))
-    return " ".join(words).capitalize() + "."
-
-
-def synthetic_inputs(kind: InputKind, source: int, directory: Path) -> list[str]:
-    """DISTINCT_INPUTS image files (kept in `directory` for later trials) or texts; input i is
-    labelled CONCEPTS[i % 2]."""
-    if kind == "text":
-        return [_text(source, CONCEPTS[i % 2], i) for i in range(DISTINCT_INPUTS)]
-    paths = []
-    for i in range(DISTINCT_INPUTS):
-        path = directory / f"image-{source}-{i}.jpg"
-        if not path.exists():
-            path.write_bytes(_image(source, i % 2, i))
-        paths.append(str(path))
-    return paths
-
-
-def _load_image(path: str):  # type: ignore[no-untyped-def]
-    from PIL import Image
-
-    with open(path, "rb") as file:  # like a blob read, then a decode
-        return Image.open(io.BytesIO(file.read())).convert("RGB")
-
-
-def examples(kind: InputKind, inputs: Sequence[str], count: int) -> list[Example]:
-    """`count` labelled examples cycling through `inputs`, with every kind of label a template
-    may read: concepts, a box region, a target text."""
-    made = []
-    for i in range(count):
-        concept = CONCEPTS[i % 2]
-        item = inputs[i % len(inputs)]
-        load = (lambda path=item: _load_image(path)) if kind == "image" else (lambda t=item: t)
-        made.append(
-            Example(
-                f"input-{i}",
-                kind,
-                load,
-                {concept: 1.0},
-                (Region({concept: 1.0}, box=(0.2, 0.2, 0.8, 0.8)),),
-                target_text=f"This is about {concept}.",
-            )
-        )
-    return made
+    return side * image_height(side)
 
 
 # ---- running one trial -----------------------------------------------------------------------
@@ -147,18 +64,17 @@ def train_once(
     template: Template,
     kind: InputKind,
     trial: Trial,
-    inputs: Sequence[str],
     device: str,
     weights_dir: Path | None,
     work_dir: Path,
 ) -> dict[str, Any]:
-    """validate → train → evaluate, as the training job runs them; returns what was measured
-    beside the time: epochs actually run and peak memory."""
+    """The task's sample data, then the training runner as the training job runs it; returns
+    what was measured beside the time: epochs actually run, peak memory, and the seconds spent
+    making the sample data (not part of a training: the caller takes them off)."""
+    made = time.perf_counter()
+    data = task_of(template.model_type_id).sample_data(kind, trial.num_inputs, trial.source)
+    making_s = time.perf_counter() - made
     params = template.Params(**trial.params)
-    data = examples(kind, inputs, trial.num_inputs)
-    invalid = template.validate(data, params)
-    if invalid:
-        raise CalibrationError(f"synthetic input {invalid[0].input_id} {invalid[0].reason}")
     checkpoints = work_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     ctx = TrainContext(
@@ -170,19 +86,28 @@ def train_once(
         embeddings=_embed,
         weights_dir=weights_dir,
     )
-    exclusive = bool(getattr(params, "concepts_mutually_exclusive", False))
-    training = TrainingData(data, list(CONCEPTS), exclusive)
-    artifacts = template.train(ctx, training, params)
-    template.evaluate(ctx, training, params, artifacts)
+    plan = TrainingPlan(
+        template.model_type_id,
+        template.name,
+        list(data.concepts),
+        bool(getattr(params, "concepts_mutually_exclusive", False)),
+        params.model_dump(mode="json", by_alias=True),
+        tolerance_percent=0.0,  # sample data is all usable: anything else is a bug to report
+    )
+    try:
+        outcome = runner.run(plan, data.examples, ctx)
+    except DataError as error:
+        raise CalibrationError(error.description) from None
     gpu = None
     if device == "cuda":
         import torch
 
         gpu = int(torch.cuda.max_memory_allocated())
     return {
-        "epochs": epochs_run(checkpoints),
+        "epochs": outcome.result.epochs_run,
         "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB,
         "peak_gpu_memory_bytes": gpu,
+        "making_s": making_s,
     }
 
 
@@ -279,13 +204,10 @@ def run_trial(
     """Time one trial, in a quiet moment. In a spawned process (as a worker runs a job) unless
     `in_process`, which skips process start-up and measures no memory: for tiny templates."""
     quiet = quiet or Quiet()
-    inputs = synthetic_inputs(kind, trial.source, scratch)
     best: Measured | None = None
     for _ in range(quiet.attempts):
         wait_until_quiet(quiet)
-        measured = _time_trial(
-            template, kind, trial, inputs, device, weights_dir, scratch, in_process
-        )
+        measured = _time_trial(template, kind, trial, device, weights_dir, scratch, in_process)
         if best is None or measured.run.seconds < best.run.seconds:
             best = measured  # a disturbance only ever adds time: the fastest attempt is truest
         if measured.interference <= quiet.busy:
@@ -298,7 +220,6 @@ def _time_trial(
     template: Template,
     kind: InputKind,
     trial: Trial,
-    inputs: Sequence[str],
     device: str,
     weights_dir: Path | None,
     scratch: Path,
@@ -309,13 +230,11 @@ def _time_trial(
     try:
         if in_process:
             started, waited = time.perf_counter(), waiting_s()
-            measured = train_once(template, kind, trial, inputs, device, weights_dir, work_dir)
+            measured = train_once(template, kind, trial, device, weights_dir, work_dir)
             seconds = time.perf_counter() - started
             measured.update(peak_memory_bytes=None, waiting_s=waiting_s() - waited)
         else:
-            seconds, measured = _spawned(
-                template, kind, trial, inputs, device, weights_dir, work_dir
-            )
+            seconds, measured = _spawned(template, kind, trial, device, weights_dir, work_dir)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     busy_after, own_after = _busy_seconds(), _own_cpu_seconds()
@@ -327,6 +246,7 @@ def _time_trial(
     workload = workload_of(trial.params, stats_of(kind, trial))
     if measured["epochs"]:
         workload = replace(workload, num_epochs=measured["epochs"])
+    seconds -= measured["making_s"]
     waited = min(measured["waiting_s"], seconds)
     run = Run(
         workload,
@@ -341,7 +261,6 @@ def _spawned(
     template: Template,
     kind: InputKind,
     trial: Trial,
-    inputs: Sequence[str],
     device: str,
     weights_dir: Path | None,
     work_dir: Path,
@@ -350,7 +269,7 @@ def _spawned(
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
         target=_trial_process,
-        args=(sender, template, kind, trial, list(inputs), device, weights_dir, work_dir),
+        args=(sender, template, kind, trial, device, weights_dir, work_dir),
         name="modelmill-calibration-trial",
     )
     started = time.perf_counter()

@@ -1,6 +1,7 @@
-"""The fine-tuning loop the classifier families share: seeded epochs, linear warmup then cosine
-learning rate, early stopping on the validation loss, the best weights kept, a checkpoint every
-epoch and exact resume.
+"""The fine-tuning loop every deep template shares: seeded epochs, linear warmup then cosine
+learning rate, early stopping on the objective's validation metric, the best weights kept, a
+checkpoint every epoch, exact resume, cancel, the time cap and progress. What is optimised (the
+loss of a batch, the validation metrics) is the task's `Objective`; batches are the template's.
 """
 
 from __future__ import annotations
@@ -16,18 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from modelmill.training.checkpoint_keys import LOOP_KEY
 from modelmill.training.checkpoints import BEST_DIR, LAST_DIR, save_checkpoint
-from modelmill.training.contract import TrainContext
+from modelmill.training.contract import Objective, TrainContext
 from modelmill.training.finetune.fields import LoopSettings
 
 REPORT_INTERVAL_S = 2.0  # progress reports between epoch ends, at most this often
 CANCEL_CHECK_INTERVAL_S = 1.0  # ctx.cancelled() may read a database: not every step
 ADAM_BETA2 = 0.999
-LOG_EPSILON = 1e-7  # keeps log(1 - p) finite when a softmax probability reaches 1
-
-# (model inputs on the device, targets (N, C), mask (N, C)); inputs are whatever `forward` takes.
-Batch = tuple[Any, torch.Tensor, torch.Tensor]
-Forward = Callable[[nn.Module, Any], torch.Tensor]
 
 
 @dataclass
@@ -35,10 +32,11 @@ class LoopState:
     """Where a training stands; stored as JSON in every checkpoint so a job can resume exactly."""
 
     epochs_done: int = 0
-    best_loss: float | None = None
+    best_score: float | None = None  # the objective's monitored validation metric
     best_epoch: int = 0
     epochs_since_best: int = 0
     finished: bool = False
+    stopped_at_cap: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -46,7 +44,10 @@ class LoopState:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LoopState:
-        return cls(**data)
+        values = dict(data)
+        if "best_loss" in values:  # checkpoints written before objectives: a loss, lower wins
+            values["best_score"] = values.pop("best_loss")
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,9 @@ class LoopData:
     """One epoch of shuffled training batches (the generator decides order and augmentation),
     and the validation batches when there is a validation split."""
 
-    train_batches: Callable[[torch.Generator], Iterator[Batch]]
+    train_batches: Callable[[torch.Generator], Iterator[Any]]
     steps_per_epoch: int
-    validation_batches: Callable[[], Iterator[Batch]] | None
+    validation_batches: Callable[[], Iterator[Any]] | None
 
 
 class SaveCheckpoint(Protocol):
@@ -86,7 +87,7 @@ def checkpoint_saver(
         optimizer: torch.optim.Optimizer | None,
         same_model_as: Path | None = None,
     ) -> None:
-        meta_now = {**meta, "loop": state.to_json()}
+        meta_now = {**meta, LOOP_KEY: state.to_json()}
         save_checkpoint(
             directory, model.state_dict(), meta_now, optimizer, write_extra, same_model_as
         )
@@ -108,27 +109,6 @@ def learning_rate_at(step: int, total_steps: int, warmup_steps: int, peak: float
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def classification_loss(
-    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, exclusive: bool
-) -> torch.Tensor:
-    """Mean loss per input. Sigmoid: binary cross-entropy over the labelled cells. Softmax:
-    cross-entropy towards the positive concept(s); an input labelled only with negatives
-    contributes -log(1 - p) for each of them, so negatives teach an exclusive model too."""
-    if not exclusive:
-        cells = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-        return (cells * mask).sum() / mask.sum().clamp(min=1.0)
-    positives = targets * mask
-    has_positive = positives.sum(dim=1) > 0
-    log_probs = torch.log_softmax(logits, dim=1)
-    distribution = positives / positives.sum(dim=1, keepdim=True).clamp(min=1.0)
-    cross_entropy = -(distribution * log_probs).sum(dim=1)
-    negatives = mask * (1.0 - targets)
-    not_chosen = torch.log((1.0 - log_probs.exp()).clamp(min=LOG_EPSILON))
-    negative_loss = -(negatives * not_chosen).sum(dim=1)
-    per_input = torch.where(has_positive, cross_entropy, negative_loss)
-    return per_input.mean()
-
-
 def _optimizer(model: nn.Module, settings: LoopSettings) -> torch.optim.AdamW:
     # No weight decay on biases and normalisation scales (1-D): decaying them only hurts.
     decay: list[nn.Parameter] = []
@@ -147,27 +127,6 @@ def _optimizer(model: nn.Module, settings: LoopSettings) -> torch.optim.AdamW:
     )
 
 
-def validation_loss(
-    model: nn.Module, forward: Forward, batches: Iterator[Batch], exclusive: bool
-) -> dict[str, float]:
-    """Mean validation loss and, among inputs with a positive concept, top-1 accuracy."""
-    model.eval()
-    total_loss, inputs, hits, with_positive = 0.0, 0, 0, 0
-    with torch.inference_mode():
-        for batch_inputs, targets, mask in batches:
-            logits = forward(model, batch_inputs)
-            total_loss += float(classification_loss(logits, targets, mask, exclusive)) * len(mask)
-            inputs += len(mask)
-            positive_rows = (targets * mask).sum(dim=1) > 0
-            top = logits.argmax(dim=1)
-            hits += int(targets[torch.arange(len(top)), top][positive_rows].sum())
-            with_positive += int(positive_rows.sum())
-    return {
-        "val_loss": total_loss / max(1, inputs),
-        "val_accuracy": hits / max(1, with_positive),
-    }
-
-
 class _Throttle:
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
@@ -184,7 +143,7 @@ class _Throttle:
 def fit(
     ctx: TrainContext,
     model: nn.Module,
-    forward: Forward,
+    objective: Objective,
     data: LoopData,
     settings: LoopSettings,
     save: SaveCheckpoint,
@@ -195,9 +154,10 @@ def fit(
     """Trains `model` from `state.epochs_done` to the end (or an early stop).
 
     `train_mode(model)` puts the model in training mode (e.g. keeping batch-norm statistics).
-    Each epoch ends with `save(ctx.checkpoint_dir / "best", ...)` when the validation loss
-    improved (every epoch when there is no validation split), then `save(.../"last", ...)` with
-    the optimizer, then `ctx.save_checkpoint()`.
+    Each epoch ends with `save(ctx.checkpoint_dir / "best", ...)` when the objective's monitored
+    metric improved (every epoch when there is no validation split), then `save(.../"last", ...)`
+    with the optimizer, then `ctx.save_checkpoint()`. The state says whether it stopped at the
+    time cap.
     """
     state = state or LoopState()
     if state.finished:  # the job died after its last epoch was saved: nothing left to train
@@ -224,12 +184,12 @@ def fit(
         train_mode(model)
         running = torch.zeros((), device=ctx.device)
         count = 0
-        for index, (inputs, targets, mask) in enumerate(data.train_batches(generator)):
+        for index, batch in enumerate(data.train_batches(generator)):
             step = epoch * data.steps_per_epoch + index
             rate = learning_rate_at(step, total_steps, warmup_steps, settings.learning_rate)
             for group in optimizer.param_groups:
                 group["lr"] = rate
-            loss = classification_loss(forward(model, inputs), targets, mask, settings.exclusive)
+            loss = objective.loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -248,10 +208,9 @@ def fit(
                 )
         record = {"epoch": float(epoch + 1), "loss": float(running) / max(1, count)}
         if data.validation_batches is not None:
-            record.update(
-                validation_loss(model, forward, data.validation_batches(), settings.exclusive)
-            )
-        _update_state(state, record, settings)
+            model.eval()
+            record.update(objective.validate(model, data.validation_batches()))
+        _update_state(state, record, settings, objective)
         # best/ first: a crash between the two leaves last/ at the previous epoch, replayed
         # exactly on resume, rather than a last/ that believes in a best/ never written.
         best = ctx.checkpoint_dir / BEST_DIR if state.best_epoch == epoch + 1 else None
@@ -266,18 +225,26 @@ def fit(
         if state.finished:
             break
         if ctx.out_of_time():  # the budget cap: checked per epoch, so the best/ weights are whole
+            state.stopped_at_cap = True
             ctx.log.info("training time cap reached after epoch %d", epoch + 1)
             ctx.report(1.0, step=done_steps, stage="stopped at the time cap")
             break
     return state
 
 
-def _update_state(state: LoopState, record: dict[str, float], settings: LoopSettings) -> None:
+def _update_state(
+    state: LoopState, record: dict[str, float], settings: LoopSettings, objective: Objective
+) -> None:
     state.epochs_done = int(record["epoch"])
     state.history.append(record)
-    loss = record.get("val_loss")
-    if loss is None or state.best_loss is None or loss < state.best_loss:
-        state.best_loss, state.best_epoch, state.epochs_since_best = loss, state.epochs_done, 0
+    score = record.get(objective.monitor)
+    better = (
+        score is None
+        or state.best_score is None
+        or (score > state.best_score if objective.higher_is_better else score < state.best_score)
+    )
+    if better:
+        state.best_score, state.best_epoch, state.epochs_since_best = score, state.epochs_done, 0
     else:
         state.epochs_since_best += 1
     stop_early = settings.patience > 0 and state.epochs_since_best >= settings.patience

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelmill.training.contract import Example, Output, TrainingData
+from modelmill.training.checkpoint_keys import LOOP_KEY, VALIDATION_IDS_KEY
+from modelmill.training.contract import Example, Output, TrainingData, predict_all
+from modelmill.training.tasks.classification import CLASSIFICATION
 
 if TYPE_CHECKING:  # the templates' light modules use this file's estimate: no torch at import
     import torch
@@ -70,27 +72,20 @@ class ClassifierPredictor(ABC):
         ]
 
     def evaluate(self, template: str, data: TrainingData) -> dict[str, Any]:
-        """EvalMetrics (metrics.py) on the validation inputs the training held out (never
-        trained on); on all inputs, and saying so in eval_info, when it kept none (failing
-        the version instead would lose a good model over a report). Cells nobody labelled
-        are left out."""
-        from modelmill.training import metrics  # scikit-learn: only when evaluating
-        from modelmill.training.data import label_targets
-
-        held_out = set(self.meta["validation_ids"])
+        """EvalMetrics (the classification task's) on the validation inputs the training held
+        out (never trained on); on all inputs, and saying so in eval_info, when it kept none
+        (failing the version instead would lose a good model over a report)."""
+        held_out = set(self.meta[VALIDATION_IDS_KEY])
         examples = [e for e in data.examples if e.input_id in held_out]
         split = VALIDATION_SPLIT if examples else TRAINING_SPLIT
         examples = examples or list(data.examples)
-        targets = label_targets(examples, self.concepts)
-        info = {"template": template, "split": split, "best_epoch": self.meta["loop"]["best_epoch"]}
-        return metrics.classification_metrics(
-            self.concepts,
-            np.where(targets.mask > 0, targets.values, np.nan),
-            self.scores(examples),
-            [e.input_id for e in examples],
-            mutually_exclusive=self.exclusive,
-            info=info,
-        )
+        info = {
+            "template": template,
+            "split": split,
+            "best_epoch": self.meta[LOOP_KEY]["best_epoch"],
+        }
+        outputs = self.predict(examples, predict_all(self.concepts))
+        return CLASSIFICATION.metrics(examples, outputs, self.concepts, self.exclusive, info)
 
 
 def linear_estimate(

@@ -14,6 +14,12 @@ from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2
 
+from modelmill.training.checkpoint_keys import (
+    FINGERPRINT_KEY,
+    LOOP_KEY,
+    OPTIMIZER_KEY,
+    TEMPLATE_KEY,
+)
 from modelmill.training.checkpoints import BEST_DIR, Checkpoint, find_checkpoint, save_checkpoint
 from modelmill.training.contract import DataError, TrainContext
 from modelmill.training.finetune.loop import LoopState
@@ -58,14 +64,14 @@ def plan_resume(
     if resume_from is None:
         return None
     last = find_checkpoint(resume_from)
-    if last.meta.get("template") != template:
+    if last.meta.get(TEMPLATE_KEY) != template:
         raise DataError(
             status_code_pb2.MODEL_TRAINING_INVALID_PARAMS,
             f"The model version to start from was trained with template "
-            f"{last.meta.get('template')!r}; incremental training needs the same template "
+            f"{last.meta.get(TEMPLATE_KEY)!r}; incremental training needs the same template "
             f"({template!r}).",
         )
-    if not warm_start and last.meta.get("fingerprint") == fingerprint:
+    if not warm_start and last.meta.get(FINGERPRINT_KEY) == fingerprint:
         return ResumePlan(last, continues=True)
     best = resume_from / BEST_DIR
     return ResumePlan(find_checkpoint(best) if best.is_dir() else last, continues=False)
@@ -83,7 +89,7 @@ def continued_state(
     if best.is_dir() and best.resolve() != target.resolve():
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(best, target)
-    state = LoopState.from_json(plan.checkpoint.meta["loop"])
+    state = LoopState.from_json(plan.checkpoint.meta[LOOP_KEY])
     ctx.log.info("resuming after epoch %d of %s", state.epochs_done, plan.checkpoint.path)
     return state, plan.checkpoint.optimizer_state()
 
@@ -94,8 +100,8 @@ def artifacts_from_best(
     """The version's artifacts (work_dir/artifacts): the best epoch's weights and metadata,
     marked finished, without optimizer state. `write_extra` adds family files (tokenizer)."""
     best = find_checkpoint(ctx.checkpoint_dir / BEST_DIR)
-    meta = {**best.meta, "loop": {**best.meta["loop"], "finished": True}}
-    meta.pop("optimizer", None)
+    meta = {**best.meta, LOOP_KEY: {**best.meta[LOOP_KEY], "finished": True}}
+    meta.pop(OPTIMIZER_KEY, None)
     return save_checkpoint(
         ctx.work_dir / ARTIFACTS_DIR, best.model_state(), meta, write_extra=write_extra
     )

@@ -163,10 +163,3 @@ def folds(targets: HeadTargets) -> list[tuple[np.ndarray, np.ndarray]]:
         return list(splitter.split(placeholder, strata))
     splitter = KFold(min(MAX_FOLDS, count), shuffle=True, random_state=SEED)
     return list(splitter.split(placeholder))
-
-
-def ground_truth(targets: HeadTargets) -> np.ndarray:
-    """The 1 / 0 / NaN (unlabelled) matrix the metrics score against."""
-    truth = (targets.targets > 0).astype(np.float64)
-    truth[targets.mask == 0] = np.nan
-    return truth

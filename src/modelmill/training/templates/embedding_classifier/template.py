@@ -25,7 +25,9 @@ from modelmill.training.contract import (
     Output,
     TrainContext,
     TrainingData,
+    TrainResult,
 )
+from modelmill.training.tasks.classification import CLASSIFICATION
 
 # torch, transformers and scikit-learn load inside the methods that need them: the API process
 # imports every template to answer ListModelTypes and should not pay for them.
@@ -235,7 +237,7 @@ class EmbeddingClassifier:
         embeddings = ctx.embeddings([examples[row] for row in labelled.rows], embedder.id)
         return embedder, examples, labelled, np.asarray(embeddings, np.float32), negatives
 
-    def train(self, ctx: TrainContext, data: TrainingData, params: BaseModel) -> Path:
+    def train(self, ctx: TrainContext, data: TrainingData, params: BaseModel) -> TrainResult:
         """Fits the head (seconds; a resumed training simply fits again) and saves it."""
         from safetensors.numpy import save_file
 
@@ -292,7 +294,7 @@ class EmbeddingClassifier:
             len(labelled.rows),
             head.iterations,
         )
-        return artifacts
+        return TrainResult(artifacts)
 
     def evaluate(
         self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path
@@ -300,7 +302,6 @@ class EmbeddingClassifier:
         """EvalMetrics from k-fold cross-validation (k ≤ 5): each input is scored by a head
         that did not see it, so `artifacts` (fitted to every input) go unused. Generic
         negatives join every fold's training, never its test."""
-        from modelmill.training.metrics import classification_metrics
         from modelmill.training.templates.embedding_classifier import labels
         from modelmill.training.templates.embedding_classifier.head import fit_head
 
@@ -321,12 +322,12 @@ class EmbeddingClassifier:
                 features, targets, exclusive=exclusive, check_cancelled=ctx.check_cancelled
             )
             scores[test_rows] = head.scores(embeddings[test_rows])
-        return classification_metrics(
-            list(data.concepts),
-            labels.ground_truth(labelled.targets),
-            scores,
-            [examples[row].input_id for row in labelled.rows],
-            mutually_exclusive=exclusive,
+        outputs = [Output(concepts=list(zip(data.concepts, row, strict=True))) for row in scores]
+        return CLASSIFICATION.metrics(
+            [examples[row] for row in labelled.rows],
+            outputs,
+            data.concepts,
+            exclusive,
             info={
                 "method": "k-fold cross-validation",
                 "k_folds": len(splits),

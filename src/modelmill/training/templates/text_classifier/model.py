@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from modelmill.training.checkpoint_keys import CONCEPTS_KEY, CONFIG_KEY
 from modelmill.training.checkpoints import Checkpoint
 from modelmill.training.compat import ensure_torchvision
 from modelmill.training.finetune.outputs import scores_from_logits
@@ -95,8 +96,8 @@ def plain_model(config: Mapping[str, Any]) -> nn.Module:
 
 def restore_model(checkpoint: Checkpoint) -> nn.Module:
     """The model a checkpoint holds, as it was trained (LoRA-wrapped when it used LoRA)."""
-    config = checkpoint.meta["config"]
-    model = plain_model({**config, "concepts": checkpoint.meta["concepts"]})
+    config = checkpoint.meta[CONFIG_KEY]
+    model = plain_model({**config, "concepts": checkpoint.meta[CONCEPTS_KEY]})
     if config.get("lora"):
         model = with_lora(model, config["lora"])
     model.load_state_dict(checkpoint.model_state())

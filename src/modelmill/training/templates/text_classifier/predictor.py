@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from modelmill.training.checkpoint_keys import CONCEPTS_KEY, CONFIG_KEY
 from modelmill.training.checkpoints import Checkpoint, find_checkpoint
 from modelmill.training.contract import Example
 from modelmill.training.data import batched, pad_token_batch, token_ids
@@ -27,9 +27,6 @@ from modelmill.training.templates.text_classifier.model import (
     restore_model,
 )
 
-if TYPE_CHECKING:
-    from modelmill.training.templates.text_classifier.template import TextClassifier
-
 PREDICT_BATCH_SIZE = 32
 EXPORT_TRACE_SHAPE, EXPORT_CHECK_SHAPES = (2, 16), ((3, 9), (1, 20))  # (batch, tokens)
 
@@ -38,9 +35,9 @@ class TextPredictor(ClassifierPredictor):
     """A trained text classifier (LoRA merged in), loaded once, scoring texts."""
 
     def __init__(self, checkpoint: Checkpoint) -> None:
-        config = checkpoint.meta["config"]
+        config = checkpoint.meta[CONFIG_KEY]
         self.meta = checkpoint.meta
-        self.concepts: list[str] = checkpoint.meta["concepts"]
+        self.concepts: list[str] = checkpoint.meta[CONCEPTS_KEY]
         self.max_length: int = config["max_length"]
         self.exclusive: bool = config["exclusive"]
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -63,7 +60,7 @@ class TextPredictor(ClassifierPredictor):
         return np.concatenate(parts)
 
 
-def export_classifier(template: TextClassifier, artifacts: Path, out_dir: Path) -> Path:
+def export_classifier(name: str, model_type_id: str, artifacts: Path, out_dir: Path) -> Path:
     """The version as a zip: model.onnx (token ids in, scores out), the tokenizer, config.json,
     concepts.json and a manifest, after checking ONNX against PyTorch."""
     checkpoint = find_checkpoint(artifacts)
@@ -79,9 +76,9 @@ def export_classifier(template: TextClassifier, artifacts: Path, out_dir: Path) 
         return {"input_ids": ids, "attention_mask": attention}
 
     config = {
-        "template": template.name,
-        "model_type_id": template.model_type_id,
-        "base_model": checkpoint.meta["config"]["base_model"],
+        "template": name,
+        "model_type_id": model_type_id,
+        "base_model": checkpoint.meta[CONFIG_KEY]["base_model"],
         "input": "input_ids, attention_mask: int64 (batch, tokens) from the tokenizer in "
         f"tokenizer/, truncated to {predictor.max_length} tokens",
         "output": "scores: " + ("softmax" if predictor.exclusive else "sigmoid per concept"),
@@ -97,7 +94,7 @@ def export_classifier(template: TextClassifier, artifacts: Path, out_dir: Path) 
         [tokens(*shape) for shape in EXPORT_CHECK_SHAPES],
         axes,
         out_dir,
-        template.name,
+        name,
         config,
         predictor.concepts,
         write_extra=copy_tokenizer(checkpoint.path),

@@ -19,6 +19,7 @@ from modelmill.training.contract import (
     Predictor,
     TrainContext,
     TrainingData,
+    TrainResult,
 )
 from modelmill.training.finetune.outputs import linear_estimate
 from modelmill.training.templates.text_classifier.config import TextSettings, text_settings
@@ -86,7 +87,7 @@ class TextClassifier:
 
     # ---- the torch side, imported when used -------------------------------------------------
 
-    def train(self, ctx: TrainContext, data: TrainingData, params: BaseModel) -> Path:
+    def train(self, ctx: TrainContext, data: TrainingData, params: BaseModel) -> TrainResult:
         """Fine-tunes and returns the artifacts folder (best epoch, LoRA merged, tokenizer).
 
         Incremental training (ctx.warm_start): the model starts from the earlier version's
@@ -96,7 +97,15 @@ class TextClassifier:
         """
         from modelmill.training.templates.text_classifier.training import train_classifier
 
-        return train_classifier(self, ctx, data, params)
+        settings = self.settings_of(params, data.concepts_mutually_exclusive)
+        return train_classifier(
+            self.name,
+            ctx,
+            data,
+            params,
+            settings,
+            lambda: self.base_weights(settings, ctx.weights_dir),
+        )
 
     def load(self, artifacts: Path) -> Predictor:
         from modelmill.training.checkpoints import find_checkpoint
@@ -117,4 +126,4 @@ class TextClassifier:
     def export(self, artifacts: Path, out_dir: Path) -> Path:
         from modelmill.training.templates.text_classifier.predictor import export_classifier
 
-        return export_classifier(self, artifacts, out_dir)
+        return export_classifier(self.name, self.model_type_id, artifacts, out_dir)

@@ -6,18 +6,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from clarifai_grpc.grpc.api.status import status_code_pb2
 from pydantic import BaseModel
 from torch import nn
 
+from modelmill.training.checkpoint_keys import (
+    CONCEPTS_KEY,
+    CONFIG_KEY,
+    FINGERPRINT_KEY,
+    LOOP_KEY,
+    OPTIMIZER_KEY,
+    PARAMS_KEY,
+    TEMPLATE_KEY,
+    VALIDATION_IDS_KEY,
+)
 from modelmill.training.checkpoints import BEST_DIR, carry_over_head, find_checkpoint
 from modelmill.training.checkpoints import save_checkpoint as write_checkpoint
-from modelmill.training.contract import DataError, TrainContext, TrainingData
+from modelmill.training.contract import DataError, TrainContext, TrainingData, TrainResult
 from modelmill.training.data import (
     batched,
     epoch_order,
@@ -35,6 +45,7 @@ from modelmill.training.finetune.resume import (
     plan_resume,
     training_fingerprint,
 )
+from modelmill.training.tasks.classification import CLASSIFICATION
 from modelmill.training.templates.text_classifier.config import TextSettings
 from modelmill.training.templates.text_classifier.model import (
     TOKENIZER_DIR,
@@ -49,17 +60,18 @@ from modelmill.training.templates.text_classifier.model import (
     restore_model,
     with_lora,
 )
-from modelmill.training.weights import hf_model_source
-
-if TYPE_CHECKING:
-    from modelmill.training.templates.text_classifier.template import TextClassifier
+from modelmill.training.weights import WeightsLocation, hf_model_source
 
 
 def train_classifier(
-    template: TextClassifier, ctx: TrainContext, data: TrainingData, params: BaseModel
-) -> Path:
+    name: str,
+    ctx: TrainContext,
+    data: TrainingData,
+    params: BaseModel,
+    settings: TextSettings,
+    find_base_weights: Callable[[], WeightsLocation],
+) -> TrainResult:
     """TextClassifier.train (see there): the artifacts folder (best epoch, LoRA merged)."""
-    settings = template.settings_of(params, data.concepts_mutually_exclusive)
     concepts = list(data.concepts)
     examples = [e for e in data.examples if e.kind == "text"]
     targets = label_targets(examples, concepts)
@@ -70,27 +82,25 @@ def train_classifier(
     )
     if not train_rows:
         raise DataError(status_code_pb2.MODEL_TRAINING_NO_DATA, "No labelled texts to train on.")
-    fingerprint = training_fingerprint(
-        template.name, params.model_dump(by_alias=True), concepts, input_ids
-    )
-    plan = plan_resume(ctx.resume_from, ctx.warm_start, template.name, fingerprint)
+    fingerprint = training_fingerprint(name, params.model_dump(by_alias=True), concepts, input_ids)
+    plan = plan_resume(ctx.resume_from, ctx.warm_start, name, fingerprint)
     torch.manual_seed(seed)  # the new classification layer's initialisation
-    model, tokenizer, base = initial_model(template, ctx, settings, concepts, plan)
+    model, tokenizer, base = initial_model(find_base_weights, ctx, settings, concepts, plan)
     model.to(ctx.device)
     plain_config = json.loads(hf_config(model).to_json_string())
     meta = {
-        "template": template.name,
-        "config": {
+        TEMPLATE_KEY: name,
+        CONFIG_KEY: {
             "base_model": base,
             "hf_config": plain_config,
             "lora": dict(settings.lora) if settings.lora else None,
             "max_length": settings.max_length,
             "exclusive": settings.loop.exclusive,
         },
-        "concepts": concepts,
-        "params": params.model_dump(by_alias=True),
-        "fingerprint": fingerprint,
-        "validation_ids": [input_ids[r] for r in val_rows],
+        CONCEPTS_KEY: concepts,
+        PARAMS_KEY: params.model_dump(by_alias=True),
+        FINGERPRINT_KEY: fingerprint,
+        VALIDATION_IDS_KEY: [input_ids[r] for r in val_rows],
     }
 
     def save_tokenizer(folder: Path) -> None:
@@ -121,12 +131,13 @@ def train_classifier(
         loop = dataclasses.replace(loop, warmup_epochs=settings.warmup_steps / steps_per_epoch)
     loop_data = LoopData(train_batches, steps_per_epoch, validation_batches if val_rows else None)
     state, optimizer_state = continued_state(ctx, plan)
-    fit(ctx, model, forward, loop_data, loop, save, state, optimizer_state)
-    return artifacts_from_best(ctx)
+    objective = CLASSIFICATION.objective(forward, loop.exclusive)
+    state = fit(ctx, model, objective, loop_data, loop, save, state, optimizer_state)
+    return TrainResult(artifacts_from_best(ctx), state.stopped_at_cap, state.epochs_done)
 
 
 def initial_model(
-    template: TextClassifier,
+    find_base_weights: Callable[[], WeightsLocation],
     ctx: TrainContext,
     settings: TextSettings,
     concepts: list[str],
@@ -135,7 +146,7 @@ def initial_model(
     """(model to train, tokenizer, base model name) for a fresh start, a continuation
     (the checkpoint's model as it was) or an incremental start (see `train`)."""
     if plan is None:
-        location = template.base_weights(settings, ctx.weights_dir)
+        location = find_base_weights()
         tokenizer_source = (
             hf_model_source(location)
             if settings.tokenizer == settings.base_model
@@ -147,15 +158,15 @@ def initial_model(
         return model, tokenizer, settings.base_model
     checkpoint = plan.checkpoint
     tokenizer = load_tokenizer(checkpoint.path / TOKENIZER_DIR)
-    base = checkpoint.meta["config"]["base_model"]
+    base = checkpoint.meta[CONFIG_KEY]["base_model"]
     if plan.continues:
         return restore_model(checkpoint), tokenizer, base
     old = merged(restore_model(checkpoint))
-    model = model_from_config(checkpoint.meta["config"]["hf_config"], concepts)
+    model = model_from_config(checkpoint.meta[CONFIG_KEY]["hf_config"], concepts)
     state = model.state_dict()
     counts = carry_over_head(
         old.state_dict(),
-        checkpoint.meta["concepts"],
+        checkpoint.meta[CONCEPTS_KEY],
         state,
         concepts,
         head_keys(model, len(concepts)),
@@ -172,10 +183,10 @@ def artifacts_from_best(ctx: TrainContext) -> Path:
     model = merged(restore_model(best))
     meta = {
         **best.meta,
-        "config": {**best.meta["config"], "lora": None},
-        "loop": {**best.meta["loop"], "finished": True},
+        CONFIG_KEY: {**best.meta[CONFIG_KEY], "lora": None},
+        LOOP_KEY: {**best.meta[LOOP_KEY], "finished": True},
     }
-    meta.pop("optimizer", None)
+    meta.pop(OPTIMIZER_KEY, None)
     target = ctx.work_dir / ARTIFACTS_DIR
     return write_checkpoint(
         target,

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from modelmill.training.checkpoint_keys import CONCEPTS_KEY, CONFIG_KEY
 from modelmill.training.checkpoints import Checkpoint, find_checkpoint
 from modelmill.training.contract import Example
 from modelmill.training.data import batched, normalise_images, square_pixels
@@ -18,9 +18,6 @@ from modelmill.training.finetune.onnx_export import export_zip
 from modelmill.training.finetune.outputs import ClassifierPredictor, scores_from_logits
 from modelmill.training.templates.visual_classifier.backbones import Backbone
 from modelmill.training.templates.visual_classifier.model import ImageScores, create_model
-
-if TYPE_CHECKING:
-    from modelmill.training.templates.visual_classifier.template import VisualClassifier
 
 PREDICT_BATCH_SIZE = 32
 EXPORT_TRACE_BATCH, EXPORT_CHECK_BATCHES = 2, (3, 1)  # other sizes than traced: dynamic batch
@@ -30,9 +27,9 @@ class ImagePredictor(ClassifierPredictor):
     """A trained visual classifier, loaded once, scoring images."""
 
     def __init__(self, checkpoint: Checkpoint, backbone: Backbone) -> None:
-        config = checkpoint.meta["config"]
+        config = checkpoint.meta[CONFIG_KEY]
         self.meta = checkpoint.meta
-        self.concepts: list[str] = checkpoint.meta["concepts"]
+        self.concepts: list[str] = checkpoint.meta[CONCEPTS_KEY]
         self.image_size: int = config["image_size"]
         self.mean, self.std = config["mean"], config["std"]
         self.exclusive: bool = config["exclusive"]
@@ -52,10 +49,12 @@ class ImagePredictor(ClassifierPredictor):
         return np.concatenate(parts)
 
 
-def export_classifier(template: VisualClassifier, artifacts: Path, out_dir: Path) -> Path:
+def export_classifier(
+    name: str, model_type_id: str, backbone: Backbone, artifacts: Path, out_dir: Path
+) -> Path:
     """The version as a zip: model.onnx (pixels in, scores out), config.json, concepts.json and
     a manifest, after checking ONNX against PyTorch (see onnx_export.export_zip)."""
-    predictor = ImagePredictor(find_checkpoint(artifacts), template.backbone)
+    predictor = ImagePredictor(find_checkpoint(artifacts), backbone)
     module = ImageScores(predictor.model, predictor.mean, predictor.std, predictor.exclusive)
     size, generator = predictor.image_size, torch.Generator().manual_seed(0)
 
@@ -64,9 +63,9 @@ def export_classifier(template: VisualClassifier, artifacts: Path, out_dir: Path
         return {"images": pixels.float()}
 
     config = {
-        "template": template.name,
-        "model_type_id": template.model_type_id,
-        "architecture": template.backbone.architecture,
+        "template": name,
+        "model_type_id": model_type_id,
+        "architecture": backbone.architecture,
         "input": f"images: float32 (batch, 3, {size}, {size}) RGB pixels 0-255; resize the "
         "shorter side to the size, then centre-crop",
         "output": "scores: " + ("softmax" if predictor.exclusive else "sigmoid per concept"),
@@ -79,7 +78,7 @@ def export_classifier(template: VisualClassifier, artifacts: Path, out_dir: Path
         [images(batch) for batch in EXPORT_CHECK_BATCHES],
         {"images": {0: "batch"}},
         out_dir,
-        template.name,
+        name,
         config,
         predictor.concepts,
     )

@@ -19,6 +19,7 @@ from modelmill.training.contract import (
     Predictor,
     TrainContext,
     TrainingData,
+    TrainResult,
 )
 from modelmill.training.finetune.outputs import linear_estimate
 from modelmill.training.templates.visual_classifier.backbones import REFERENCE_IMAGE_SIZE, Backbone
@@ -84,7 +85,7 @@ class VisualClassifier:
 
     # ---- the torch side, imported when used -------------------------------------------------
 
-    def train(self, ctx: TrainContext, data: TrainingData, params: BaseModel) -> Path:
+    def train(self, ctx: TrainContext, data: TrainingData, params: BaseModel) -> TrainResult:
         """Fine-tunes and returns the artifacts folder (the best epoch's weights + metadata).
 
         Incremental training (ctx.warm_start, ctx.resume_from an earlier version of this
@@ -94,7 +95,15 @@ class VisualClassifier:
         """
         from modelmill.training.templates.visual_classifier.training import train_classifier
 
-        return train_classifier(self, ctx, data, params)
+        p = self.params_of(params)
+        return train_classifier(
+            self.name,
+            self.backbone,
+            ctx,
+            data,
+            p,
+            lambda: self.pretrained_weights(p, ctx.weights_dir),
+        )
 
     def load(self, artifacts: Path) -> Predictor:
         from modelmill.training.checkpoints import find_checkpoint
@@ -115,4 +124,4 @@ class VisualClassifier:
     def export(self, artifacts: Path, out_dir: Path) -> Path:
         from modelmill.training.templates.visual_classifier.predictor import export_classifier
 
-        return export_classifier(self, artifacts, out_dir)
+        return export_classifier(self.name, self.model_type_id, self.backbone, artifacts, out_dir)

@@ -4,17 +4,23 @@ checkpoints every epoch, exact resume, incremental starts and the version's arti
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from clarifai_grpc.grpc.api.status import status_code_pb2
-from pydantic import BaseModel
 from torch import nn
 
+from modelmill.training.checkpoint_keys import (
+    CONCEPTS_KEY,
+    CONFIG_KEY,
+    FINGERPRINT_KEY,
+    PARAMS_KEY,
+    TEMPLATE_KEY,
+    VALIDATION_IDS_KEY,
+)
 from modelmill.training.checkpoints import carry_over_head
-from modelmill.training.contract import DataError, TrainContext, TrainingData
+from modelmill.training.contract import DataError, TrainContext, TrainingData, TrainResult
 from modelmill.training.data import (
     ImageBatches,
     batched,
@@ -34,6 +40,7 @@ from modelmill.training.finetune.resume import (
     plan_resume,
     training_fingerprint,
 )
+from modelmill.training.tasks.classification import CLASSIFICATION
 from modelmill.training.templates.visual_classifier.backbones import Backbone
 from modelmill.training.templates.visual_classifier.model import (
     create_model,
@@ -41,10 +48,8 @@ from modelmill.training.templates.visual_classifier.model import (
     normalisation,
     train_keeping_batchnorm_statistics,
 )
+from modelmill.training.templates.visual_classifier.params import VisualClassifierParams
 from modelmill.training.weights import WeightsLocation
-
-if TYPE_CHECKING:
-    from modelmill.training.templates.visual_classifier.template import VisualClassifier
 
 
 def _forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -52,10 +57,15 @@ def _forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def train_classifier(
-    template: VisualClassifier, ctx: TrainContext, data: TrainingData, params: BaseModel
-) -> Path:
-    """VisualClassifier.train (see there): the artifacts folder of the best epoch."""
-    p = template.params_of(params)
+    name: str,
+    backbone: Backbone,
+    ctx: TrainContext,
+    data: TrainingData,
+    p: VisualClassifierParams,
+    find_pretrained: Callable[[], WeightsLocation | None],
+) -> TrainResult:
+    """VisualClassifier.train (see there): the artifacts folder of the best epoch.
+    `find_pretrained()` locates the starting weights when the training starts afresh."""
     exclusive = p.concepts_mutually_exclusive or data.concepts_mutually_exclusive
     concepts = list(data.concepts)
     examples = [e for e in data.examples if e.kind == "image"]
@@ -64,30 +74,30 @@ def train_classifier(
     train_rows, val_rows = split_train_validation(input_ids, targets, p.validation_fraction, p.seed)
     if not train_rows:
         raise DataError(status_code_pb2.MODEL_TRAINING_NO_DATA, "No labelled images to train on.")
-    fingerprint = training_fingerprint(template.name, p.model_dump(), concepts, input_ids)
-    plan = plan_resume(ctx.resume_from, ctx.warm_start, template.name, fingerprint)
-    pretrained = None if plan else template.pretrained_weights(p, ctx.weights_dir)
-    model = initial_model(template.backbone, ctx, concepts, pretrained, plan, p.seed)
+    fingerprint = training_fingerprint(name, p.model_dump(), concepts, input_ids)
+    plan = plan_resume(ctx.resume_from, ctx.warm_start, name, fingerprint)
+    pretrained = None if plan else find_pretrained()
+    model = initial_model(backbone, ctx, concepts, pretrained, plan, p.seed)
     model.to(ctx.device)
-    mean, std = normalisation(template.backbone)
+    mean, std = normalisation(backbone)
     if plan is not None and plan.continues:  # decided when this training started
-        keep_statistics = bool(plan.checkpoint.meta["config"]["keep_batchnorm_statistics"])
+        keep_statistics = bool(plan.checkpoint.meta[CONFIG_KEY]["keep_batchnorm_statistics"])
     else:  # starting from trained weights: ImageNet ones, or an earlier version's
         keep_statistics = p.freeze_batchnorm and (plan is not None or pretrained is not None)
     meta = {
-        "template": template.name,
-        "config": {
-            "architecture": template.backbone.architecture,
+        TEMPLATE_KEY: name,
+        CONFIG_KEY: {
+            "architecture": backbone.architecture,
             "image_size": p.image_size,
             "mean": list(mean),
             "std": list(std),
             "exclusive": exclusive,
             "keep_batchnorm_statistics": keep_statistics,
         },
-        "concepts": concepts,
-        "params": p.model_dump(),
-        "fingerprint": fingerprint,
-        "validation_ids": [input_ids[r] for r in val_rows],
+        CONCEPTS_KEY: concepts,
+        PARAMS_KEY: p.model_dump(),
+        FINGERPRINT_KEY: fingerprint,
+        VALIDATION_IDS_KEY: [input_ids[r] for r in val_rows],
     }
 
     save = checkpoint_saver(model, meta)
@@ -116,10 +126,10 @@ def train_classifier(
     )
     settings = LoopSettings.of(p, exclusive)
     state, optimizer_state = continued_state(ctx, plan)
-    fit(
+    state = fit(
         ctx,
         model,
-        _forward,
+        CLASSIFICATION.objective(_forward, exclusive),
         loop_data,
         settings,
         save,
@@ -127,7 +137,7 @@ def train_classifier(
         optimizer_state,
         train_mode=train_keeping_batchnorm_statistics if keep_statistics else nn.Module.train,
     )
-    return artifacts_from_best(ctx)
+    return TrainResult(artifacts_from_best(ctx), state.stopped_at_cap, state.epochs_done)
 
 
 def initial_model(
@@ -150,7 +160,7 @@ def initial_model(
         return model
     state = model.state_dict()
     counts = carry_over_head(
-        old_state, plan.checkpoint.meta["concepts"], state, concepts, head_keys(model)
+        old_state, plan.checkpoint.meta[CONCEPTS_KEY], state, concepts, head_keys(model)
     )
     model.load_state_dict(state)
     ctx.log.info("incremental training from %s: %s", plan.checkpoint.path, counts)
