@@ -28,7 +28,6 @@ from modelmill.training.contract import (
     TrainingCancelled,
     TrainingData,
 )
-from modelmill.training.runner import check_tolerance
 from modelmill.training.data import (
     label_targets,
     split_train_validation,
@@ -42,6 +41,7 @@ from modelmill.training.finetune.loop import (
 )
 from modelmill.training.finetune.onnx_export import ExportMismatchError, export_zip
 from modelmill.training.finetune.resume import plan_resume
+from modelmill.training.runner import check_tolerance
 from modelmill.training.templates.visual_classifier import (
     EFFICIENTNET_LITE0_CLASSIFIER,
     RESNET50_CLASSIFIER,
