@@ -61,7 +61,7 @@ def train_once(overrides: dict[str, Any], threads: int) -> dict[str, Any]:
     (work / "checkpoints").mkdir()
     ctx = TrainContext("cpu", work, work / "checkpoints", lambda p, **m: None, lambda: False, None)
     started = time.perf_counter()
-    artifacts = T.train(ctx, data, params)
+    artifacts = T.train(ctx, data, params).artifacts
     seconds = time.perf_counter() - started
     summary = T.evaluate(ctx, data, params, artifacts)["summary"]
     return {

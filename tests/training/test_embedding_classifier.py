@@ -163,7 +163,7 @@ def make_context(tmp_path: Path, reports: list | None = None, cancelled=lambda: 
 def train_topics(tmp_path: Path, **params):
     data = TrainingData(topic_examples(TRAIN), list(TOPICS))
     params = Params(**params)
-    artifacts = EMBEDDING_CLASSIFIER.train(make_context(tmp_path), data, params)
+    artifacts = EMBEDDING_CLASSIFIER.train(make_context(tmp_path), data, params).artifacts
     return EMBEDDING_CLASSIFIER.load(artifacts), artifacts
 
 
@@ -202,7 +202,7 @@ def test_enrichment_lowers_scores_of_unrelated_text(tmp_path):
 
 def test_evaluate_cross_validates_into_eval_metrics(tmp_path):
     data = TrainingData(topic_examples(TRAIN), list(TOPICS))
-    artifacts = EMBEDDING_CLASSIFIER.train(make_context(tmp_path), data, Params())
+    artifacts = EMBEDDING_CLASSIFIER.train(make_context(tmp_path), data, Params()).artifacts
     metrics = EMBEDDING_CLASSIFIER.evaluate(make_context(tmp_path), data, Params(), artifacts)
     message = json_format.ParseDict(metrics, resources_pb2.EvalMetrics())
     assert message.summary.top1_accuracy >= MIN_HELD_OUT_ACCURACY
@@ -308,7 +308,7 @@ def test_unusable_data_raises_data_error(tmp_path, concepts, labelled, params, c
 
 def test_one_concept_with_generic_negatives_trains(tmp_path):
     data = _data(["weather"], [(t, {"weather": 1.0}) for t in TOPICS["weather"][:5]])
-    artifacts = EMBEDDING_CLASSIFIER.train(make_context(tmp_path), data, Params())
+    artifacts = EMBEDDING_CLASSIFIER.train(make_context(tmp_path), data, Params()).artifacts
     predictor = EMBEDDING_CLASSIFIER.load(artifacts)
     rain, code = predictor.scores(
         [text_example("r", "Rain and wind all night."), text_example("c", OFF_TOPIC_TEXT)]
@@ -333,7 +333,7 @@ def test_image_inputs_use_the_image_embedder(tmp_path):
     ]
     artifacts = EMBEDDING_CLASSIFIER.train(
         make_context(tmp_path), TrainingData(labelled, ["china", "flower"]), Params()
-    )
+    ).artifacts
     assert (
         json.loads((artifacts / "config.json").read_text())["embedder_id"] == "efficientnet-lite0"
     )

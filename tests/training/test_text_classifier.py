@@ -150,7 +150,7 @@ def test_fine_tuned_minilm_tells_topics_apart(tmp_path):
     params = BERT_FINE_TUNE.Params(max_length=32, batch_size=8, num_epochs=3,
                                    per_item_lrate=1e-5, early_stopping_patience=0)  # fmt: skip
     ctx = context(tmp_path)
-    artifacts = BERT_FINE_TUNE.train(ctx, data, params)
+    artifacts = BERT_FINE_TUNE.train(ctx, data, params).artifacts
     assert accuracy(BERT_FINE_TUNE.load(artifacts), HELD_OUT) >= MIN_HELD_OUT_ACCURACY
     metrics = BERT_FINE_TUNE.evaluate(ctx, data, params, artifacts)
     assert metrics["summary"]["top1_accuracy"] >= MIN_HELD_OUT_ACCURACY
@@ -166,7 +166,7 @@ def test_lora_trains_adapters_and_the_version_keeps_them_merged(tmp_path, tiny_b
         peft_config={"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query"]},
     )  # fmt: skip
     ctx = context(tmp_path)
-    artifacts = HUGGINGFACE_ADVANCED.train(ctx, data, params)
+    artifacts = HUGGINGFACE_ADVANCED.train(ctx, data, params).artifacts
     best = find_checkpoint(ctx.checkpoint_dir / BEST_DIR)
     assert any("lora_A" in key for key in best.model_state())
     kept = find_checkpoint(artifacts)
@@ -193,7 +193,9 @@ def test_gpt_neo_lora_template_trains_where_its_weights_are(tmp_path, tiny_gpt_n
     GPT_NEO_125M_LORA.check_params(params, tiny_gpt_neo)
 
     data = TrainingData(examples(TOPICS), list(TOPICS), concepts_mutually_exclusive=True)
-    artifacts = GPT_NEO_125M_LORA.train(context(tmp_path, weights_dir=tiny_gpt_neo), data, params)
+    artifacts = GPT_NEO_125M_LORA.train(
+        context(tmp_path, weights_dir=tiny_gpt_neo), data, params
+    ).artifacts
     outputs = GPT_NEO_125M_LORA.load(artifacts).predict(examples(HELD_OUT)[:2], {})
     assert sum(value for _, value in outputs[0].concepts) == pytest.approx(1.0, abs=1e-5)
     with zipfile.ZipFile(GPT_NEO_125M_LORA.export(artifacts, tmp_path / "out")) as bundle:
@@ -258,7 +260,7 @@ def test_trainer_config_maps_to_loop_settings():
 def test_incremental_start_keeps_rows_of_kept_concepts(tmp_path, tiny_bert):
     data = TrainingData(examples(TOPICS), list(TOPICS))
     params = BERT_FINE_TUNE.Params(base_model=str(tiny_bert), max_length=16, num_epochs=1)
-    artifacts = BERT_FINE_TUNE.train(context(tmp_path / "v1"), data, params)
+    artifacts = BERT_FINE_TUNE.train(context(tmp_path / "v1"), data, params).artifacts
     old = find_checkpoint(artifacts).model_state()["classifier.weight"]
     ctx = context(tmp_path / "v2", resume_from=artifacts, warm_start=True)
     plan = plan_resume(artifacts, True, BERT_FINE_TUNE.name, "another training")

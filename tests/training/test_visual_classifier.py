@@ -42,6 +42,7 @@ from modelmill.training.finetune.loop import (
 from modelmill.training.finetune.onnx_export import ExportMismatchError, export_zip
 from modelmill.training.finetune.resume import plan_resume
 from modelmill.training.runner import check_tolerance
+from modelmill.training.tasks.classification import CLASSIFICATION
 from modelmill.training.templates.visual_classifier import (
     EFFICIENTNET_LITE0_CLASSIFIER,
     RESNET50_CLASSIFIER,
@@ -105,7 +106,7 @@ def test_fine_tuned_lite0_tells_colour_squares_apart(tmp_path):
     # 64 px: at 32 px some seeds confuse two colours (ImageNet features of tiny upscaled squares)
     params = tiny(image_size=64, num_epochs=5, concepts_mutually_exclusive=True)
     ctx, reports = context(tmp_path)
-    artifacts = LITE0.train(ctx, data, params)
+    artifacts = LITE0.train(ctx, data, params).artifacts
     held_out = colour_examples(4, offset=100)
     outputs = LITE0.load(artifacts).predict(held_out, {})
     correct = [
@@ -120,7 +121,7 @@ def test_fine_tuned_lite0_tells_colour_squares_apart(tmp_path):
 
 def test_multi_label_model_scores_concepts_independently(tmp_path):
     data = TrainingData(colour_examples(3), list(COLOURS))
-    artifacts = LITE0.train(context(tmp_path)[0], data, tiny())
+    artifacts = LITE0.train(context(tmp_path)[0], data, tiny()).artifacts
     scores = [
         value for _, value in LITE0.load(artifacts).predict(data.examples[:1], {})[0].concepts
     ]
@@ -131,7 +132,7 @@ def test_evaluation_without_held_out_inputs_says_it_used_training_inputs(tmp_pat
     data = TrainingData(colour_examples(2), list(COLOURS))
     params = tiny(num_epochs=1, validation_fraction=0.0)
     ctx, _ = context(tmp_path)
-    metrics = LITE0.evaluate(ctx, data, params, LITE0.train(ctx, data, params))
+    metrics = LITE0.evaluate(ctx, data, params, LITE0.train(ctx, data, params).artifacts)
     assert metrics["eval_info"]["params"]["split"].startswith("training inputs")
     assert len(metrics["test_set"]) == len(data.examples)
 
@@ -208,7 +209,7 @@ def test_checkpoints_are_safetensors_and_json_and_resume_from_the_saved_epoch(tm
 
 def test_incremental_start_copies_rows_of_kept_concepts_and_adds_fresh_ones(tmp_path):
     data = TrainingData(colour_examples(3), list(COLOURS))
-    artifacts = LITE0.train(context(tmp_path / "v1")[0], data, tiny(num_epochs=1))
+    artifacts = LITE0.train(context(tmp_path / "v1")[0], data, tiny(num_epochs=1)).artifacts
     old = find_checkpoint(artifacts)
     ctx, _ = context(tmp_path / "v2", resume_from=artifacts, warm_start=True)
     plan = plan_resume(artifacts, True, LITE0.name, "another training")
@@ -245,7 +246,7 @@ def test_carry_over_head_drops_rows_of_concepts_no_longer_asked_for():
 
 def test_incremental_training_needs_the_same_template(tmp_path):
     data = TrainingData(colour_examples(2), list(COLOURS))
-    artifacts = LITE0.train(context(tmp_path / "v1")[0], data, tiny(num_epochs=1))
+    artifacts = LITE0.train(context(tmp_path / "v1")[0], data, tiny(num_epochs=1)).artifacts
     ctx, _ = context(tmp_path / "v2", resume_from=artifacts, warm_start=True)
     params = tiny(RESNET50_CLASSIFIER, pretrained_weights="None")
     with pytest.raises(DataError) as caught:
@@ -293,7 +294,7 @@ def test_tolerance_passes_at_or_below_the_share_and_fails_above_it_naming_inputs
 
 def test_export_checks_onnx_against_pytorch_and_records_the_difference(tmp_path):
     data = TrainingData(colour_examples(2), list(COLOURS))
-    artifacts = LITE0.train(context(tmp_path)[0], data, tiny(num_epochs=1))
+    artifacts = LITE0.train(context(tmp_path)[0], data, tiny(num_epochs=1)).artifacts
     with zipfile.ZipFile(LITE0.export(artifacts, tmp_path / "out")) as bundle:
         config = json.loads(bundle.read("config.json"))
         manifest = json.loads(bundle.read("manifest.json"))
@@ -308,7 +309,7 @@ def test_export_fails_when_onnx_and_pytorch_disagree(tmp_path):
     inputs = {"x": torch.randn(2, 4)}
     with pytest.raises(ExportMismatchError):
         export_zip(module, inputs, [{"x": torch.randn(3, 4)}], {"x": {0: "batch"}}, tmp_path,
-                   "m", {}, ["a", "b"], tolerance=-1.0)  # fmt: skip
+                   "m", {}, ["a", "b"], ("scores",), tolerance=-1.0)  # fmt: skip
 
 
 # ---- estimate, split, the shared loop ------------------------------------------------------------
@@ -362,7 +363,7 @@ def test_early_stopping_ends_training_and_keeps_the_best_epoch(tmp_path):
     state = fit(
         ctx,
         model,
-        lambda m, x: m(x),
+        CLASSIFICATION.objective(lambda m, x: m(x), exclusive=True),
         data,
         settings,
         lambda directory, s, optimizer, same_model_as=None: saved.append(
@@ -378,3 +379,32 @@ def test_cancelling_stops_training(tmp_path):
     ctx, _ = context(tmp_path, cancelled=lambda: True)
     with pytest.raises(TrainingCancelled):
         LITE0.train(ctx, data, tiny())
+
+
+class RisingScore:
+    """An objective whose monitored metric rises and falls by epoch, higher being better."""
+
+    monitor, higher_is_better = "val_map", True
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = iter(scores)
+
+    def loss(self, model, batch):
+        return model(batch).sum() * 0.0
+
+    def validate(self, model, batches):
+        list(batches)
+        return {"val_map": next(self.scores)}
+
+
+def test_the_loop_keeps_the_best_epoch_of_a_metric_that_should_rise(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    batch = torch.randn(3, 2)
+    data = LoopData(lambda generator: iter([batch]), 1, lambda: iter([batch]))
+    settings = LoopSettings(num_epochs=5, learning_rate=0.0, weight_decay=0.0, beta1=0.9,
+                            warmup_epochs=0, patience=2, seed=0, exclusive=False)  # fmt: skip
+    ctx, _ = context(tmp_path)
+    saves = lambda directory, s, optimizer, same_model_as=None: None  # noqa: E731
+    state = fit(ctx, model, RisingScore([0.2, 0.5, 0.4, 0.3, 0.9]), data, settings, saves)
+    assert state.best_epoch == 2 and state.best_score == 0.5
+    assert state.finished and state.epochs_done == 4  # two epochs without a higher mAP

@@ -293,7 +293,8 @@ def model_type(spec: ModelTypeSpec) -> pb.ModelType:
 
 
 def output(result: Output, echo: pb.Input, names: dict[str, str]) -> pb.Output:
-    """A predictor's Output as a Clarifai Output: concepts, regions, embeddings or text."""
+    """A predictor's Output as a Clarifai Output: concepts, regions (boxes, polygons, masks),
+    embeddings, a heatmap or text."""
     message = pb.Output(input=echo, status=status(codes.SUCCESS, "Ok"))
     for concept_id, value in result.concepts:
         message.data.concepts.append(
@@ -306,8 +307,14 @@ def output(result: Output, echo: pb.Input, names: dict[str, str]) -> pb.Output:
             item.region_info.bounding_box.CopyFrom(
                 pb.BoundingBox(top_row=top, left_col=left, bottom_row=bottom, right_col=right)
             )
+        if region.polygon:
+            item.region_info.polygon.points.extend(
+                pb.Point(row=row, col=col) for row, col in region.polygon
+            )
         if region.mask_png is not None:
             item.region_info.mask.image.base64 = region.mask_png
+        if region.value is not None:
+            item.value = region.value
         for concept_id, value in sorted(region.concepts.items(), key=lambda kv: -kv[1]):
             item.data.concepts.append(
                 pb.Concept(id=concept_id, name=names.get(concept_id, concept_id), value=value)

@@ -28,6 +28,7 @@ class Region:
     box: tuple[float, float, float, float] | None = None  # top_row, left_col, bottom_row, right_col
     polygon: tuple[tuple[float, float], ...] = ()  # (row, col) points
     mask_png: bytes | None = None  # a single-channel PNG, nonzero inside
+    value: float | None = None  # a prediction's confidence in the region itself (detections)
 
 
 @dataclass(frozen=True)

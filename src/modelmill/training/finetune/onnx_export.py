@@ -21,9 +21,8 @@ ONNX_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
 CONCEPTS_FILE = "concepts.json"
 MANIFEST_FILE = "manifest.json"
-OUTPUT_NAME = "scores"
 OPSET_VERSION = 17
-MAX_ABS_DIFF = 1e-3  # scores are probabilities: a larger gap means the graph computes otherwise
+MAX_ABS_DIFF = 1e-3  # outputs are probabilities, fractions: a larger gap means another computation
 _HASH_CHUNK_BYTES = 1 << 20
 
 
@@ -39,12 +38,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _onnx_scores(path: Path, inputs: Mapping[str, torch.Tensor]) -> np.ndarray:
+def _onnx_outputs(
+    path: Path, inputs: Mapping[str, torch.Tensor], names: Sequence[str]
+) -> list[np.ndarray]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {name: tensor.numpy() for name, tensor in inputs.items()}
-    return np.asarray(session.run([OUTPUT_NAME], feeds)[0])
+    return [np.asarray(array) for array in session.run(list(names), feeds)]
+
+
+def _as_tuple(outputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
 
 
 def export_zip(
@@ -56,22 +61,24 @@ def export_zip(
     name: str,
     config: Mapping[str, Any],
     concepts: Sequence[str],
+    output_names: Sequence[str],
     write_extra: Callable[[Path], None] | None = None,
     tolerance: float = MAX_ABS_DIFF,
 ) -> Path:
-    """Exports `module` (inputs named as in `trace_inputs`, output "scores") to
-    `out_dir/<name>.zip` and returns its path.
+    """Exports `module` (inputs named as in `trace_inputs`; outputs, a tensor or a tuple of
+    them, named `output_names`: the task's export_outputs) to `out_dir/<name>.zip` and returns
+    its path. Dynamic axes of the outputs, other than a batch axis 0, go in `dynamic_axes`.
 
     The ONNX model runs on every `check_inputs` batch (use batch sizes other than the traced
-    one, to check the dynamic axes); the largest absolute difference from PyTorch goes into
-    config.json and manifest.json, and above `tolerance` the export fails.
+    one, to check the dynamic axes); the largest absolute difference from PyTorch over every
+    output goes into config.json and manifest.json, and above `tolerance` the export fails.
     """
     module = module.cpu().eval()  # eval() here: export restores the mode it found, dropout included
     folder = out_dir / f"{name}.export"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     onnx_path = folder / ONNX_FILE
-    axes = {**dynamic_axes, OUTPUT_NAME: {0: "batch"}}
+    axes = {**{output: {0: "batch"} for output in output_names}, **dynamic_axes}
     with warnings.catch_warnings():
         # The TorchScript exporter: the torch.export one needs onnxscript, which we do not ship.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -81,17 +88,19 @@ def export_zip(
             str(onnx_path),
             dynamo=False,
             input_names=list(trace_inputs),
-            output_names=[OUTPUT_NAME],
+            output_names=list(output_names),
             dynamic_axes={key: dict(value) for key, value in axes.items()},
             opset_version=OPSET_VERSION,
         )
     max_diff = 0.0
     with torch.inference_mode():
         for inputs in check_inputs:
-            expected = module(*inputs.values()).float().numpy()
-            max_diff = max(
-                max_diff, float(np.abs(_onnx_scores(onnx_path, inputs) - expected).max())
-            )
+            expected = _as_tuple(module(*inputs.values()))
+            got = _onnx_outputs(onnx_path, inputs, output_names)
+            for want, have in zip(expected, got, strict=True):
+                if want.numel():
+                    difference = np.abs(have.astype(np.float64) - want.double().numpy()).max()
+                    max_diff = max(max_diff, float(difference))
     if not max_diff <= tolerance:  # also catches NaN
         raise ExportMismatchError(
             f"ONNX scores differ from PyTorch by up to {max_diff:.3g} (tolerance {tolerance:g})"
@@ -102,7 +111,7 @@ def export_zip(
         "batches_checked": len(check_inputs),
         "opset": OPSET_VERSION,
         "inputs": list(trace_inputs),
-        "output": OUTPUT_NAME,
+        "outputs": list(output_names),
     }
     (folder / CONFIG_FILE).write_text(json.dumps({**config, "onnx": check}, indent=1))
     (folder / CONCEPTS_FILE).write_text(json.dumps(list(concepts), indent=1))

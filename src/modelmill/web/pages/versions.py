@@ -27,7 +27,6 @@ from modelmill.web.core import (
     render,
     take_flash,
 )
-from modelmill.web.evaluation import evaluation_view
 from modelmill.web.views import input_card
 
 router = APIRouter(route_class=WebRoute)
@@ -56,16 +55,15 @@ def _version_values(
 ) -> dict[str, Any]:
     model, version = models.get_version(web.env, app, model_id, version_id)
     trained = version.status_code == lifecycle.TRAINED
-    evaluation = evaluation_view(version.metrics) if trained else None
-    samples: dict[str, Any] = {}
-    if evaluation is not None:
-        ids = [s.input_id for s in evaluation.right + evaluation.wrong]
-        rows = (
-            inputs.list_inputs_with_labels(web.env, app, Page.of(1, len(ids) or 1), ids=ids)
-            if ids
-            else []
-        )
-        samples = {row.id: input_card(row, labels, web.links) for row, labels in rows}
+    task = MODEL_TYPES[model.model_type_id].task
+
+    def input_cards(ids: list[str]) -> dict[str, Any]:
+        """The cards of these inputs (with their labels), for a partial's sample predictions."""
+        if not ids:
+            return {}
+        rows = inputs.list_inputs_with_labels(web.env, app, Page.of(1, len(ids)), ids=ids)
+        return {row.id: input_card(row, labels, web.links) for row, labels in rows}
+
     concepts = (version.output_info.get("data") or {}).get("concepts", [])
     export = _export(web, app, model_id, version_id) if trained else None
     return {
@@ -76,8 +74,12 @@ def _version_values(
         "progress": version.progress or {},
         "log_tail": _log_tail(web, version.pk),
         "log_url": web.links.train_log(version.pk),
-        "evaluation": evaluation,
-        "samples": samples,
+        # The model type's task says which partial shows its metrics and predictions.
+        "evaluation_partial": f"partials/{task.web_partial}.html"
+        if trained and task is not None and version.metrics
+        else "",
+        "metrics": version.metrics or {},
+        "input_cards": input_cards,
         "concept_ids": [c["id"] for c in concepts],
         "export": export,
         "export_url": web.links.blob(export.blob_key)

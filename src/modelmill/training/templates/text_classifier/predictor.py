@@ -16,6 +16,7 @@ from modelmill.training.contract import Example
 from modelmill.training.data import batched, pad_token_batch, token_ids
 from modelmill.training.finetune.onnx_export import export_zip
 from modelmill.training.finetune.outputs import ClassifierPredictor, scores_from_logits
+from modelmill.training.tasks.classification import CLASSIFICATION
 from modelmill.training.templates.text_classifier.model import (
     TOKENIZER_DIR,
     TextScores,
@@ -97,5 +98,6 @@ def export_classifier(name: str, model_type_id: str, artifacts: Path, out_dir: P
         name,
         config,
         predictor.concepts,
+        CLASSIFICATION.export_outputs,
         write_extra=copy_tokenizer(checkpoint.path),
     )

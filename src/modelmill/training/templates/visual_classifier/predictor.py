@@ -16,6 +16,7 @@ from modelmill.training.contract import Example
 from modelmill.training.data import batched, normalise_images, square_pixels
 from modelmill.training.finetune.onnx_export import export_zip
 from modelmill.training.finetune.outputs import ClassifierPredictor, scores_from_logits
+from modelmill.training.tasks.classification import CLASSIFICATION
 from modelmill.training.templates.visual_classifier.backbones import Backbone
 from modelmill.training.templates.visual_classifier.model import ImageScores, create_model
 
@@ -81,4 +82,5 @@ def export_classifier(
         name,
         config,
         predictor.concepts,
+        CLASSIFICATION.export_outputs,
     )
