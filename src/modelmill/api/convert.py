@@ -74,6 +74,15 @@ def labels(data: pb.Data) -> dict[str, Any]:
     return result
 
 
+def annotation_labels(data: pb.Data) -> dict[str, Any]:
+    """An annotation's labels: concepts and regions, and `data.text` as the wanted output of
+    its input (a text-to-text training pair); on an input, data.text is its content instead."""
+    result = labels(data)
+    if data.text.raw:
+        result["text"] = {"raw": data.text.raw}
+    return result
+
+
 def new_input(message: pb.Input) -> NewInput:
     data = message.data
     unsupported = next(
@@ -114,7 +123,8 @@ def data(labels_: dict[str, Any]) -> pb.Data:
 def input_(row: tables.Input, labels_: dict[str, Any], scope: AppScope, links: Links) -> pb.Input:
     message = pb.Input(
         id=row.id,
-        data=data(labels_),
+        # An annotation's target text is not the input's content: ListAnnotations shows it.
+        data=data({k: v for k, v in labels_.items() if k != "text"}),
         status=status(row.status_code),
         created_at=timestamp(row.created_at),
         modified_at=timestamp(row.modified_at),

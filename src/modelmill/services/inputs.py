@@ -365,6 +365,8 @@ def merged_labels(session: Session, input_pks: list[int]) -> dict[int, dict[str,
         for key in ("concepts", "regions"):
             if data.get(key):
                 labels.setdefault(key, []).extend(data[key])
+        if data.get("text"):  # a target text: the newest annotation's wins
+            labels["text"] = data["text"]
     return merged
 
 
