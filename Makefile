@@ -4,7 +4,8 @@
 #   make test           set up everything, then run every test tier: default, slow, postgres, browser
 #   make check          the fast default tier only, for the edit-test loop
 #   make test-postgres  start a throwaway PostgreSQL and run the postgres tier against it
-#   make lint           ruff check + ruff format --check; the README's settings table is current
+#   make lint           ruff check + ruff format --check; the layers contract (import-linter); the
+#                       README's settings table is current
 #   make bench          bench/ingest.py on SQLite, and on PostgreSQL when it can start one
 #
 # Set-up is idempotent: the virtual environment is (re)installed only when pyproject.toml or
@@ -31,6 +32,7 @@ serve: install
 
 test: install
 	@$(BIN)/python scripts/settings_table.py --check || echo "(warning only: make lint fails on it)"
+	$(BIN)/lint-imports
 	scripts/install-system-packages.sh postgresql chromium
 	scripts/run-tests.sh default slow postgres browser
 
@@ -44,6 +46,7 @@ test-postgres: install
 lint: install
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/lint-imports
 	$(BIN)/python scripts/settings_table.py --check
 
 bench: install

@@ -1,5 +1,5 @@
-"""The HTTP application: the REST gateway, signed links (blobs, train logs), modelmill's own
-routes (cancel a training), health, and the web UI."""
+"""The API's HTTP application: the REST gateway, signed links (blobs, train logs), modelmill's
+own routes (cancel a training) and health. The server adds the web UI beside it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from modelmill.api.servicer import Servicer, implemented_methods
 from modelmill.domain.errors import ApiError
 from modelmill.services import training
 from modelmill.services.signing import verify
-from modelmill.web import STATIC_PREFIX, create_web_router, static_files
 
 
 def _error(error: ApiError, http_status: int = 400) -> JSONResponse:
@@ -83,7 +82,5 @@ def create_http_app(servicer: Servicer) -> FastAPI:
             }
         )
 
-    app.include_router(create_web_router(servicer))
-    app.mount(STATIC_PREFIX, static_files(), name="static")
     app.add_api_route("/v2/{path:path}", gateway, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     return app
