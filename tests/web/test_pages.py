@@ -506,7 +506,7 @@ def test_tolerance_over_100_shows_the_error_and_keeps_the_form(
     )
     assert reply.status_code == 400
     assert errors(reply.text) == [
-        "invalid_data_tolerance_percent is 150.0; give a percentage from 0 to 100."
+        "invalid_data_tolerance_percent is 150; give a percentage from 0 to 100."
     ]
     assert 'name="train_info.params.invalid_data_tolerance_percent" value="150"' in reply.text
     assert 'name="train_info.params.num_epochs" value="3"' in reply.text

@@ -161,6 +161,15 @@ def _relevant_snapshot(
     return [row for row in rows if task.relevant(from_snapshot(env, row, concepts), concepts)]
 
 
+def count_training_inputs(env: Env, app: AppScope, model_id: str, concepts: list[str]) -> int:
+    """How many inputs PostModelVersions would freeze for `concepts` when no dataset is given
+    (the same selection: the model type's task says which inputs it trains on)."""
+    with env.db.session() as session:
+        model = find_model(session, app, model_id)
+        task = task_of(model.model_type_id)
+        return len(_relevant_snapshot(env, session, app, task, concepts))
+
+
 def _auto_dataset(session: Session, app: AppScope, model: Model) -> Dataset:
     dataset_id = f"{model.id}-training-data"
     dataset = session.scalar(
