@@ -1,7 +1,8 @@
 # modelmill's entry points, for people and CI alike: .ci/run runs `make test`.
 #
 #   make serve          set up, then run the server on its embedded defaults (ARGS="--http-port 9000")
-#   make test           set up everything, then run every test tier: default, slow, postgres, browser
+#   make test           set up everything, then run every test tier: default, slow, postgres, browser;
+#                       and bench/gpu.sh's dry run (no GPU here: it checks its own set-up)
 #   make check          the fast default tier only, for the edit-test loop
 #   make test-postgres  start a throwaway PostgreSQL and run the postgres tier against it
 #   make lint           ruff check + ruff format --check; the layers contract (import-linter); the
@@ -35,6 +36,7 @@ test: install
 	$(BIN)/lint-imports
 	scripts/install-system-packages.sh postgresql chromium
 	scripts/run-tests.sh default slow postgres browser
+	GPU_RESULTS_DIR=test-artifacts/gpu bench/gpu.sh --dry-run
 
 check: install
 	scripts/run-tests.sh default

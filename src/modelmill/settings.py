@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         None, description="Pretrained weights folder; empty means DATA_DIR/weights."
     )
     device: str = Field("auto", description="Training device: auto, cpu or cuda.")
+    gpu_memory_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of a GPU's memory one job may use; 0 shares it among WORKERS.",
+    )
     embed_on_upload: bool = Field(
         True, description="Compute base-model embeddings of new inputs in the background."
     )
@@ -69,6 +75,11 @@ class Settings(BaseSettings):
     def resolved_job_threads(self) -> int:
         """Threads per job: workers that each took every core would fight over them."""
         return self.job_threads or max(1, (os.cpu_count() or 1) // max(self.workers, 1))
+
+    @property
+    def resolved_gpu_memory_fraction(self) -> float:
+        """Workers that share a GPU each keep to their share of its memory."""
+        return self.gpu_memory_fraction or 1.0 / max(self.workers, 1)
 
     @property
     def resolved_weights_dir(self) -> Path:

@@ -43,9 +43,9 @@ from modelmill.training.estimator import (
     fit,
     leave_one_out,
     shipped_runs,
-    this_hardware,
     workload_of,
 )
+from modelmill.training.hardware import this_hardware
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
 from modelmill.training.templates.visual_classifier import EFFICIENTNET_LITE0_CLASSIFIER as LITE0
 from modelmill.training.trials import Quiet, Trial, run_trial

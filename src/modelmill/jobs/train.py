@@ -34,7 +34,7 @@ from modelmill.training.contract import (
     TrainContext,
     TrainingCancelled,
 )
-from modelmill.training.estimator import resolve_device
+from modelmill.training.hardware import limit_gpu_memory, resolve_device
 from modelmill.training.runner import TrainingPlan
 
 REPORT_EVERY_S = 0.5
@@ -223,6 +223,8 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
             save_checkpoint=save_checkpoint,
             deadline=_deadline(job, plan),
         )
+        if ctx.device == "cuda":
+            limit_gpu_memory(env.settings.resolved_gpu_memory_fraction)
         outcome = runner.run(plan, examples, ctx)
         artifacts_key = put_tree(env.blobs, outcome.result.artifacts)
     except TrainingCancelled:
