@@ -62,7 +62,7 @@ class LocalBlobStore:
     def _file(self, key: str) -> Path:
         return self.root / relative_name(key)
 
-    def _write(self, key: str, write: Callable[[Path], None]) -> str:
+    def _write(self, key: str, write: Callable[[Path], object]) -> str:
         target = self._file(key)
         if target.exists():
             return key
