@@ -2,18 +2,22 @@
 database URL, the blob URL and the secret in common with the API server (PostgreSQL and moto's
 S3 server here), so nothing may travel through a shared disk. A training whose worker is killed
 on one "machine" finishes on the other; its log and its model reach the API server through the
-database and the bucket.
+database and the bucket, and so does an export the other machine builds.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+import requests
+from clarifai_grpc.grpc.api import resources_pb2 as pb
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 
 from api.helpers import assert_ok, name
@@ -27,12 +31,19 @@ from api.training.support import (
     start_training,
     top_concept,
     wait_for_version,
+    wait_until,
     without_labels,
 )
 from api.training.test_workers import image_training, job_log, training_started
 from conftest import Account, Api, MotoServer, PostgresServer, Server, create_app, make_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
+
+
+def finished_export(api: Api, version_id: str) -> pb.ModelVersionExport | None:
+    export = assert_ok(api.GetModelVersionExport(model_id="shapes", version_id=version_id)).export
+    pending = (codes.MODEL_EXPORT_PENDING, codes.MODEL_EXPORTING)
+    return None if export.status.code in pending else export
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -98,6 +109,17 @@ def test_a_training_killed_on_one_machine_finishes_on_another(
         probe = labelled_images(1, concepts=["red-circle", "blue-triangle"])
         reply = assert_ok(predict(api, "shapes", [without_labels(m) for m in probe]))
         assert [top_concept(o) for o in reply.outputs] == ["red-circle", "blue-triangle"]
+        # Machine B exports the model into the bucket; the API server streams the archive, also
+        # from an offset, as a download that resumes asks for it.
+        assert_ok(api.PutModelVersionExports(model_id="shapes", version_id=version.id))
+        export = wait_until(lambda: finished_export(api, version.id), "the export")
+        assert export.status.code == codes.MODEL_EXPORTED, export.status
+        archive = requests.get(export.url, timeout=60).content
+        assert len(archive) == export.size
+        with zipfile.ZipFile(io.BytesIO(archive)) as bundle:
+            assert "concepts.json" in bundle.namelist()
+        resumed = requests.get(export.url, headers={"Range": "bytes=1000-"}, timeout=60)
+        assert resumed.status_code == 206 and resumed.content == archive[1000:]
     except BaseException:
         print(workers.log())
         raise
