@@ -78,6 +78,7 @@ def random_file(path: Path, size: int) -> Path:
 
 
 def test_put_returns_the_sha256_and_get_returns_the_bytes(store: BlobStore) -> None:
+    store.check()  # a usable store passes its start-up check
     key = store.put(b"hello blobs")
 
     assert key == hashlib.sha256(b"hello blobs").hexdigest()

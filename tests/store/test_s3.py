@@ -3,12 +3,15 @@ cases every store shares are in tests/contract/test_blob_store.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from modelmill.services import s3_options
+from conftest import S3_CREDENTIALS, S3_REGION, MotoServer
+from modelmill.services import Env, s3_options
 from modelmill.settings import Settings
 from modelmill.store.blobs import open_blob_store
-from modelmill.store.s3 import S3BlobStore, S3Options
+from modelmill.store.s3 import BlobStoreUnavailable, S3BlobStore, S3Options
 
 
 @pytest.mark.parametrize("url", ["s3://", "s3:///prefix", "s3://bucket/p?endpoint=x"])
@@ -53,3 +56,21 @@ def test_modelmill_s3_settings_win_over_the_aws_variables(
 
     assert settings.s3_region == "auto"
     assert Settings(**settings.model_dump()).s3_region == "auto"  # as a job's child rebuilds it
+
+
+@pytest.mark.s3
+def test_a_missing_bucket_stops_a_process_at_start_saying_what_to_check(
+    s3_server: MotoServer, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        blob_url="s3://no-such-bucket/models",
+        s3_endpoint_url=s3_server.endpoint,
+        s3_region=S3_REGION,
+        s3_path_style=True,
+        s3_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        s3_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+    with pytest.raises(BlobStoreUnavailable, match="NoSuchBucket.*Check that the bucket exists"):
+        Env.open(settings)

@@ -25,7 +25,9 @@ class Env:
         db = Database(settings.resolved_database_url)
         if migrate:
             db.migrate()
-        return cls(settings, db, open_blob_store(settings.resolved_blob_url, s3_options(settings)))
+        blobs = open_blob_store(settings.resolved_blob_url, s3_options(settings))
+        blobs.check()
+        return cls(settings, db, blobs)
 
 
 def s3_options(settings: Settings) -> S3Options:

@@ -22,6 +22,10 @@ class BlobStore(Protocol):
     """Bytes by key. Every put returns the key: the SHA-256 of the content. A missing or malformed
     key raises KeyError."""
 
+    def check(self) -> None:
+        """Raise BlobStoreUnavailable, saying what to fix, if the store cannot be used."""
+        ...
+
     def put(self, data: bytes) -> str: ...
     def put_file(self, path: Path) -> str:
         """Store a file's content without reading it whole into memory."""
@@ -78,6 +82,9 @@ class LocalBlobStore:
             tmp.unlink(missing_ok=True)
             raise
         return key
+
+    def check(self) -> None:
+        pass  # the folder was made in __init__; a disk error speaks for itself
 
     def put(self, data: bytes) -> str:
         def write(tmp: Path) -> None:

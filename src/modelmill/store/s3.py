@@ -8,6 +8,8 @@ the completion of a multipart upload) visible whole or not at all.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +30,11 @@ UPLOAD_CONCURRENCY = 4
 # obstore raises Python's FileNotFoundError for a missing object (its own NotFoundError is
 # declared too; both are caught).
 MISSING = (FileNotFoundError, NotFoundError)
+ERROR_CHARS = 300  # of the store's own error, quoted in ours
+
+
+class BlobStoreUnavailable(RuntimeError):
+    """The configured store cannot be reached or used."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,19 @@ class S3BlobStore:
             client_options={"allow_http": options.endpoint_url.startswith("http://")},
         )
 
+    def check(self) -> None:
+        """List one object: a missing bucket, a wrong endpoint or bad credentials show at start,
+        not at the first upload."""
+        try:
+            next(iter(obstore.list(self._store, chunk_size=1)), None)
+        except Exception as error:  # obstore's errors name the request and the S3 error code
+            reason = str(error).split(" - ", 1)[-1].strip()[:ERROR_CHARS]
+            raise BlobStoreUnavailable(
+                f"The blob store s3://{self.bucket}/{self.prefix} cannot be used ({reason}). "
+                "Check that the bucket exists and MODELMILL_S3_ENDPOINT_URL, MODELMILL_S3_REGION "
+                "and the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) reach it."
+            ) from error
+
     def put(self, data: bytes) -> str:
         key = key_of_bytes(data)
         obstore.put(self._store, relative_name(key), data, use_multipart=False)
@@ -95,7 +115,8 @@ class S3BlobStore:
             raise KeyError(key) from None
 
     def get_file(self, key: str, target: Path) -> None:
-        tmp = target.with_name(f".{target.name}.part")
+        # Unique to this process and thread, as two readers may fetch the same blob to one path.
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
         try:
             with tmp.open("wb") as handle:
                 for chunk in self.stream(key):
