@@ -83,7 +83,8 @@ class S3BlobStore:
         try:
             next(iter(obstore.list(self._store, chunk_size=1)), None)
         except Exception as error:  # obstore's errors name the request and the S3 error code
-            reason = str(error).split(" - ", 1)[-1].strip()[:ERROR_CHARS]
+            # Its first lines say what failed; a debug dump of the request follows them.
+            reason = " ".join(str(error).split("Debug source:")[0].split())[:ERROR_CHARS]
             raise BlobStoreUnavailable(
                 f"The blob store s3://{self.bucket}/{self.prefix} cannot be used ({reason}). "
                 "Check that the bucket exists and MODELMILL_S3_ENDPOINT_URL, MODELMILL_S3_REGION "
