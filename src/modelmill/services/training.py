@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from modelmill.domain import model_versions as lifecycle
 from modelmill.domain.errors import ApiError
 from modelmill.domain.ids import new_id
-from modelmill.jobs import queue
+from modelmill.jobs import logs, queue
 from modelmill.services import AppScope, Env
 from modelmill.services.datasets import find_dataset, freeze, load_snapshot, snapshot_rows
 from modelmill.services.datasets import find_version as find_dataset_version
@@ -398,7 +398,7 @@ def cancel_version(env: Env, app: AppScope, model_id: str, version_id: str) -> M
 
 
 def train_log(env: Env, version_pk: int) -> bytes:
-    """The log of a version's training: the live file while it runs, else the stored copy."""
+    """The log of a version's training, wherever its worker runs."""
     with env.db.session() as session:
         job = session.scalar(
             select(Job)
@@ -408,12 +408,8 @@ def train_log(env: Env, version_pk: int) -> bytes:
         )
     if job is None:
         raise ApiError(codes.CONN_DOES_NOT_EXIST, "This version has no training log.")
-    live = env.settings.data_dir / "logs" / f"job-{job.pk}.log"
-    if live.exists():
-        return live.read_bytes()
-    if job.log_key:
-        return env.blobs.get(job.log_key)
-    return b"Waiting for a worker to start this training.\n"
+    text = logs.read_log(env, job)  # the worker may be on another machine
+    return b"Waiting for a worker to start this training.\n" if text is None else text
 
 
 def model_of(env: Env, version: ModelVersion) -> tuple[ModelVersion, Model]:
