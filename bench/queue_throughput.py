@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.engine import make_url
 
-from modelmill.jobs import queue
+from modelmill.store import queue
 from modelmill.services import Env
 from modelmill.settings import Settings
 from modelmill.store.tables import Job

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from modelmill.jobs import queue
-from modelmill.jobs.logs import LogPublisher, log_path, read_log
+from modelmill.jobs.logs import LogPublisher
 from modelmill.services import Env
+from modelmill.services.logs import log_path, read_log
 from modelmill.settings import Settings
+from modelmill.store import queue
 from modelmill.store.tables import Job
 
 

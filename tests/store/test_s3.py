@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from conftest import S3_CREDENTIALS, S3_REGION, MotoServer
-from modelmill.services import Env, s3_options
+from modelmill.services import Env
 from modelmill.settings import Settings
 from modelmill.store.blobs import open_blob_store
+from modelmill.store.env import s3_options
 from modelmill.store.s3 import BlobStoreUnavailable, S3BlobStore, S3Options
 
 

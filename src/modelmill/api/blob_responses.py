@@ -8,7 +8,7 @@ import re
 from fastapi import Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
-from modelmill.store.blobs import BlobStore
+from modelmill.services import BlobStore  # the store type services hand out (Env.blobs)
 
 # Content-addressed blobs never change, so a browser may keep them as long as it likes.
 IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable"}

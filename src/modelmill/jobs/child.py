@@ -12,10 +12,11 @@ from typing import Any
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 
 from modelmill.domain import model_versions as lifecycle
-from modelmill.jobs import queue
-from modelmill.jobs.logs import LogPublisher, log_path
+from modelmill.jobs.logs import LogPublisher
 from modelmill.services import Env
+from modelmill.services.logs import log_path
 from modelmill.settings import Settings
+from modelmill.store import queue
 from modelmill.store.tables import Evaluation, Export, Job, ModelVersion, utcnow
 
 PARENT_CHECK_S = 1.0

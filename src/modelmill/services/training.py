@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session
 from modelmill.domain import model_versions as lifecycle
 from modelmill.domain.errors import ApiError
 from modelmill.domain.ids import new_id
-from modelmill.jobs import logs, queue
-from modelmill.services import AppScope, Env
+from modelmill.services import AppScope, Env, logs
 from modelmill.services.datasets import find_dataset, freeze, load_snapshot, snapshot_rows
 from modelmill.services.datasets import find_version as find_dataset_version
 from modelmill.services.examples import from_snapshot
 from modelmill.services.models import find_model, find_version
+from modelmill.store import queue
 from modelmill.store.tables import Concept, Dataset, Job, Model, ModelVersion, utcnow
 from modelmill.training.contract import DataError, Task, Template
 from modelmill.training.registry import (

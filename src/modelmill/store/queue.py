@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
-from modelmill.services import Env
+from modelmill.store.env import Env
 from modelmill.store.tables import Job, utcnow
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
