@@ -14,6 +14,7 @@ from modelmill.api.handlers import (
     estimates,
     inputs,
     models,
+    searches,
     training,
 )
 from modelmill.api.links import Links
@@ -21,7 +22,17 @@ from modelmill.services import AppScope, Env, auth
 from modelmill.services.paging import Page
 from modelmill.services.predictions import PredictorCache
 
-HANDLER_MODULES = [apps, inputs, concepts, annotations, datasets, models, training, estimates]
+HANDLER_MODULES = [
+    apps,
+    inputs,
+    concepts,
+    annotations,
+    datasets,
+    models,
+    training,
+    estimates,
+    searches,
+]
 
 
 class Servicer(service_pb2_grpc.V2Servicer):
