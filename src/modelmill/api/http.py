@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from modelmill.api import convert
+from modelmill.api.hosted import add_hosted_routes
 from modelmill.api.rest import HeadersContext, RestGateway
 from modelmill.api.rpc import authorization
 from modelmill.api.servicer import Servicer, implemented_methods
@@ -83,6 +84,7 @@ def create_http_app(servicer: Servicer) -> FastAPI:
             }
         )
 
+    add_hosted_routes(app, env)
     app.include_router(create_web_router(servicer))
     app.mount(STATIC_PREFIX, static_files(), name="static")
     app.add_api_route("/v2/{path:path}", gateway, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
