@@ -235,8 +235,10 @@ def train(
     if dataset_id:
         values["dataset_id"] = dataset_id
     try:
-        _ensure_model(connection, model_id, model_type)
         chosen = concepts or [c.id for c in connection.pages("ListConcepts", "concepts")]
+        if not chosen:
+            _fail(f"App '{app_id}' has no concepts yet: import labelled inputs, or name --concept.")
+        _ensure_model(connection, model_id, model_type)
         version = pb.ModelVersion()
         version.train_info.params.CopyFrom(_struct(values))
         version.output_info.data.concepts.extend(pb.Concept(id=c) for c in chosen)
