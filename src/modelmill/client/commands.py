@@ -153,7 +153,7 @@ def _ensure_model(connection: Connection, model_id: str, model_type: str) -> Non
         _fail(f"Model '{model_id}' is a {model.model_type_id}, not a {model_type}.")
 
 
-def _progress_fields(version: pb.ModelVersion) -> dict[str, str]:
+def progress_fields(version: pb.ModelVersion) -> dict[str, str]:
     progress = json_format.MessageToDict(version.metadata).get("progress", {})
     epoch = progress.get("epoch")
     epochs = progress.get("num_epochs") or progress.get("epochs")
@@ -184,7 +184,7 @@ def wait_for_training(connection: Connection, model_id: str, version_id: str) ->
             version = connection.call(
                 "GetModelVersion", model_id=model_id, version_id=version_id
             ).model_version
-            fields = _progress_fields(version)
+            fields = progress_fields(version)
             status_name = codes.StatusCode.Name(version.status.code)
             label = (
                 "queued" if version.status.code == codes.MODEL_QUEUED_FOR_TRAINING else "training"
@@ -288,7 +288,7 @@ def status(
         _fail(str(failure))
     table = Table("model", "version", "status", "progress")
     for model, version in rows:
-        fields = _progress_fields(version)
+        fields = progress_fields(version)
         training = version.status.code in TRAINING
         shown = f"{fields['percent']:.0f}% {fields['epoch']} {fields['eta']}" if training else ""
         table.add_row(
