@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import numpy as np
 import pytest
 from clarifai.client.app import App
 from clarifai.client.input import Inputs
@@ -22,7 +21,6 @@ from api.helpers import assert_ok, assert_status, box, image_input, jpeg, text_i
 from api.sdk_support import new_sdk_app, sdk_base_url
 from api.training.support import shape_image
 from conftest import Account, Api, Server
-from modelmill.services.searches import nearest
 
 TEXTS = {
     "sport-1": ("The striker scored a late goal and the football crowd cheered.", "sports"),
@@ -210,19 +208,6 @@ def test_similar_to_a_stored_input(api: Api) -> None:
     reply = assert_ok(api.PostInputsSearches(searches=[pb.Search(query=pb.Query(ranks=[rank]))]))
     assert [h.input.id for h in reply.hits][:2] == ["food-2", "food-1"]
     assert reply.hits[0].score == pytest.approx(1.0, abs=1e-4)
-
-
-def test_faiss_and_numpy_agree() -> None:
-    rng = np.random.default_rng(0)
-    vectors = rng.normal(size=(3000, 64)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    query = vectors[17] + 0.1 * rng.normal(size=64).astype(np.float32)
-    query /= np.linalg.norm(query)
-    brute = nearest(vectors, query, 25, use_faiss=False)
-    indexed = nearest(vectors, query, 25, use_faiss=True)
-    assert brute[0][0] == 17
-    assert list(brute[0]) == list(indexed[0])
-    assert np.allclose(brute[1], indexed[1], atol=1e-5)
 
 
 # ---- models, apps and the user ---------------------------------------------------------------

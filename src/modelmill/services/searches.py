@@ -2,12 +2,16 @@
 dataset and status, ranked by visual or text similarity over the base models' cached embeddings.
 
 Filters are ANDed; the values listed inside one filter (concepts, input types, datasets) are
-ORed, as on Clarifai. Similarity is exact: numpy below FAISS_MIN_VECTORS candidates, a faiss
-inner-product index above (embeddings are unit vectors, so the inner product is the cosine).
+ORed, as on Clarifai. Similarity is exact: a numpy matrix product below FAISS_MIN_VECTORS
+candidates, a faiss flat inner-product index above (embeddings are unit vectors, so the inner
+product is the cosine); indexes are kept per set of contents, so a repeated search is cheap.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +30,10 @@ from modelmill.store.tables import Annotation, Dataset, DatasetInput, Input
 from modelmill.training.contract import Example
 from modelmill.training.embedders import default_embedder
 
-FAISS_MIN_VECTORS = 20_000  # below this, one numpy matrix product is as fast as building an index
+# From this many distinct contents on, a kept faiss flat index answers faster than numpy's
+# matrix product (1.3-1.6x at 20k-100k vectors, bench/RESULTS.md); below, numpy is as fast.
+FAISS_MIN_VECTORS = 20_000
+KEPT_INDEXES = 8  # VectorIndexes kept per server process
 # Inputs without a cached embedding are embedded during the search up to this many; beyond it,
 # the search covers the embedded ones and says how many it left out (the background job catches up).
 EMBED_DURING_SEARCH = 512
@@ -125,15 +132,14 @@ def matches(condition: Condition, row: Input, labels: dict[str, Any], datasets: 
 
 
 def nearest(
-    vectors: np.ndarray, query: np.ndarray, count: int, use_faiss: bool | None = None
+    vectors: np.ndarray, query: np.ndarray, count: int, use_faiss: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """The `count` rows of `vectors` most similar to `query` (unit vectors): (indices, cosines),
-    best first. Exact either way; faiss is chosen for large sets unless `use_faiss` says."""
+    best first. Exact either way. A faiss index built for one query costs more than it saves
+    (bench/search_nearest.py); VectorIndex keeps one instead."""
     count = min(count, len(vectors))
     if count <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    if use_faiss is None:
-        use_faiss = len(vectors) >= FAISS_MIN_VECTORS
     if use_faiss:
         import faiss  # a large import, needed only for large sets
 
@@ -172,12 +178,95 @@ def _query_example(env: Env, app: AppScope, similar: Similar) -> tuple[Example, 
     return text_example("query", checked.text or ""), None
 
 
+class VectorIndex:
+    """The unit vectors of distinct contents (rows in `keys` order), searched by inner product:
+    a faiss flat index kept for large sets, a numpy matrix product below."""
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.keys = sorted(vectors)
+        self.matrix = np.stack([vectors[k] for k in self.keys]).astype(np.float32)
+        self.faiss_index: Any = None
+        if len(self.keys) >= FAISS_MIN_VECTORS:
+            import faiss  # a large import, needed only for large sets
+
+            self.faiss_index = faiss.IndexFlatIP(self.matrix.shape[1])
+            self.faiss_index.add(self.matrix)
+
+    def best(self, queries: np.ndarray, count: int) -> dict[str, float]:
+        """The `count` best contents' mean cosine over the query vectors."""
+        if len(queries) == 1 and self.faiss_index is not None:
+            cosines, indices = self.faiss_index.search(queries[:1], min(count, len(self.keys)))
+            indices, cosines = indices[0], cosines[0]
+        elif len(queries) == 1:
+            indices, cosines = nearest(self.matrix, queries[0], count, use_faiss=False)
+        else:  # several ranks: the mean cosine over them, so every content is scored
+            mean = (self.matrix @ queries.T).mean(axis=1)
+            indices = np.argsort(-mean, kind="stable")[:count]
+            cosines = mean[indices]
+        return {self.keys[i]: float(c) for i, c in zip(indices, cosines, strict=True)}
+
+
+class VectorIndexCache:
+    """Kept VectorIndexes by (embedder, set of contents): searching the same inputs again loads
+    no vectors from the database and builds nothing. Least recently used dropped first."""
+
+    def __init__(self, size: int = KEPT_INDEXES) -> None:
+        self.size = size
+        self._items: OrderedDict[str, VectorIndex] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, fingerprint: str) -> VectorIndex | None:
+        with self._lock:
+            if fingerprint in self._items:
+                self._items.move_to_end(fingerprint)
+            return self._items.get(fingerprint)
+
+    def put(self, fingerprint: str, index: VectorIndex) -> None:
+        with self._lock:
+            self._items[fingerprint] = index
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+def _fingerprint(tag: str, keys: set[str]) -> str:
+    return hashlib.sha256("\n".join([tag, *sorted(keys)]).encode()).hexdigest()
+
+
+def _build_index(
+    env: Env, kind: str, embedder_id: str, rows: list[Input], keys: dict[str, str]
+) -> tuple[VectorIndex | None, str]:
+    """An index over the rows' cached embeddings (computing up to EMBED_DURING_SEARCH missing
+    ones), and a note when some were left out."""
+    cache = EmbeddingCache(env, keys)
+    known = cache.stored(embedder_id)
+    missing = [r for r in rows if r.id not in known]
+    note = ""
+    if missing:
+        embed_now, left = missing[:EMBED_DURING_SEARCH], missing[EMBED_DURING_SEARCH:]
+        examples = [from_snapshot(env, _snapshot_item(r), []) for r in embed_now]
+        for row, vector in zip(embed_now, cache(examples, embedder_id), strict=True):
+            known[row.id] = vector
+        if left:
+            note = (
+                f"{len(left)} {kind} inputs have no embedding yet and were not searched; "
+                "they are embedded in the background, search again later."
+            )
+    by_content = {keys[input_id]: vector for input_id, vector in known.items()}
+    return (VectorIndex(by_content) if by_content else None), note
+
+
 def _similarities(
-    env: Env, app: AppScope, similar: list[Similar], candidates: list[Input]
+    env: Env,
+    app: AppScope,
+    similar: list[Similar],
+    candidates: list[Input],
+    count: int,
+    indexes: VectorIndexCache | None,
 ) -> tuple[dict[int, float], str]:
-    """The score of each candidate (by pk), averaged over the ranks, and a note on what was
-    left out. A score is (1 + cosine) / 2, which for unit vectors is 1 - (euclidean distance)² / 4:
-    in [0, 1], 1 for the same content, and the same order under either of Clarifai's metrics."""
+    """The `count` best candidates' scores (by pk), averaged over the ranks, and a note on what
+    was left out. A score is (1 + cosine) / 2, which for unit vectors is
+    1 - (euclidean distance)² / 4: in [0, 1], 1 for the same content, and the same order under
+    either of Clarifai's metrics."""
     queries = [_query_example(env, app, s) for s in similar]
     kinds = {example.kind for example, _ in queries}
     if len(kinds) > 1:
@@ -190,32 +279,18 @@ def _similarities(
     embedder = default_embedder(kind)  # type: ignore[arg-type]
     of_kind = [r for r in candidates if r.kind == kind]
     keys = {r.id: content_key({"blob_key": r.blob_key, "text": r.text}) for r in of_kind}
-    cache = EmbeddingCache(env, keys)
-    known = cache.stored(embedder.id)
-    missing = [r for r in of_kind if r.id not in known]
+    fingerprint = _fingerprint(f"{embedder.id}@{embedder.version}", set(keys.values()))
+    index = indexes.get(fingerprint) if indexes is not None else None
     note = ""
-    if missing:
-        embed_now, left = missing[:EMBED_DURING_SEARCH], missing[EMBED_DURING_SEARCH:]
-        examples = [from_snapshot(env, _snapshot_item(r), []) for r in embed_now]
-        for row, vector in zip(embed_now, cache(examples, embedder.id), strict=True):
-            known[row.id] = vector
-        if left:
-            note = (
-                f"{len(left)} {kind} inputs have no embedding yet and were not searched; "
-                "they are embedded in the background, search again later."
-            )
-    searchable = [r for r in of_kind if r.id in known]
-    if not searchable:
+    if index is None:
+        index, note = _build_index(env, kind, embedder.id, of_kind, keys)
+        if index is not None and not note and indexes is not None:
+            indexes.put(fingerprint, index)  # only complete indexes: later searches may add
+    if index is None:
         return {}, note
-    matrix = np.stack([known[r.id] for r in searchable]).astype(np.float32)
     query_cache = EmbeddingCache(env, {ex.input_id: key for ex, key in queries if key is not None})
-    vectors = query_cache([ex for ex, _ in queries], embedder.id)
-    total = np.zeros(len(searchable), np.float32)
-    for vector in vectors:
-        indices, scores = nearest(matrix, vector, len(searchable))
-        total[indices] += (1.0 + scores) / 2.0
-    total /= len(vectors)
-    return {r.pk: float(s) for r, s in zip(searchable, total, strict=True)}, note
+    best = index.best(query_cache([ex for ex, _ in queries], embedder.id), count)
+    return {r.pk: (1.0 + best[keys[r.id]]) / 2.0 for r in of_kind if keys[r.id] in best}, note
 
 
 def _snapshot_item(row: Input) -> dict[str, Any]:
@@ -238,12 +313,20 @@ def _dataset_ids(session: Any, input_pks: Sequence[int]) -> dict[int, set[str]]:
 
 
 def _rank(
-    env: Env, app: AppScope, query: SearchQuery, items: list[Hit], page: Page
+    env: Env,
+    app: AppScope,
+    query: SearchQuery,
+    items: list[Hit],
+    page: Page,
+    indexes: VectorIndexCache | None,
+    annotations_share_inputs: bool = False,
 ) -> SearchResult:
     note = ""
     if query.similar:
         inputs = list({h.input.pk: h.input for h in items}.values())
-        scores, note = _similarities(env, app, query.similar, inputs)
+        # Hits past this page are never shown; annotations share inputs, so they score them all.
+        wanted = page.page * page.per_page if not annotations_share_inputs else len(inputs)
+        scores, note = _similarities(env, app, query.similar, inputs, wanted, indexes)
         items = [h for h in items if h.input.pk in scores]
         for hit in items:
             hit.score = scores[hit.input.pk]
@@ -253,7 +336,13 @@ def _rank(
     return SearchResult(items[start : start + page.per_page], note)
 
 
-def search_inputs(env: Env, app: AppScope, query: SearchQuery, page: Page) -> SearchResult:
+def search_inputs(
+    env: Env,
+    app: AppScope,
+    query: SearchQuery,
+    page: Page,
+    indexes: VectorIndexCache | None = None,
+) -> SearchResult:
     """PostInputsSearches: matching inputs, newest first, or most similar first when ranked."""
     with env.db.session() as session:
         rows = list(
@@ -272,10 +361,16 @@ def search_inputs(env: Env, app: AppScope, query: SearchQuery, page: Page) -> Se
             for c in query.conditions
         )
     ]
-    return _rank(env, app, query, hits, page)
+    return _rank(env, app, query, hits, page, indexes)
 
 
-def search_annotations(env: Env, app: AppScope, query: SearchQuery, page: Page) -> SearchResult:
+def search_annotations(
+    env: Env,
+    app: AppScope,
+    query: SearchQuery,
+    page: Page,
+    indexes: VectorIndexCache | None = None,
+) -> SearchResult:
     """PostAnnotationsSearches: matching annotations (their own labels are matched), with their
     inputs; ranked by their inputs' similarity when asked."""
     with env.db.session() as session:
@@ -296,4 +391,4 @@ def search_annotations(env: Env, app: AppScope, query: SearchQuery, page: Page) 
             for c in query.conditions
         )
     ]
-    return _rank(env, app, query, hits, page)
+    return _rank(env, app, query, hits, page, indexes, annotations_share_inputs=True)

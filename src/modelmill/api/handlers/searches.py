@@ -89,7 +89,9 @@ def _hits(api, scope, result: searches.SearchResult) -> service.MultiSearchRespo
 def PostInputsSearches(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
     page = Page.of(request.pagination.page, request.pagination.per_page)
-    result = searches.search_inputs(api.env, scope, _query(list(request.searches)), page)
+    result = searches.search_inputs(
+        api.env, scope, _query(list(request.searches)), page, api.search_indexes
+    )
     return _hits(api, scope, result)
 
 
@@ -97,7 +99,9 @@ def PostInputsSearches(api, request, principal):  # type: ignore[no-untyped-def]
 def PostAnnotationsSearches(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
     page = Page.of(request.pagination.page, request.pagination.per_page)
-    result = searches.search_annotations(api.env, scope, _query(list(request.searches)), page)
+    result = searches.search_annotations(
+        api.env, scope, _query(list(request.searches)), page, api.search_indexes
+    )
     return _hits(api, scope, result)
 
 
