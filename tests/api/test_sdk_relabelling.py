@@ -160,6 +160,13 @@ def test_patch_inputs_refuses_unknown_actions_and_content_changes(api: Api) -> N
         codes.INPUT_INVALID_ARGUMENT,
         "image",
     )
+    moved = patch("a", [("dog", 1.0)])
+    moved.dataset_ids.append("elsewhere")
+    assert_status(
+        api.PatchInputs(inputs=[moved], action="merge"),
+        codes.INPUT_INVALID_ARGUMENT,
+        "PostDatasetInputs",
+    )
     assert_status(
         api.PatchInputs(inputs=[patch("a", [("dog", 0.5)])], action="merge"),
         codes.INPUT_INVALID_ARGUMENT,

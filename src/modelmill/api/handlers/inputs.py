@@ -101,6 +101,8 @@ def _input_patch(message: pb.Input) -> relabelling.InputPatch:
     other = [kind for kind in ("image", "text", "video", "audio") if data.HasField(kind)]
     if data.regions:
         other.append("regions")
+    if message.dataset_ids:
+        other.append("dataset_ids (PostDatasetInputs adds inputs to a dataset)")
     return relabelling.InputPatch(
         id=message.id,
         metadata=json_format.MessageToDict(data.metadata) if data.HasField("metadata") else None,
