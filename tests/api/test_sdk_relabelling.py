@@ -204,3 +204,15 @@ def test_patch_and_delete_annotations_name_what_is_wrong(api: Api) -> None:
     assert [a.id for a in assert_ok(api.ListAnnotations()).annotations] == ["x"]
     assert_ok(api.DeleteAnnotation(input_id="a", annotation_id="x"))
     assert list(assert_ok(api.ListAnnotations()).annotations) == []
+
+
+def test_merge_updates_a_label_in_every_annotation_that_holds_it(api: Api) -> None:
+    assert_ok(api.PostInputs(inputs=[text_input("a", concepts=["cat"])]))
+    cat = pb.Data(concepts=[pb.Concept(id="cat", value=1)])
+    assert_ok(api.PostAnnotations(annotations=[pb.Annotation(id="x", input_id="a", data=cat)]))
+
+    assert_ok(api.PatchInputs(inputs=[patch("a", [("cat", 0.0)])], action="merge"))
+    values = [
+        c.value for a in assert_ok(api.ListAnnotations()).annotations for c in a.data.concepts
+    ]
+    assert values == [0.0, 0.0]

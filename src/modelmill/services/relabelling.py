@@ -105,11 +105,14 @@ def _patch_input_concepts(
     the patch's labels, remove drops the named ones."""
     patched = {c["id"]: c for c in concepts}
     if action == "merge":
+        labelled: set[str] = set()  # a label may sit in several annotations: update each
         for row in annotations:
             current = row.data.get("concepts") or []
             if any(c["id"] in patched for c in current):
-                _with_concepts(row, [patched.pop(c["id"], c) for c in current])
-        if patched:
+                _with_concepts(row, [patched.get(c["id"], c) for c in current])
+                labelled.update(c["id"] for c in current if c["id"] in patched)
+        new = [c for concept_id, c in patched.items() if concept_id not in labelled]
+        if new:
             target = next((r for r in annotations if not r.data.get("regions")), None)
             if target is None:
                 target = Annotation(
@@ -120,7 +123,7 @@ def _patch_input_concepts(
                     status_code=codes.ANNOTATION_SUCCESS,
                 )
                 session.add(target)
-            _with_concepts(target, [*(target.data.get("concepts") or []), *patched.values()])
+            _with_concepts(target, [*(target.data.get("concepts") or []), *new])
         return
     for row in annotations:
         current = row.data.get("concepts") or []
