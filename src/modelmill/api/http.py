@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from modelmill.api import convert
 from modelmill.api.blob_responses import blob_response
+from modelmill.api.hosted import add_hosted_routes
 from modelmill.api.rest import HeadersContext, RestGateway
 from modelmill.api.rpc import authorization
 from modelmill.api.servicer import Servicer, implemented_methods
@@ -77,5 +78,6 @@ def create_http_app(servicer: Servicer) -> FastAPI:
             }
         )
 
+    add_hosted_routes(app, env)
     app.add_api_route("/v2/{path:path}", gateway, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     return app

@@ -14,14 +14,26 @@ from modelmill.api.handlers import (
     estimates,
     inputs,
     models,
+    searches,
     training,
 )
 from modelmill.services import AppScope, Env, auth
 from modelmill.services.links import Links
 from modelmill.services.paging import Page
 from modelmill.services.predictions import PredictorCache
+from modelmill.services.searches import VectorIndexCache
 
-HANDLER_MODULES = [apps, inputs, concepts, annotations, datasets, models, training, estimates]
+HANDLER_MODULES = [
+    apps,
+    inputs,
+    concepts,
+    annotations,
+    datasets,
+    models,
+    training,
+    estimates,
+    searches,
+]
 
 
 class Servicer(service_pb2_grpc.V2Servicer):
@@ -31,6 +43,7 @@ class Servicer(service_pb2_grpc.V2Servicer):
         self.env = env
         self.links = Links(env, env.settings.resolved_public_url)
         self.predictors = PredictorCache(env)
+        self.search_indexes = VectorIndexCache()
 
     def authenticate(self, authorization: str | None) -> auth.Principal:
         return auth.authenticate(self.env, authorization)

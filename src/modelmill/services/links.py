@@ -23,6 +23,14 @@ class Links:
                 return direct
         return f"{self.base_url}/blobs/{key}?sig={sign(self.env, 'blob:' + key)}"
 
+    def hosted(self, key: str) -> tuple[str, str]:
+        """A blob as a Clarifai HostedURL's (prefix, suffix): clients fetch prefix/SIZE/suffix."""
+        return f"{self.base_url}/hosted", f"{key}?sig={sign(self.env, 'blob:' + key)}"
+
+    def archive(self, key: str) -> str:
+        """A blob served as application/zip (the SDK's Dataset.export checks the type)."""
+        return f"{self.base_url}/archives/{key}.zip?sig={sign(self.env, 'blob:' + key)}"
+
     def train_log(self, model_version_pk: int) -> str:
         token = f"log:{model_version_pk}"
         return f"{self.base_url}/logs/{model_version_pk}?sig={sign(self.env, token)}"
