@@ -11,7 +11,7 @@ import zipfile
 from clarifai_grpc.grpc.api import resources_pb2 as pb
 
 from modelmill.api import convert
-from modelmill.api.links import Links
+from modelmill.services.links import Links
 from modelmill.services.dataset_exports import ExportedInput
 
 MIMETYPE = b"application/x.clarifai-data+protobuf"
