@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
-import re
 import urllib.error
 import urllib.request
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
-from PIL import Image, UnidentifiedImageError
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -25,6 +21,7 @@ from modelmill.domain.errors import ApiError
 from modelmill.domain.ids import check_id, new_id
 from modelmill.services import AppScope, Env
 from modelmill.services.concepts import ensure_concepts
+from modelmill.services.images import decode_image
 from modelmill.services.labels import check_labels, concept_names
 from modelmill.services.paging import Page
 from modelmill.settings import Settings
@@ -33,7 +30,6 @@ from modelmill.store.tables import Annotation, Dataset, DatasetInput, Input, Inp
 MAX_BATCH = 128
 # The words Clarifai puts in `details` of a duplicate; the SDK's dataset upload compares them.
 DUPLICATE_DETAILS = "Input has a duplicate ID."
-_BASE64_TEXT = re.compile(rb"^[A-Za-z0-9+/=\r\n]+$")
 
 
 @dataclass
@@ -110,38 +106,8 @@ def inspect_image(data: bytes, settings: Settings) -> tuple[str, int, int]:
             codes.INPUT_OVER_LIMIT,
             f"The image is {len(data)} bytes; the limit is {settings.max_input_bytes}.",
         )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > settings.max_image_pixels:
-                raise ApiError(
-                    codes.INPUT_OVER_LIMIT,
-                    f"The image is {width}x{height} = {width * height} pixels; the limit is "
-                    f"{settings.max_image_pixels} pixels.",
-                )
-            image.load()
-    except Image.DecompressionBombError as error:
-        raise ApiError(codes.INPUT_OVER_LIMIT, f"The image has too many pixels: {error}") from None
-    except UnidentifiedImageError:
-        hint = ""
-        if _BASE64_TEXT.match(data[:4096]):
-            hint = (
-                " The bytes look like base64 text: base64-encode the image once (JSON) or "
-                "send raw bytes (gRPC), not both."
-            )
-        raise ApiError(
-            codes.INPUT_UNSUPPORTED_FORMAT,
-            "The bytes are not an image modelmill can read (JPEG, PNG, GIF, WebP, BMP, TIFF)."
-            + hint,
-        ) from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ApiError(
-            codes.INPUT_UNSUPPORTED_FORMAT,
-            f"The image could not be decoded ({error}); it may be truncated or corrupt.",
-        ) from None
-    return Image.MIME.get(image.format or "", "application/octet-stream"), width, height
+    decoded = decode_image(data, settings.max_image_pixels)
+    return decoded.mime, decoded.width, decoded.height
 
 
 def _check_text(text: str, settings: Settings) -> str:
@@ -161,7 +127,7 @@ def check_input(spec: NewInput, settings: Settings) -> _Checked:
             codes.INPUT_UNSUPPORTED_FORMAT,
             f"{spec.unsupported.capitalize()} inputs are not supported; send images or texts.",
         )
-    labels = check_labels(spec.labels, codes.INPUT_INVALID_ARGUMENT)
+    labels = check_labels(spec.labels, codes.INPUT_INVALID_ARGUMENT, settings.max_image_pixels)
     if spec.image_bytes is not None or spec.image_url:
         data = (
             spec.image_bytes
