@@ -200,12 +200,18 @@ def create_version(
     template_name = str(params.pop("template", "") or "")
     dataset_id = str(params.pop("dataset_id", "") or "")
     dataset_version_id = str(params.pop("dataset_version_id", "") or "")
-    tolerance = float(params.pop(TOLERANCE, DEFAULT_INVALID_DATA_TOLERANCE_PERCENT))
-    cap_minutes = float(params.pop(MAX_TRAINING_MINUTES, 0.0) or 0.0)
+    numbers = {TOLERANCE: DEFAULT_INVALID_DATA_TOLERANCE_PERCENT, MAX_TRAINING_MINUTES: 0.0}
+    for key, default in numbers.items():
+        value = params.pop(key, default)
+        try:  # a Struct value may be any JSON: text, a list, null
+            numbers[key] = float(default if value is None else value)
+        except (TypeError, ValueError):
+            raise _invalid(f"{key} is {value!r}; give a number.") from None
+    tolerance, cap_minutes = numbers[TOLERANCE], numbers[MAX_TRAINING_MINUTES]
     extras = {k: params[k] for k in COMMON_TRAIN_PARAMS if k in params}
     if not 0 <= tolerance <= 100:
         raise _invalid(f"{TOLERANCE} is {tolerance}; give a percentage from 0 to 100.")
-    if cap_minutes < 0:
+    if not cap_minutes >= 0:  # NaN too
         raise _invalid(f"{MAX_TRAINING_MINUTES} is {cap_minutes}; give minutes, or 0 for no cap.")
     with env.db.session() as session:
         model = find_model(session, app, model_id)
