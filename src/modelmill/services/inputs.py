@@ -218,6 +218,9 @@ def _store(
     job_id: str,
     batch_size: int,
 ) -> None:
+    for result, _ in checked:
+        # A retry after a lost race starts clean: rows of a rolled-back attempt were never stored.
+        result.row, result.labels = None, {}
     with env.db.session() as session:
         datasets = {
             d.id: d.pk
