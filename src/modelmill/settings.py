@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     secret_key: str = Field(
         "", description="Signs links and sessions; empty means a key kept in DATA_DIR/secret.key."
     )
+    link_ttl_s: float = Field(
+        3600.0, gt=0, description="How long a signed link (blob, train log) works, in seconds."
+    )
     weights_dir: Path | None = Field(
         None, description="Pretrained weights folder; empty means DATA_DIR/weights."
     )

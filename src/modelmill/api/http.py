@@ -13,7 +13,8 @@ from modelmill.api.rpc import authorization
 from modelmill.api.servicer import Servicer, implemented_methods
 from modelmill.domain.errors import ApiError
 from modelmill.services import training
-from modelmill.services.signing import verify
+from modelmill.services.blob_reads import check_blob_readable
+from modelmill.services.signing import check_link
 from modelmill.web import STATIC_PREFIX, create_web_router, static_files
 
 
@@ -40,12 +41,21 @@ def create_http_app(servicer: Servicer) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/blobs/{key}")
-    def blob(key: str, request: Request, sig: str = "") -> Response:
-        if not verify(env, "blob:" + key, sig):
+    def blob(key: str, request: Request, sig: str = "", exp: str = "", kid: str = "") -> Response:
+        """With a signed link, the blob; else only with a key whose apps reference it."""
+        try:
+            check_link(env, "blob:" + key, sig, exp, kid)
+        except ApiError as link_error:
             try:
-                servicer.authenticate(authorization(HeadersContext(request)))
+                principal = servicer.authenticate(authorization(HeadersContext(request)))
             except ApiError as error:
+                if sig:  # a link was sent: say what is wrong with it
+                    error = link_error
                 return _error(error, 401)
+            try:
+                check_blob_readable(env, principal, key)
+            except ApiError as error:
+                return _error(error, 404)
         try:
             path = env.blobs.path(key)
         except KeyError:
@@ -55,9 +65,11 @@ def create_http_app(servicer: Servicer) -> FastAPI:
         return FileResponse(path, headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
     @app.get("/logs/{version_pk}")
-    def log(version_pk: int, sig: str = "") -> Response:
-        if not verify(env, f"log:{version_pk}", sig):
-            return PlainTextResponse("This link is not valid.", 403)
+    def log(version_pk: int, sig: str = "", exp: str = "", kid: str = "") -> Response:
+        try:
+            check_link(env, f"log:{version_pk}", sig, exp, kid)
+        except ApiError as error:
+            return PlainTextResponse(error.description, 403)
         try:
             return PlainTextResponse(training.train_log(env, version_pk))
         except ApiError as error:
