@@ -48,10 +48,9 @@ def create_http_app(servicer: Servicer) -> FastAPI:
         except ApiError as link_error:
             try:
                 principal = servicer.authenticate(authorization(HeadersContext(request)))
-            except ApiError as error:
-                if sig:  # a link was sent: say what is wrong with it
-                    error = link_error
-                return _error(error, 401)
+            except ApiError as key_error:
+                # A link was sent: say what is wrong with it rather than ask for a key.
+                return _error(link_error if sig else key_error, 401)
             try:
                 check_blob_readable(env, principal, key)
             except ApiError as error:
