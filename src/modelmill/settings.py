@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         4.0, ge=0, description="Hourly price training estimates show their cost at."
     )
     allow_url_inputs: bool = Field(False, description="Let inputs name a URL the server fetches.")
+    url_allowed_hosts: str = Field(
+        "",
+        description="Comma-separated hosts or networks (10.0.0.0/8) URL inputs may reach although "
+        "they are loopback, private or link-local; empty means public addresses only.",
+    )
     url_timeout_s: float = Field(10.0, description="Time limit for fetching one URL input.")
     max_input_bytes: int = Field(20_000_000, description="Largest image or fetched file, in bytes.")
     max_image_pixels: int = Field(

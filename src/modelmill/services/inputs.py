@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from modelmill.domain.errors import ApiError
 from modelmill.domain.ids import check_id, new_id
-from modelmill.services import AppScope, Env
+from modelmill.services import AppScope, Env, url_fetch
 from modelmill.services.concepts import ensure_concepts
 from modelmill.services.images import decode_image
 from modelmill.services.labels import check_labels, concept_names
@@ -73,22 +71,16 @@ class _Checked:
 
 
 def fetch_url(url: str, settings: Settings) -> bytes:
-    """Download a URL input within the size and time limits."""
+    """Download a URL input within the size and time limits, from public addresses only."""
     if not settings.allow_url_inputs:
         raise ApiError(
             codes.INPUT_INVALID_URL,
             "This server does not fetch URL inputs; send the content as bytes (base64 in JSON).",
             "Start the server with MODELMILL_ALLOW_URL_INPUTS=true to allow URLs.",
         )
-    if not url.startswith(("http://", "https://")):
-        raise ApiError(
-            codes.INPUT_INVALID_URL, f"Only http and https URLs are fetched, not {url!r}."
-        )
-    try:
-        with urllib.request.urlopen(url, timeout=settings.url_timeout_s) as response:  # noqa: S310
-            data = response.read(settings.max_input_bytes + 1)
-    except (urllib.error.URLError, TimeoutError, ValueError, OSError) as error:
-        raise ApiError(codes.INPUT_INVALID_URL, f"Could not fetch {url}: {error}.") from None
+    data = url_fetch.fetch(
+        url, settings.url_allowed_hosts, settings.url_timeout_s, settings.max_input_bytes
+    )
     if len(data) > settings.max_input_bytes:
         raise ApiError(
             codes.INPUT_OVER_LIMIT,
