@@ -138,9 +138,8 @@ def fetch(url: str, allowed_hosts: str, timeout_s: float, max_bytes: int) -> byt
         with _opener(AllowList.parse(allowed_hosts)).open(url, timeout=timeout_s) as response:
             return bytes(response.read(max_bytes + 1))
     except urllib.error.HTTPError as error:
-        raise ApiError(
-            codes.INPUT_INVALID_URL, f"Could not fetch {url}: the server answered HTTP {error.code}."
-        ) from None
+        answered = f"Could not fetch {url}: the server answered HTTP {error.code}."
+        raise ApiError(codes.INPUT_INVALID_URL, answered) from None
     except urllib.error.URLError as error:
         if isinstance(error.reason, AddressRefused):  # urllib wraps what connect raises
             raise _refused(url) from None
