@@ -59,6 +59,11 @@ class Settings(BaseSettings):
         "they are loopback, private or link-local; empty means public addresses only.",
     )
     url_timeout_s: float = Field(10.0, description="Time limit for fetching one URL input.")
+    max_request_bytes: int = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="Largest HTTP request body (REST calls, web uploads), in bytes.",
+    )
     max_input_bytes: int = Field(20_000_000, description="Largest image or fetched file, in bytes.")
     max_image_pixels: int = Field(
         89_478_485, description="Largest image, in pixels (guards decompression bombs)."

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from modelmill.api import convert
+from modelmill.api.body_limit import BodyLimit
 from modelmill.api.rest import HeadersContext, RestGateway
 from modelmill.api.rpc import authorization
 from modelmill.api.servicer import Servicer, implemented_methods
@@ -97,4 +98,5 @@ def create_http_app(servicer: Servicer) -> FastAPI:
     app.include_router(create_web_router(servicer))
     app.mount(STATIC_PREFIX, static_files(), name="static")
     app.add_api_route("/v2/{path:path}", gateway, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    app.add_middleware(BodyLimit, max_bytes=env.settings.max_request_bytes)
     return app
