@@ -149,6 +149,15 @@ def test_each_claim_has_its_own_token_even_by_the_same_worker(env: Env) -> None:
     assert queue.get(env, job_pk).checkpoint_key == "from-the-second-claim"
 
 
+def test_a_long_worker_name_still_fits_its_claim_token(env: Env) -> None:
+    enqueue(env)
+    owner = "a-very-long-kubernetes-pod-host-name-0123456789abcdef:4242:0a1b2c3d"
+    claimed = queue.claim(env, owner)
+    assert claimed is not None and claimed.lease_owner
+    assert len(claimed.lease_owner) <= queue.LEASE_OWNER_CHARS
+    assert queue.heartbeat(env, claimed.pk, claimed.lease_owner)
+
+
 def test_a_finished_job_stays_finished(env: Env) -> None:
     job_pk = enqueue(env)
     claimed = queue.claim(env, "worker-a")

@@ -21,11 +21,18 @@ from modelmill.store.tables import Job, utcnow
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 CLAIM_ID_CHARS = 12
+LEASE_OWNER_CHARS = 64  # the jobs.lease_owner column
 
 
 class LeaseLost(Exception):
     """This claim no longer holds the job: its lease lapsed and another claim took it, or it
     ended. The process working under the claim must stop without writing anything more."""
+
+
+def _claim_token(owner: str) -> str:
+    """'worker/claim-id', cut to fit the column: the claim id is what makes it unique."""
+    room = LEASE_OWNER_CHARS - 1 - CLAIM_ID_CHARS
+    return f"{owner[:room]}/{uuid.uuid4().hex[:CLAIM_ID_CHARS]}"
 
 
 def _held(job_pk: int, token: str):  # type: ignore[no-untyped-def]
@@ -71,7 +78,7 @@ def claim(env: Env, owner: str) -> Job | None:
                 .where(Job.pk == job.pk, Job.attempts == job.attempts, _claimable())
                 .values(
                     state=RUNNING,
-                    lease_owner=f"{owner}/{uuid.uuid4().hex[:CLAIM_ID_CHARS]}",
+                    lease_owner=_claim_token(owner),
                     lease_expires_at=now + lease,
                     attempts=job.attempts + 1,
                     started_at=job.started_at or now,
