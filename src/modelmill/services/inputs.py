@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from modelmill.services.paging import Page
 from modelmill.settings import Settings
 from modelmill.store.tables import Annotation, Dataset, DatasetInput, Input, InputsAddJob, Job
 
+log = logging.getLogger("modelmill.inputs")
 MAX_BATCH = 128
 # The words Clarifai puts in `details` of a duplicate; the SDK's dataset upload compares them.
 DUPLICATE_DETAILS = "Input has a duplicate ID."
@@ -187,9 +189,23 @@ def post_inputs(
             result.details = error.details
 
     # Blobs are written before the transaction, so it holds SQLite's write lock only briefly.
-    for _, item in checked:
-        if item.image is not None:
+    stored_blobs = []
+    for result, item in checked:
+        if item.image is None:
+            stored_blobs.append((result, item))
+            continue
+        try:
             item.blob_key = env.blobs.put(item.image)
+        except OSError:  # the blob store is full or unreachable: this input is not stored
+            log.exception("could not store the image of input %s", result.id)
+            result.code = codes.INPUT_STORAGE_HOST_FAILED
+            result.description = (
+                "The server could not store the image (its storage is full or unavailable); "
+                "nothing of this input was kept. Try again later."
+            )
+            continue
+        stored_blobs.append((result, item))
+    checked = stored_blobs
     dataset_ids = sorted({d for _, c in checked for d in c.spec.dataset_ids})
     for attempt in range(2):
         try:
