@@ -11,8 +11,8 @@ import zipfile
 from clarifai_grpc.grpc.api import resources_pb2 as pb
 
 from modelmill.api import convert
-from modelmill.services.links import Links
 from modelmill.services.dataset_exports import ExportedInput
+from modelmill.services.links import Links
 
 MIMETYPE = b"application/x.clarifai-data+protobuf"
 INPUTS_PER_BATCH = 128

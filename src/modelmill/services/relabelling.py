@@ -245,7 +245,7 @@ def patch_annotations(
     labels = {}
     for annotation_id, _, data in items:
         try:
-            labels[annotation_id] = check_labels(data, code)
+            labels[annotation_id] = check_labels(data, code, env.settings.max_image_pixels)
         except ApiError as error:
             raise ApiError(code, f"Annotation '{annotation_id}': {error.description}") from None
     with env.db.session() as session:

@@ -44,7 +44,7 @@ def ListAnnotations(api, request, principal):  # type: ignore[no-untyped-def]
 @rpc
 def PatchAnnotations(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
-    items = [(a.id, a.input_id, convert.labels(a.data)) for a in request.annotations]
+    items = [(a.id, a.input_id, convert.annotation_labels(a.data)) for a in request.annotations]
     rows = relabelling.patch_annotations(api.env, scope, items, request.action)
     return service.MultiAnnotationResponse(
         annotations=[convert.annotation(row, input_id, scope) for row, input_id in rows]

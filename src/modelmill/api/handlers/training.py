@@ -170,7 +170,9 @@ def GetEvaluation(api, request, principal):  # type: ignore[no-untyped-def]
 @rpc
 def GetModelVersionEvaluation(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
-    item = evaluations.get_evaluation(api.env, scope, request.evaluation_id)
+    item = evaluations.get_evaluation(
+        api.env, scope, request.evaluation_id, request.model_id, request.model_version_id
+    )
     return service.SingleEvalMetricsResponse(
         eval_metrics=_evaluation(api, scope, *item, _fields(request))
     )
