@@ -18,9 +18,10 @@ from sqlalchemy.exc import OperationalError
 
 from jobs import children
 from jobs.test_queue import version_with_job
-from modelmill.jobs import child, queue, worker
+from modelmill.jobs import child, worker
 from modelmill.services import Env
 from modelmill.settings import Settings
+from modelmill.store import queue
 from modelmill.store.tables import ModelVersion
 
 SHORT_LEASE_S = 2.0

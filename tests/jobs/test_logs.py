@@ -114,7 +114,8 @@ def test_an_ended_job_is_read_from_its_published_copy(machines: tuple[Env, Env])
 def test_a_job_without_any_log_has_none(machines: tuple[Env, Env]) -> None:
     a, _ = machines
 
-    assert read_log(a, job(a, running_job(a))) is None
+    pk, _ = running_job(a)
+    assert read_log(a, job(a, pk)) is None
 
 
 def test_a_claim_that_lost_the_job_cannot_replace_its_log(machines: tuple[Env, Env]) -> None:
