@@ -217,11 +217,15 @@ def solve(
     *,
     exclusive: bool,
     max_iterations: int = MAX_ITERATIONS,
+    check_every: int = ITERATIONS_PER_REPORT,
+    min_relative_improvement: float = MIN_RELATIVE_IMPROVEMENT,
     report: Callable[[int, float], None] | None = None,
     check_cancelled: Callable[[], None] | None = None,
 ) -> Solution:
     """Minimises the penalised loss from `start` (zeros, or a nearby solution: a warm start
-    along a regularisation path needs a fraction of the iterations). Leaves `start` as it was."""
+    along a regularisation path needs a fraction of the iterations). Every `check_every`
+    iterations it reports, and stops once they improved the loss by less than
+    `min_relative_improvement` of it. Leaves `start` as it was."""
     weight = start.weight.clone()
     bias = start.bias.clone()
     penalty = 1.0 / (2.0 * regularization_c * problem.total_weight)
@@ -234,7 +238,7 @@ def solve(
     optimizer = torch.optim.LBFGS(
         [weight, bias],
         lr=1.0,
-        max_iter=ITERATIONS_PER_REPORT,
+        max_iter=check_every,
         history_size=LBFGS_HISTORY,
         tolerance_grad=GRADIENT_TOLERANCE,
         tolerance_change=LOSS_CHANGE_TOLERANCE,
@@ -264,9 +268,8 @@ def solve(
         if report is not None:
             report(iterations, loss_value)
         # L-BFGS stops a step early when it has converged; we stop when the loss flattens.
-        if (
-            advanced < ITERATIONS_PER_REPORT
-            or previous - loss_value < MIN_RELATIVE_IMPROVEMENT * abs(loss_value)
+        if advanced < check_every or previous - loss_value < min_relative_improvement * abs(
+            loss_value
         ):
             break
     return Solution(weight.detach(), bias.detach(), loss_value, iterations)
