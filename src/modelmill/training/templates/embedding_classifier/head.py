@@ -268,8 +268,7 @@ def solve(
         if report is not None:
             report(iterations, loss_value)
         # L-BFGS stops a step early when it has converged; we stop when the loss flattens.
-        if advanced < check_every or previous - loss_value < min_relative_improvement * abs(
-            loss_value
-        ):
+        flattened = previous - loss_value < min_relative_improvement * abs(loss_value)
+        if advanced < check_every or flattened:
             break
     return Solution(weight.detach(), bias.detach(), loss_value, iterations)

@@ -39,11 +39,13 @@ EXPORT_NAME = "embedding-classifier.zip"
 EMBEDDING_PROGRESS = 0.8  # share of a training's progress bar spent embedding inputs
 # Rough seconds per input on one idle CPU core, and how much faster a GPU embeds. The 2-core CI
 # machine, shared and loaded, ran 3-5x slower than this (bench/RESULTS.md, transfer learning).
-# A head fit takes well under a second per ten thousand inputs.
 EMBED_CORE_SECONDS = {"text": 0.01, "image": 0.08}
 GPU_SPEEDUP = 30.0
+# A head fit includes choosing its regularisation (5-fold CV along the C path, selection.py):
+# ~1 ms per input for 384-d text embeddings and ~6 ms for 1280-d image ones in 10 classes, on
+# one thread of the loaded 2-core machine (bench/head_vs_logreg.py, bench/RESULTS.md).
 HEAD_FIT_SECONDS = 0.5
-HEAD_FIT_SECONDS_PER_INPUT = 5e-5
+HEAD_FIT_SECONDS_PER_INPUT = {"text": 1e-3, "image": 6e-3}
 CROSS_VALIDATION_FITS = 5
 
 
@@ -222,7 +224,7 @@ class EmbeddingClassifier:
         if hardware.device == "cuda":
             per_input = EMBED_CORE_SECONDS[kind] / GPU_SPEEDUP
         fits = (1 + CROSS_VALIDATION_FITS) * (
-            HEAD_FIT_SECONDS + HEAD_FIT_SECONDS_PER_INPUT * num_inputs
+            HEAD_FIT_SECONDS + HEAD_FIT_SECONDS_PER_INPUT[kind] * num_inputs
         )
         return num_inputs * per_input + fits
 
