@@ -25,7 +25,7 @@ from modelmill.training.contract import (
 from modelmill.training.embedders import get_embedder
 from modelmill.training.registry import find_template, model_type_specs
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER, Params
-from modelmill.training.templates.embedding_classifier.selection import C_GRID
+from modelmill.training.templates.embedding_classifier.selection import C_GRID, INNER_FOLDS
 
 TOPICS = {
     "cooking": [
@@ -218,7 +218,7 @@ def test_training_and_evaluation_report_the_chosen_penalty(tmp_path):
     training = json.loads((artifacts / "config.json").read_text())["training"]
     assert training["regularization_c"] in C_GRID
     assert isinstance(training["standardize_features"], bool)
-    assert training["selection_folds"] == 5 and training["selection_candidates"] > 0
+    assert training["selection_folds"] == INNER_FOLDS and training["selection_candidates"] > 0
 
     metrics = EMBEDDING_CLASSIFIER.evaluate(make_context(tmp_path), data, Params(), artifacts)
     info = metrics["eval_info"]["params"]

@@ -13,6 +13,7 @@ from modelmill.training.templates.embedding_classifier.head import (
 )
 from modelmill.training.templates.embedding_classifier.selection import (
     C_GRID,
+    INNER_FOLDS,
     MIN_INPUTS_TO_SELECT,
     fit_selected_head,
     select_regularization,
@@ -45,7 +46,7 @@ def test_a_tiny_noisy_set_gets_a_stronger_penalty_than_a_large_clean_one():
     noisy_points, noisy_labels = clustered_set(40, spread=0.15, label_noise=0.4)
     clean = select_regularization(clean_points, one_hot(clean_labels), None, exclusive=True)
     noisy = select_regularization(noisy_points, one_hot(noisy_labels), None, exclusive=True)
-    assert clean.folds == noisy.folds == 5
+    assert clean.folds == noisy.folds == INNER_FOLDS
     assert noisy.chosen.c < clean.chosen.c
     # Larger C (weaker penalty) is also what the held-out loss says for the clean set.
     assert {c.regularization.c for c in clean.candidates} <= set(C_GRID)
