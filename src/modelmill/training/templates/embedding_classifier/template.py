@@ -41,7 +41,7 @@ EMBEDDING_PROGRESS = 0.8  # share of a training's progress bar spent embedding i
 # machine, shared and loaded, ran 3-5x slower than this (bench/RESULTS.md, transfer learning).
 EMBED_CORE_SECONDS = {"text": 0.01, "image": 0.08}
 GPU_SPEEDUP = 30.0
-# A head fit includes choosing its regularisation (3-fold CV along the C path, selection.py):
+# A head fit includes choosing its regularisation (5-fold CV along the C path, selection.py):
 # ~1 ms per input for 384-d text embeddings and ~6 ms for 1280-d image ones in 10 classes, on
 # one thread of the loaded 2-core machine (bench/head_vs_logreg.py, bench/RESULTS.md).
 HEAD_FIT_SECONDS = 0.5
