@@ -41,11 +41,13 @@ EMBEDDING_PROGRESS = 0.8  # share of a training's progress bar spent embedding i
 # machine, shared and loaded, ran 3-5x slower than this (bench/RESULTS.md, transfer learning).
 EMBED_CORE_SECONDS = {"text": 0.01, "image": 0.08}
 GPU_SPEEDUP = 30.0
-# A head fit includes choosing its regularisation (5-fold CV along the C path, selection.py):
-# ~1 ms per input for 384-d text embeddings and ~6 ms for 1280-d image ones in 10 classes, on
-# one thread of the loaded 2-core machine (bench/head_vs_logreg.py, bench/RESULTS.md).
+# A head fit includes choosing its regularisation (5-fold CV along the C path, selection.py).
+# Default settings (sigmoid + generic negatives), one thread of the 2-core machine at load ~12:
+# 6.7 s for 1,500 tweets (MiniLM) and 43 s for 800 digits (EfficientNet-Lite0, 10 concepts;
+# bench/RESULTS.md, head vs LogisticRegressionCV). An idle core is several times faster; these
+# are the upper end until a server's own finished trainings refit the estimate.
 HEAD_FIT_SECONDS = 0.5
-HEAD_FIT_SECONDS_PER_INPUT = {"text": 1e-3, "image": 6e-3}
+HEAD_FIT_SECONDS_PER_INPUT = {"text": 4.5e-3, "image": 5.4e-2}
 CROSS_VALIDATION_FITS = 5
 
 
@@ -313,7 +315,8 @@ class EmbeddingClassifier:
         self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path
     ) -> dict[str, Any]:
         """EvalMetrics from k-fold cross-validation (k ≤ 5): each input is scored by a head
-        that did not see it, so `artifacts` (fitted to every input) go unused. Each fold
+        that did not see it, so the head in `artifacts` (fitted to every input) goes unused;
+        only its config's record of the chosen regularisation is reported. Each fold
         chooses its own regularisation on its training part (nested cross-validation, so the
         test part never steers the choice); generic negatives join every fold's training,
         never its test. eval_info.params reports the regularisation of the trained model and
