@@ -25,6 +25,7 @@ from modelmill.training.contract import (
 from modelmill.training.embedders import get_embedder
 from modelmill.training.registry import find_template, model_type_specs
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER, Params
+from modelmill.training.templates.embedding_classifier.selection import C_GRID, INNER_FOLDS
 
 TOPICS = {
     "cooking": [
@@ -209,6 +210,22 @@ def test_evaluate_cross_validates_into_eval_metrics(tmp_path):
     assert len(message.test_set) == len(data.examples)
     assert {m.concept.id for m in message.binary_metrics} == set(TOPICS)
     assert metrics["eval_info"]["params"]["k_folds"] == 5
+
+
+def test_training_and_evaluation_report_the_chosen_penalty(tmp_path):
+    data = TrainingData(topic_examples(TRAIN), list(TOPICS))
+    artifacts = EMBEDDING_CLASSIFIER.train(make_context(tmp_path), data, Params()).artifacts
+    training = json.loads((artifacts / "config.json").read_text())["training"]
+    assert training["regularization_c"] in C_GRID
+    assert isinstance(training["standardize_features"], bool)
+    assert training["selection_folds"] == INNER_FOLDS and training["selection_candidates"] > 0
+
+    metrics = EMBEDDING_CLASSIFIER.evaluate(make_context(tmp_path), data, Params(), artifacts)
+    info = metrics["eval_info"]["params"]
+    assert info["regularization_c"] == training["regularization_c"]
+    assert info["standardize_features"] == training["standardize_features"]
+    assert len(info["fold_regularization_c"]) == info["k_folds"] == 5
+    assert all(c in C_GRID for c in info["fold_regularization_c"])
 
 
 def test_inference_params_filter_and_limit_concepts(tmp_path):

@@ -48,6 +48,7 @@ class Head:
     exclusive: bool
     loss: float = 0.0
     iterations: int = 0
+    regularization: Regularization | None = None  # what it was fitted with; None when loaded
 
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
         logits = torch.from_numpy(np.asarray(embeddings, np.float32)) @ torch.from_numpy(
@@ -77,8 +78,84 @@ def _loss_and_logit_gradient(
     return loss, gradient
 
 
+@dataclass(frozen=True)
+class Regularization:
+    """The L2 setting of a fit: `c` as in scikit-learn (larger is weaker) on the features the
+    penalty sees. standardize=True scales each feature to unit variance, so every direction is
+    penalised alike; False scales all features by one factor (average unit variance), keeping
+    the embedding's own geometry, in which strong directions cost less than weak ones."""
+
+    c: float = REGULARIZATION_C
+    standardize: bool = True
+
+
+DEFAULT_REGULARIZATION = Regularization()
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Centring and scale of the features, learned on a fit's training rows only."""
+
+    mean: torch.Tensor  # (d,)
+    scale: torch.Tensor  # (d,), or (1,) when one factor scales every feature
+
+    @classmethod
+    def of(cls, features: torch.Tensor, standardize: bool) -> Scaling:
+        mean = features.mean(dim=0)
+        if standardize:
+            return cls(mean, features.std(dim=0).clamp(min=_STD_FLOOR))
+        average_variance = features.var(dim=0).mean()
+        return cls(mean, average_variance.sqrt().clamp(min=_STD_FLOOR).reshape(1))
+
+    def apply(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.scale
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One fit's tensors: scaled features, targets, mask, and row weights that sum to 1
+    (`total_weight` is their sum before, which sets the penalty's share)."""
+
+    features: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+    row_weights: torch.Tensor  # (n, 1)
+    total_weight: float
+
+    @classmethod
+    def of(cls, embeddings: np.ndarray, targets: HeadTargets, scaling: Scaling) -> Problem:
+        features = torch.from_numpy(np.asarray(embeddings, np.float32))
+        row_weights = torch.from_numpy(targets.weights.astype(np.float32))
+        total_weight = float(row_weights.sum())
+        return cls(
+            features=scaling.apply(features),
+            targets=torch.from_numpy(targets.targets.astype(np.float32)),
+            mask=torch.from_numpy(targets.mask.astype(np.float32)),
+            row_weights=(row_weights / total_weight)[:, None],
+            total_weight=total_weight,
+        )
+
+    def loss(self, weight: torch.Tensor, bias: torch.Tensor, exclusive: bool) -> float:
+        """The weighted mean loss of these rows under a head, without the penalty."""
+        logits = torch.addmm(bias, self.features, weight.T)
+        loss, _ = _loss_and_logit_gradient(
+            logits, self.targets, self.mask, self.row_weights, exclusive
+        )
+        return float(loss)
+
+
+@dataclass
+class Solution:
+    """Weights on the scaled features, as a solve leaves them (and the next one can start)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    loss: float = float("inf")
+    iterations: int = 0
+
+
 @contextmanager
-def _single_thread():
+def single_thread():
     """The fit's tensors are skinny (n x k), so thread-pool barriers cost more than they save:
     on the 2-core CI machine one thread fits several times faster (bench/RESULTS.md, transfer
     learning). The setting is restored afterwards; nothing changes at import."""
@@ -95,54 +172,73 @@ def fit_head(
     targets: HeadTargets,
     *,
     exclusive: bool,
-    regularization_c: float = REGULARIZATION_C,
+    regularization: Regularization = DEFAULT_REGULARIZATION,
     max_iterations: int = MAX_ITERATIONS,
     report: Callable[[int, float], None] | None = None,
     check_cancelled: Callable[[], None] | None = None,
 ) -> Head:
-    """Fits a linear head full-batch with L-BFGS; deterministic for the same inputs.
-
-    Features are standardised for a well-conditioned problem (and the penalty acts on the
-    standardised weights, like scikit-learn on scaled features); the scaling is folded back
-    into the returned weights, so the head applies to raw embeddings.
-    """
-    with _single_thread():
-        return _fit(
-            embeddings,
-            targets,
-            exclusive,
-            regularization_c,
-            max_iterations,
-            report,
-            check_cancelled,
+    """Fits a linear head full-batch with L-BFGS at one regularisation; deterministic for the
+    same inputs. The penalty acts on the scaled features (like scikit-learn on scaled
+    features); the scaling is folded back into the returned weights, so the head applies to
+    raw embeddings. selection.fit_selected_head chooses the regularisation first."""
+    with single_thread():
+        features = torch.from_numpy(np.asarray(embeddings, np.float32))
+        scaling = Scaling.of(features, regularization.standardize)
+        problem = Problem.of(embeddings, targets, scaling)
+        start = Solution(
+            torch.zeros(problem.targets.shape[1], problem.features.shape[1]),
+            torch.zeros(problem.targets.shape[1]),
+        )
+        solution = solve(
+            problem,
+            regularization.c,
+            start,
+            exclusive=exclusive,
+            max_iterations=max_iterations,
+            report=report,
+            check_cancelled=check_cancelled,
+        )
+        raw_weight = solution.weight / scaling.scale
+        raw_bias = solution.bias - raw_weight @ scaling.mean
+        return Head(
+            weight=raw_weight.numpy().astype(np.float32),
+            bias=raw_bias.numpy().astype(np.float32),
+            exclusive=exclusive,
+            loss=solution.loss,
+            iterations=solution.iterations,
+            regularization=regularization,
         )
 
 
-def _fit(
-    embeddings: np.ndarray,
-    targets: HeadTargets,
-    exclusive: bool,
+def solve(
+    problem: Problem,
     regularization_c: float,
-    max_iterations: int,
-    report: Callable[[int, float], None] | None,
-    check_cancelled: Callable[[], None] | None,
-) -> Head:
-    features = torch.from_numpy(np.asarray(embeddings, np.float32))
-    mean = features.mean(dim=0)
-    std = features.std(dim=0).clamp(min=_STD_FLOOR)
-    scaled = (features - mean) / std
-    target = torch.from_numpy(targets.targets.astype(np.float32))
-    mask = torch.from_numpy(targets.mask.astype(np.float32))
-    row_weights = torch.from_numpy(targets.weights.astype(np.float32))
-    total_weight = float(row_weights.sum())
-    row_weights = (row_weights / total_weight)[:, None]
-    penalty = 1.0 / (2.0 * regularization_c * total_weight)
-    weight = torch.zeros(target.shape[1], scaled.shape[1])
-    bias = torch.zeros(target.shape[1])
+    start: Solution,
+    *,
+    exclusive: bool,
+    max_iterations: int = MAX_ITERATIONS,
+    check_every: int = ITERATIONS_PER_REPORT,
+    min_relative_improvement: float = MIN_RELATIVE_IMPROVEMENT,
+    report: Callable[[int, float], None] | None = None,
+    check_cancelled: Callable[[], None] | None = None,
+) -> Solution:
+    """Minimises the penalised loss from `start` (zeros, or a nearby solution: a warm start
+    along a regularisation path needs a fraction of the iterations). Every `check_every`
+    iterations it reports, and stops once they improved the loss by less than
+    `min_relative_improvement` of it. Leaves `start` as it was."""
+    weight = start.weight.clone()
+    bias = start.bias.clone()
+    penalty = 1.0 / (2.0 * regularization_c * problem.total_weight)
+    features, target, mask, row_weights = (
+        problem.features,
+        problem.targets,
+        problem.mask,
+        problem.row_weights,
+    )
     optimizer = torch.optim.LBFGS(
         [weight, bias],
         lr=1.0,
-        max_iter=ITERATIONS_PER_REPORT,
+        max_iter=check_every,
         history_size=LBFGS_HISTORY,
         tolerance_grad=GRADIENT_TOLERANCE,
         tolerance_change=LOSS_CHANGE_TOLERANCE,
@@ -150,11 +246,11 @@ def _fit(
     )
 
     def closure() -> torch.Tensor:
-        logits = torch.addmm(bias, scaled, weight.T)
+        logits = torch.addmm(bias, features, weight.T)
         loss, logit_gradient = _loss_and_logit_gradient(
             logits, target, mask, row_weights, exclusive
         )
-        weight.grad = logit_gradient.T @ scaled + 2.0 * penalty * weight
+        weight.grad = logit_gradient.T @ features + 2.0 * penalty * weight
         bias.grad = logit_gradient.sum(dim=0)
         return loss + penalty * weight.pow(2).sum()
 
@@ -166,24 +262,13 @@ def _fit(
         previous = loss_value
         optimizer.step(closure)
         loss_value = float(closure())  # step() answers the loss before the step, not after
-        done = optimizer.state[weight]["n_iter"]
+        done = optimizer.state[weight].get("n_iter", 0)
         advanced = done - iterations
         iterations = done
         if report is not None:
             report(iterations, loss_value)
         # L-BFGS stops a step early when it has converged; we stop when the loss flattens.
-        if (
-            advanced < ITERATIONS_PER_REPORT
-            or previous - loss_value < MIN_RELATIVE_IMPROVEMENT * abs(loss_value)
-        ):
+        flattened = previous - loss_value < min_relative_improvement * abs(loss_value)
+        if advanced < check_every or flattened:
             break
-
-    raw_weight = weight / std
-    raw_bias = bias - raw_weight @ mean
-    return Head(
-        weight=raw_weight.numpy().astype(np.float32),
-        bias=raw_bias.numpy().astype(np.float32),
-        exclusive=exclusive,
-        loss=loss_value,
-        iterations=iterations,
-    )
+    return Solution(weight.detach(), bias.detach(), loss_value, iterations)

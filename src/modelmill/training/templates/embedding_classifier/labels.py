@@ -143,8 +143,8 @@ def subset(targets: HeadTargets, rows: np.ndarray) -> HeadTargets:
     return HeadTargets(targets.targets[rows], targets.mask[rows], targets.weights[rows])
 
 
-def folds(targets: HeadTargets) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Cross-validation splits: up to five, stratified by each input's first positive concept
+def folds(targets: HeadTargets, max_folds: int = MAX_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cross-validation splits: up to `max_folds`, stratified by each input's first positive concept
     when every class has enough inputs for it, else plain shuffled folds."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -159,7 +159,7 @@ def folds(targets: HeadTargets) -> list[tuple[np.ndarray, np.ndarray]]:
     smallest = min(Counter(strata.tolist()).values())
     placeholder = np.zeros(count)
     if smallest >= 2 and len(set(strata.tolist())) > 1:
-        splitter = StratifiedKFold(min(MAX_FOLDS, smallest), shuffle=True, random_state=SEED)
+        splitter = StratifiedKFold(min(max_folds, smallest), shuffle=True, random_state=SEED)
         return list(splitter.split(placeholder, strata))
-    splitter = KFold(min(MAX_FOLDS, count), shuffle=True, random_state=SEED)
+    splitter = KFold(min(max_folds, count), shuffle=True, random_state=SEED)
     return list(splitter.split(placeholder))

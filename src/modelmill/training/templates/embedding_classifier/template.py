@@ -41,11 +41,15 @@ EXPORT_NAME = "embedding-classifier.zip"
 EMBEDDING_PROGRESS = 0.8  # share of a training's progress bar spent embedding inputs
 # Rough seconds per input on one idle CPU core, and how much faster a GPU embeds. The 2-core CI
 # machine, shared and loaded, ran 3-5x slower than this (bench/RESULTS.md, transfer learning).
-# A head fit takes well under a second per ten thousand inputs.
 EMBED_CORE_SECONDS = {"text": 0.01, "image": 0.08}
 GPU_SPEEDUP = 30.0
+# A head fit includes choosing its regularisation (5-fold CV along the C path, selection.py).
+# Default settings (sigmoid + generic negatives), one thread of the 2-core machine at load ~12:
+# 6.7 s for 1,500 tweets (MiniLM) and 43 s for 800 digits (EfficientNet-Lite0, 10 concepts;
+# bench/RESULTS.md, head vs LogisticRegressionCV). An idle core is several times faster; these
+# are the upper end until a server's own finished trainings refit the estimate.
 HEAD_FIT_SECONDS = 0.5
-HEAD_FIT_SECONDS_PER_INPUT = 5e-5
+HEAD_FIT_SECONDS_PER_INPUT = {"text": 4.5e-3, "image": 5.4e-2}
 CROSS_VALIDATION_FITS = 5
 
 
@@ -161,6 +165,16 @@ class EmbeddingClassifierPredictor:
         return outputs
 
 
+def _trained_regularization(artifacts: Path) -> dict[str, Any]:
+    """The regularisation the trained model chose (its config's record), for the evaluation."""
+    config_path = artifacts / CONFIG_FILE
+    if not config_path.exists():
+        return {}
+    training = json.loads(config_path.read_text()).get("training", {})
+    keys = ("regularization_c", "standardize_features", "selection_folds")
+    return {key: training[key] for key in keys if key in training}
+
+
 class EmbeddingClassifier:
     """The transfer-learning template; see the module docstring."""
 
@@ -214,7 +228,7 @@ class EmbeddingClassifier:
         if hardware.device == "cuda":
             per_input = EMBED_CORE_SECONDS[kind] / GPU_SPEEDUP
         fits = (1 + CROSS_VALIDATION_FITS) * (
-            HEAD_FIT_SECONDS + HEAD_FIT_SECONDS_PER_INPUT * num_inputs
+            HEAD_FIT_SECONDS + HEAD_FIT_SECONDS_PER_INPUT[kind] * num_inputs
         )
         return num_inputs * per_input + fits
 
@@ -241,8 +255,7 @@ class EmbeddingClassifier:
         """Fits the head (seconds; a resumed training simply fits again) and saves it."""
         from safetensors.numpy import save_file
 
-        from modelmill.training.templates.embedding_classifier import labels
-        from modelmill.training.templates.embedding_classifier.head import MAX_ITERATIONS, fit_head
+        from modelmill.training.templates.embedding_classifier.selection import fit_selected_head
 
         params = Params.model_validate(params.model_dump())
         started = time.monotonic()
@@ -250,17 +263,16 @@ class EmbeddingClassifier:
         embedder, _, labelled, embeddings, negatives = self._prepare(ctx, data, params)
         ctx.report(EMBEDDING_PROGRESS, step=0)
         exclusive = params.concepts_mutually_exclusive
-        features, targets = labels.with_negatives(
-            embeddings, labelled.targets, negatives, exclusive
-        )
 
-        def report(step: int, loss: float) -> None:
-            share = min(1.0, step / MAX_ITERATIONS)
-            ctx.report(EMBEDDING_PROGRESS + (1 - EMBEDDING_PROGRESS) * share, step=step, loss=loss)
+        def report(share: float, step: int, loss: float) -> None:
+            progress = EMBEDDING_PROGRESS + (1 - EMBEDDING_PROGRESS) * share
+            metrics = {} if np.isnan(loss) else {"loss": loss}
+            ctx.report(progress, step=step, **metrics)
 
-        head = fit_head(
-            features,
-            targets,
+        head, selection = fit_selected_head(
+            embeddings,
+            labelled.targets,
+            negatives,
             exclusive=exclusive,
             report=report,
             check_cancelled=ctx.check_cancelled,
@@ -284,15 +296,20 @@ class EmbeddingClassifier:
                 "loss": head.loss,
                 "iterations": head.iterations,
                 "seconds": round(time.monotonic() - started, 3),
+                **selection.summary(),
             },
         }
         (artifacts / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         ctx.report(1.0, step=head.iterations, loss=head.loss)
         ctx.log.info(
-            "trained %s on %d inputs in %d L-BFGS iterations",
+            "trained %s on %d inputs in %d L-BFGS iterations; L2 chosen by %d-fold "
+            "cross-validation: C=%g on %s features",
             self.name,
             len(labelled.rows),
             head.iterations,
+            selection.folds,
+            selection.chosen.c,
+            "standardised" if selection.chosen.standardize else "unstandardised",
         )
         return TrainResult(artifacts)
 
@@ -300,28 +317,33 @@ class EmbeddingClassifier:
         self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path
     ) -> dict[str, Any]:
         """EvalMetrics from k-fold cross-validation (k ≤ 5): each input is scored by a head
-        that did not see it, so `artifacts` (fitted to every input) go unused. Generic
-        negatives join every fold's training, never its test."""
+        that did not see it, so the head in `artifacts` (fitted to every input) goes unused;
+        only its config's record of the chosen regularisation is reported. Each fold
+        chooses its own regularisation on its training part (nested cross-validation, so the
+        test part never steers the choice); generic negatives join every fold's training,
+        never its test. eval_info.params reports the regularisation of the trained model and
+        each fold's choice."""
         from modelmill.training.templates.embedding_classifier import labels
-        from modelmill.training.templates.embedding_classifier.head import fit_head
+        from modelmill.training.templates.embedding_classifier.selection import fit_selected_head
 
         params = Params.model_validate(params.model_dump())
         exclusive = params.concepts_mutually_exclusive
         embedder, examples, labelled, embeddings, negatives = self._prepare(ctx, data, params)
         splits = labels.folds(labelled.targets)
         scores = np.zeros_like(labelled.targets.targets)
+        fold_choices = []
         for train_rows, test_rows in splits:
             ctx.check_cancelled()
-            features, targets = labels.with_negatives(
+            head, selection = fit_selected_head(
                 embeddings[train_rows],
                 labels.subset(labelled.targets, train_rows),
                 negatives,
-                exclusive,
+                exclusive=exclusive,
+                check_cancelled=ctx.check_cancelled,
             )
-            head = fit_head(
-                features, targets, exclusive=exclusive, check_cancelled=ctx.check_cancelled
-            )
+            fold_choices.append(selection.chosen)
             scores[test_rows] = head.scores(embeddings[test_rows])
+        trained = _trained_regularization(artifacts)
         outputs = [Output(concepts=list(zip(data.concepts, row, strict=True))) for row in scores]
         return CLASSIFICATION.metrics(
             [examples[row] for row in labelled.rows],
@@ -333,6 +355,9 @@ class EmbeddingClassifier:
                 "k_folds": len(splits),
                 "base_embed_model": embedder.id,
                 "generic_negatives": 0 if negatives is None else len(negatives),
+                **trained,
+                "fold_regularization_c": [choice.c for choice in fold_choices],
+                "fold_standardize_features": [choice.standardize for choice in fold_choices],
             },
         )
 
