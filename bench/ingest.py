@@ -168,9 +168,15 @@ def fresh_postgres_database(url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running_server(database_url: str, profile: Path | None, label: str) -> Iterator[Server]:
+def running_server(
+    database_url: str, profile: Path | None, label: str, workers: int = 0
+) -> Iterator[Server]:
     data_dir = Path(tempfile.mkdtemp(prefix="modelmill-bench-"))
-    env = {**os.environ, "MODELMILL_WORKERS": "0", "MODELMILL_DATABASE_URL": database_url}
+    env = {
+        **os.environ,
+        "MODELMILL_WORKERS": str(workers),
+        "MODELMILL_DATABASE_URL": database_url,
+    }
     modelmill = [sys.executable, "-m", "modelmill"]
     key = subprocess.run(
         [*modelmill, "token", "create", "--data-dir", str(data_dir), "--user", USER, "--app", APP],
