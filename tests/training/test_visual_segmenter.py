@@ -261,6 +261,15 @@ def test_iou_and_pixel_accuracy_on_hand_made_label_maps():
     assert any("c:" in note for note in user["notes"])
     predicted_concepts = metrics["test_set"][0]["predicted_concepts"]
     assert {c["id"]: c["value"] for c in predicted_concepts} == {"a": 0.7, "b": 0.4}
+    # A ground-truth dataset's mask of the wrong size is left out and named, not a crash.
+    bad = Example("bad", "image", lambda: Image.new("RGB", (4, 4)), {},
+                  (Region({"a": 1.0}, mask_png=mask_png(np.ones((5, 4), bool))),))  # fmt: skip
+    again = SEGMENTATION.metrics([example, bad], [output, Output()], ["a", "b", "c"], True)
+    assert [e["input"]["id"] for e in again["test_set"]] == ["x"]
+    assert again["extended_metrics"]["user_metrics"]["mean_iou"] == pytest.approx(0.25)
+    assert any(
+        n.startswith("left out: bad") for n in again["extended_metrics"]["user_metrics"]["notes"]
+    )
 
 
 def test_sample_data_is_deterministic_and_cycles_distinct_images():

@@ -258,14 +258,19 @@ class SegmentationTask:
         """Pixel counts over all inputs at their own size: IoU per concept (metrics_by_class
         rows, and extended_metrics), their mean (mIoU, concepts that truth or prediction has),
         background IoU and pixel accuracy; one test-set entry per input with its predicted and
-        true regions (mask PNGs) and concepts (predicted: mean confidence)."""
+        true regions (mask PNGs) and concepts (predicted: mean confidence). An input whose
+        mask does not fit its image is left out and named in the notes."""
         classes = len(concepts) + 1
         total = np.zeros((classes, classes), np.int64)
         images_with = np.zeros(classes, np.int64)
-        test_set = []
+        test_set, skipped = [], []
         for example, output in zip(examples, outputs, strict=True):
             size = example.load().size
-            truth = label_map(example, concepts, size)
+            try:
+                truth = label_map(example, concepts, size)
+            except MaskError as error:  # a ground-truth dataset's bad mask: say so, go on
+                skipped.append(f"{example.input_id} {error}")
+                continue
             predicted = predicted_map(output, concepts, size)
             total += confusion(truth, predicted, classes)
             images_with += np.bincount(np.unique(truth).astype(np.int64), minlength=classes) > 0
@@ -294,8 +299,8 @@ class SegmentationTask:
             {
                 "concept": _concept(concept),
                 "num_pos": int(images_with[i + 1]),
-                "num_neg": len(examples) - int(images_with[i + 1]),
-                "num_tot": len(examples),
+                "num_neg": len(test_set) - int(images_with[i + 1]),
+                "num_tot": len(test_set),
                 **({"iou": iou} if iou is not None else {}),
             }
             for i, (concept, iou) in enumerate(per_class.items())
@@ -305,7 +310,7 @@ class SegmentationTask:
             "and left out of the mean"
             for c, iou in per_class.items()
             if iou is None
-        ]
+        ] + [f"left out: {reason}" for reason in skipped]
         user_metrics = {
             "mean_iou": mean_iou(total),
             "per_class_iou": per_class,
