@@ -87,7 +87,7 @@ def bare_run(name: str, size: int) -> dict[str, float]:
     data = SEGMENTATION.sample_data("image", IMAGES, size)
     pairs = SegmentationBatches(data.examples, data.concepts, size)
     assert pairs.cache is not None
-    images, labels = pairs.cache
+    images, labels = pairs.cache[0], pairs.cache[1].long()
     location = find_timm_weights(architecture.encoder, None).found if architecture.encoder else None
     torch.manual_seed(0)
     model = create_model(architecture, len(data.concepts) + 1, location)
@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--template", action="append")
     parser.add_argument("--child", choices=sorted(RUNS))
     parser.add_argument("--no-miou", action="store_true")
+    parser.add_argument("--no-steps", action="store_true")
     args = parser.parse_args()
     names = args.template or ["Unet_EfficientNet_Lite0", "FPN_EfficientNet_Lite0", "SegFormer_B0"]
     if args.child:
@@ -168,7 +169,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} at start")  # fmt: skip
     print(f"{'template':<24} {'bare s/step':>11} {'template s/step':>15} {'ratio':>6} "
           f"{'median ratio':>12} {'bare MB':>8} {'template MB':>11}")  # fmt: skip
-    for name in names:
+    for name in [] if args.no_steps else names:
         bare, template = [], []
         for _ in range(args.repeats):  # alternate, so that load changes hit both alike
             bare.append(child("bare", name, args.image_size, args.threads))

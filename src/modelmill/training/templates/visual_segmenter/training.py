@@ -87,8 +87,8 @@ def resized_labels(classes: np.ndarray, size: int) -> np.ndarray:
 
 
 class SegmentationBatches:
-    """uint8 images (N, 3, size, size) and int64 label maps (N, size, size): decoded once and
-    kept in memory when they fit in `max_cached_bytes`, else decoded per batch."""
+    """uint8 images (N, 3, size, size) and label maps (N, size, size): decoded once and kept in
+    memory (labels as bytes) when they fit in `max_cached_bytes`, else decoded per batch."""
 
     def __init__(
         self,
@@ -110,14 +110,16 @@ class SegmentationBatches:
             images.append(resized_pixels(image, self.size))
             labels.append(resized_labels(label_map(example, self.concepts, image.size), self.size))
         pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-        return pixels, torch.from_numpy(np.stack(labels).astype(np.int64))
+        return pixels, torch.from_numpy(np.stack(labels))  # uint8 (int16 past 254 concepts)
 
     def batches(self, batches: Sequence[Sequence[int]]) -> Iterator[tuple[torch.Tensor, ...]]:
+        """(images, label maps as int64, what the loss takes) per batch of rows."""
         for rows in batches:
             if self.cache is not None:
-                yield self.cache[0][list(rows)], self.cache[1][list(rows)]
+                images, labels = self.cache[0][list(rows)], self.cache[1][list(rows)]
             else:
-                yield self._decode(rows)
+                images, labels = self._decode(rows)
+            yield images, labels.long()
 
 
 def flip_pairs(
