@@ -1,6 +1,7 @@
 """A visual segmenter through the official client: images uploaded with PostInputs, their mask
-and polygon regions with PostAnnotations, trained from a template, evaluated (mIoU and IoU per
-concept), and predicted as one mask region per concept at each input's size."""
+and polygon regions with PostAnnotations, trained from a template on one dataset, evaluated
+(mIoU and IoU per concept, after training and against a ground-truth dataset version), and
+predicted as one mask region per concept at each input's size."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from PIL import Image
 
 from api.helpers import assert_ok, image_input
-from api.training.support import create_model, train, upload
+from api.training.support import create_model, train, upload, wait_until
 from conftest import Api
 from modelmill.training.contract import Example
 from modelmill.training.tasks.segmentation import SEGMENTATION
@@ -46,9 +47,12 @@ def region_message(region) -> pb.Region:  # type: ignore[no-untyped-def]
     return message
 
 
-def uploaded(api: Api, examples: list[Example], prefix: str) -> None:
-    """The images with PostInputs, then their regions with PostAnnotations."""
-    upload(api, [image_input(f"{prefix}-{i}", png(e.load())) for i, e in enumerate(examples)])
+def uploaded(api: Api, examples: list[Example], prefix: str, dataset_id: str) -> None:
+    """The images with PostInputs into a dataset, then their regions with PostAnnotations."""
+    inputs = [image_input(f"{prefix}-{i}", png(e.load())) for i, e in enumerate(examples)]
+    for message in inputs:
+        message.dataset_ids.append(dataset_id)
+    upload(api, inputs)
     annotations = [
         pb.Annotation(
             input_id=f"{prefix}-{i}", data=pb.Data(regions=[region_message(r) for r in e.regions])
@@ -62,9 +66,15 @@ def uploaded(api: Api, examples: list[Example], prefix: str) -> None:
 def test_visual_segmenter_trains_evaluates_and_predicts_masks(trainer_api: Api) -> None:
     api = trainer_api
     data = SEGMENTATION.sample_data("image", 24, IMAGE_WIDTH)
-    uploaded(api, list(data.examples), "shapes")
+    truth = SEGMENTATION.sample_data("image", 32, IMAGE_WIDTH).examples[24:]  # other images
+    assert_ok(api.PostDatasets(datasets=[pb.Dataset(id="train"), pb.Dataset(id="truth")]))
+    uploaded(api, list(data.examples), "shapes", "train")
+    uploaded(api, list(truth), "truth", "truth")
+    assert_ok(
+        api.PostDatasetVersions(dataset_id="truth", dataset_versions=[pb.DatasetVersion(id="v1")])
+    )
     create_model(api, "segmenter", model_type_id="visual-segmenter", concepts=data.concepts)
-    version = train(api, "segmenter", train_params=TINY_SEGMENTER)
+    version = train(api, "segmenter", train_params={**TINY_SEGMENTER, "dataset_id": "train"})
     user = version.metrics.extended_metrics.user_metrics
     assert user["mean_iou"] > 0.3, user
     full = assert_ok(
@@ -94,3 +104,27 @@ def test_visual_segmenter_trains_evaluates_and_predicts_masks(trainer_api: Api) 
             assert concept.id in data.concepts and 0.0 < concept.value <= 1.0
             mask = np.asarray(Image.open(io.BytesIO(region.region_info.mask.image.base64)))
             assert mask.shape == (image.height, image.width) and mask.any()
+
+    # The same metrics against a ground-truth dataset version (PostModelVersionEvaluations).
+    ground_truth = pb.Dataset(id="truth", version=pb.DatasetVersion(id="v1"))
+    assert_ok(
+        api.PostModelVersionEvaluations(
+            model_id="segmenter",
+            model_version_id=version.id,
+            eval_metrics=[pb.EvalMetrics(id="truth-eval", ground_truth_dataset=ground_truth)],
+        )
+    )
+
+    def evaluated() -> pb.EvalMetrics | None:
+        metrics = assert_ok(
+            api.GetModelVersionEvaluation(
+                model_id="segmenter", model_version_id=version.id, evaluation_id="truth-eval"
+            )
+        ).eval_metrics
+        waiting = (codes.MODEL_QUEUED_FOR_EVALUATION, codes.MODEL_EVALUATING)
+        return None if metrics.status.code in waiting else metrics
+
+    done = wait_until(evaluated, "the ground-truth evaluation", every_s=0.25)
+    assert done.status.code == codes.MODEL_EVALUATED, done.status
+    assert "8 labelled inputs" in done.status.description
+    assert done.extended_metrics.user_metrics["mean_iou"] > 0.3, done.extended_metrics
