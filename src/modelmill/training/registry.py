@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 
 from modelmill.training.contract import Task, Template
 from modelmill.training.tasks.classification import CLASSIFICATION
+from modelmill.training.tasks.segmentation import SEGMENTATION
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
 from modelmill.training.templates.text_classifier import (
     BERT_FINE_TUNE,
@@ -31,6 +32,11 @@ from modelmill.training.templates.visual_classifier import (
     EFFICIENTNET_LITE0_CLASSIFIER,
     RESNET50_CLASSIFIER,
 )
+from modelmill.training.templates.visual_segmenter import (
+    FPN_SEGMENTER,
+    SEGFORMER_SEGMENTER,
+    UNET_SEGMENTER,
+)
 
 # The templates modelmill can train, in the order the API lists them.
 TEMPLATES: list[Template] = [
@@ -41,6 +47,9 @@ TEMPLATES: list[Template] = [
     BERT_FINE_TUNE,
     HUGGINGFACE_ADVANCED,
     GPT_NEO_125M_LORA,
+    UNET_SEGMENTER,
+    FPN_SEGMENTER,
+    SEGFORMER_SEGMENTER,
 ]
 
 
@@ -98,6 +107,7 @@ MODEL_TYPES: dict[str, ModelTypeInfo] = {
             "Segment a per-pixel mask for each concept.",
             ("image",),
             ("regions[...].region_info.mask", "regions[...].data.concepts"),
+            SEGMENTATION,
         ),
         ModelTypeInfo(
             "visual-anomaly-heatmap",
