@@ -1,0 +1,242 @@
+"""A trained text generator at work: generating text with per-request settings (max_tokens,
+temperature, top_p, top_k, stop sequences, seed), EvalMetrics on the inputs its training held
+out (loss, perplexity, exact match, chrF, BLEU), and the export: the merged model (safetensors
+and tokenizer, as transformers loads it) and the LoRA adapter alone, as a zip.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+from pydantic import ValidationError
+
+from modelmill.domain.errors import ApiError
+from modelmill.training.checkpoint_keys import CONFIG_KEY, TEMPLATE_KEY, VALIDATION_IDS_KEY
+from modelmill.training.checkpoints import Checkpoint, find_checkpoint
+from modelmill.training.contract import Example, Output, TrainingData
+from modelmill.training.data import batched
+from modelmill.training.tasks.generation import GENERATION, LOSS_KEY, TOKENS_KEY
+from modelmill.training.templates.text_generator.model import (
+    SEQ2SEQ,
+    TOKENIZER_DIR,
+    end_token_id,
+    forward_of,
+    load_tokenizer,
+    restore_model,
+)
+from modelmill.training.templates.text_generator.params import InferenceParams
+from modelmill.training.templates.text_generator.sequences import (
+    collate,
+    prompt_text,
+    samples_of,
+)
+from modelmill.training.templates.text_generator.training import ADAPTER_DIR
+
+PREDICT_BATCH_SIZE = 8
+EVAL_BATCH_SIZE = 8
+MAX_EVAL_GENERATIONS = 50  # held-out pairs generated for exact match, chrF and BLEU
+EVAL_SPARE_TOKENS = 8  # generated beyond the longest target, so a too-long answer shows
+STOP_ALIASES = ("stop", "stop_sequences")
+MERGED_DIR = "merged"
+EXPORT_CONFIG = "config.json"
+
+
+def inference_settings(params: Mapping[str, Any]) -> tuple[InferenceParams, int | None]:
+    """The generation settings and seed of a request (stored defaults already merged in);
+    ApiError(MODEL_INVALID_ARGUMENT) naming the bad value otherwise."""
+    fields = InferenceParams.model_fields
+    values: dict[str, Any] = {k: params[k] for k in fields if params.get(k) is not None}
+    if params.get("stop") is not None:  # the common LLM name for stop sequences
+        values["stop_sequences"] = params["stop"]
+    if isinstance(values.get("stop_sequences"), str):
+        values["stop_sequences"] = [values["stop_sequences"]]
+    for name, info in fields.items():  # Struct numbers arrive as floats
+        value = values.get(name)
+        if info.annotation is int and isinstance(value, float) and value.is_integer():
+            values[name] = int(value)
+    seed = params.get("seed")
+    try:
+        settings = InferenceParams.model_validate(values)
+        seed = None if seed is None else int(seed)
+    except (ValidationError, TypeError, ValueError) as error:
+        problems = (
+            "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in error.errors())
+            if isinstance(error, ValidationError)
+            else f"seed: {error}"
+        )
+        raise ApiError(
+            codes.MODEL_INVALID_ARGUMENT, f"Invalid generation settings: {problems}."
+        ) from None
+    return settings, seed
+
+
+class StopAtStrings:
+    """A transformers StoppingCriteria: a row is done once its new text holds a stop string."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_width: int) -> None:
+        self.tokenizer, self.stops, self.prompt_width = tokenizer, list(stops), prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :])
+        done = [any(stop in text for stop in self.stops) for text in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def cut_at_stops(text: str, stops: Sequence[str]) -> str:
+    """The text up to the first stop string (which is left out)."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+class GeneratorPredictor:
+    """A trained text generator (LoRA merged in), loaded once."""
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        config = checkpoint.meta[CONFIG_KEY]
+        self.meta = checkpoint.meta
+        self.architecture: str = config["architecture"]
+        self.layout = config["prompt_format"]
+        self.max_length: int = config["max_length"]
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.tokenizer = load_tokenizer(checkpoint.path / TOKENIZER_DIR)
+        if self.architecture != SEQ2SEQ:
+            # Prompts end where generation starts: pad and truncate on the left.
+            self.tokenizer.padding_side = "left"
+            self.tokenizer.truncation_side = "left"
+        self.model = restore_model(checkpoint).to(self.device).eval()
+
+    def prompts(self, examples: Sequence[Example]) -> list[str]:
+        return [prompt_text(self.tokenizer, str(e.load()), self.layout) for e in examples]
+
+    def predict(self, examples: Sequence[Example], params: dict[str, Any]) -> list[Output]:
+        settings, seed = inference_settings(params)
+        texts: list[str] = []
+        for rows in batched(range(len(examples)), PREDICT_BATCH_SIZE):
+            prompts = self.prompts([examples[r] for r in rows])
+            texts += self.generate(prompts, settings, seed)
+        return [Output(text=text) for text in texts]
+
+    def generate(
+        self, prompts: list[str], settings: InferenceParams, seed: int | None
+    ) -> list[str]:
+        from transformers import StoppingCriteriaList
+
+        encoded = self.tokenizer(
+            prompts,
+            add_special_tokens=self.architecture == SEQ2SEQ,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        ).to(self.device)
+        width = 0 if self.architecture == SEQ2SEQ else encoded["input_ids"].shape[1]
+        options: dict[str, Any] = {
+            "max_new_tokens": settings.max_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": end_token_id(self.tokenizer),
+            "do_sample": settings.temperature > 0,
+        }
+        if settings.temperature > 0:
+            options.update(temperature=settings.temperature, top_p=settings.top_p)
+            options["top_k"] = settings.top_k or None
+        else:  # greedy: clear sampling defaults a model's generation config may carry
+            options.update(temperature=None, top_p=None, top_k=None)
+        if settings.stop_sequences:
+            stop = StopAtStrings(self.tokenizer, settings.stop_sequences, width)
+            options["stopping_criteria"] = StoppingCriteriaList([stop])
+        devices = [torch.cuda.current_device()] if self.device == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.manual_seed(seed if seed is not None else 0)
+            generated = self.model.generate(**encoded, **options)
+        answers = self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+        return [cut_at_stops(a, settings.stop_sequences).strip() for a in answers]
+
+    def held_out_loss(self, examples: Sequence[Example]) -> tuple[float, int]:
+        """(mean token loss, tokens) of the examples, unpacked, as training validated."""
+        sequences = samples_of(
+            self.tokenizer, examples, self.layout, self.max_length, self.architecture
+        )
+        samples = [s for group in sequences for s in group]
+        pad_id = int(self.tokenizer.pad_token_id)
+        batches = (
+            {
+                k: v.to(self.device)
+                for k, v in collate(
+                    samples[start : start + EVAL_BATCH_SIZE], pad_id, self.architecture
+                ).items()
+            }
+            for start in range(0, len(samples), EVAL_BATCH_SIZE)
+        )
+        result = GENERATION.objective(forward_of(self.architecture)).validate(self.model, batches)
+        return result["val_loss"], int(result["val_tokens"])
+
+    def evaluate(self, data: TrainingData, max_tokens: int) -> dict[str, Any]:
+        """EvalMetrics on the inputs training held out (on the training inputs, saying so,
+        when it held none out)."""
+        held = set(self.meta.get(VALIDATION_IDS_KEY) or [])
+        examples = [e for e in data.examples if e.input_id in held and e.kind == "text"]
+        on_training = not examples
+        if on_training:
+            examples = [e for e in data.examples if e.kind == "text"]
+        pairs = [e for e in examples if e.target_text is not None][:MAX_EVAL_GENERATIONS]
+        info: dict[str, Any] = {
+            "held_out": not on_training,
+            "inputs": len(examples),
+            "prompt_format": self.layout,
+        }
+        # a held-out text shorter than two tokens gives no loss to average
+        loss, tokens = self.held_out_loss(examples)
+        if tokens:
+            info[LOSS_KEY], info[TOKENS_KEY] = loss, tokens
+        longest = max((len(self.tokenizer(e.target_text)["input_ids"]) for e in pairs), default=0)
+        settings = InferenceParams(max_tokens=max(1, min(max_tokens, longest + EVAL_SPARE_TOKENS)))
+        outputs: list[Output] = []
+        for rows in batched(range(len(pairs)), PREDICT_BATCH_SIZE):
+            texts = self.generate(self.prompts([pairs[r] for r in rows]), settings, None)
+            outputs += [Output(text=text) for text in texts]
+        return GENERATION.metrics(pairs, outputs, [], False, info)
+
+
+def export_generator(name: str, model_type_id: str, artifacts: Path, out_dir: Path) -> Path:
+    """The version as a zip: merged/ (safetensors, config and tokenizer: what
+    AutoModelForCausalLM / AutoModelForSeq2SeqLM.from_pretrained reads), adapter/ (the LoRA
+    adapter alone, peft's format, when trained with LoRA) and config.json (how to prompt it)."""
+    checkpoint = find_checkpoint(artifacts)
+    config = checkpoint.meta[CONFIG_KEY]
+    predictor = GeneratorPredictor(checkpoint)
+    staging = out_dir / f"{name}.export"
+    shutil.rmtree(staging, ignore_errors=True)
+    predictor.model.to("cpu").save_pretrained(str(staging / MERGED_DIR))
+    predictor.tokenizer.save_pretrained(str(staging / MERGED_DIR))
+    if (checkpoint.path / ADAPTER_DIR).is_dir():
+        shutil.copytree(checkpoint.path / ADAPTER_DIR, staging / ADAPTER_DIR)
+    manifest = {
+        "template": checkpoint.meta.get(TEMPLATE_KEY, name),
+        "model_type_id": model_type_id,
+        "base_model": config["base_model"],
+        "architecture": config["architecture"],
+        "prompt_format": config["prompt_format"],
+        "prompt_separator": "\n" if config["prompt_format"] == "separator" else "",
+        "max_length": config["max_length"],
+        "lora": config.get("adapter"),
+        "files": {
+            MERGED_DIR: "the fine-tuned model with LoRA merged: transformers from_pretrained",
+            **({ADAPTER_DIR: "the LoRA adapter alone: peft PeftModel.from_pretrained on the "
+                "base model"} if (staging / ADAPTER_DIR).is_dir() else {}),
+        },
+    }  # fmt: skip
+    (staging / EXPORT_CONFIG).write_text(json.dumps(manifest, indent=1))
+    archive = out_dir / f"{name}.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for path in sorted(staging.rglob("*")):
+            if path.is_file():
+                bundle.write(path, path.relative_to(staging).as_posix())
+    shutil.rmtree(staging)
+    return archive
