@@ -22,6 +22,12 @@ from modelmill.training.checkpoint_keys import CONFIG_KEY, TEMPLATE_KEY, VALIDAT
 from modelmill.training.checkpoints import Checkpoint, find_checkpoint
 from modelmill.training.contract import Example, Output, TrainingData
 from modelmill.training.data import batched
+from modelmill.training.finetune.onnx_export import (
+    CONCEPTS_FILE,
+    ONNX_FILE,
+    OPSET_VERSION,
+    ExportMismatchError,
+)
 from modelmill.training.tasks.generation import GENERATION, LOSS_KEY, TOKENS_KEY
 from modelmill.training.templates.text_generator.model import (
     SEQ2SEQ,
@@ -45,6 +51,10 @@ MAX_EVAL_GENERATIONS = 50  # held-out pairs generated for exact match, chrF and 
 EVAL_SPARE_TOKENS = 8  # generated beyond the longest target, so a too-long answer shows
 STOP_ALIASES = ("stop", "stop_sequences")
 MERGED_DIR = "merged"
+EXPORT_TRACE_SHAPE, EXPORT_CHECK_SHAPES = (2, 16), ((3, 9), (1, 20))  # (batch, tokens)
+LOGITS_TOLERANCE = 1e-3  # float32 logits of the same graph agree far closer than this
+POSITION_LIMITS = ("max_position_embeddings", "n_positions")  # config names of the limit
+UNLIMITED = 1 << 30  # relative positions (T5): no table to run past
 EXPORT_CONFIG = "config.json"
 
 
@@ -111,6 +121,10 @@ class GeneratorPredictor:
             self.tokenizer.padding_side = "left"
             self.tokenizer.truncation_side = "left"
         self.model = restore_model(checkpoint).to(self.device).eval()
+        config = self.model.config
+        self.positions: int = next(
+            (int(v) for k in POSITION_LIMITS if (v := getattr(config, k, None))), UNLIMITED
+        )
 
     def prompts(self, examples: Sequence[Example]) -> list[str]:
         return [prompt_text(self.tokenizer, str(e.load()), self.layout) for e in examples]
@@ -137,8 +151,11 @@ class GeneratorPredictor:
             return_tensors="pt",
         ).to(self.device)
         width = 0 if self.architecture == SEQ2SEQ else encoded["input_ids"].shape[1]
+        room = self.positions - width  # a model cannot read past its position table
+        if room <= 0:
+            return ["" for _ in prompts]
         options: dict[str, Any] = {
-            "max_new_tokens": settings.max_tokens,
+            "max_new_tokens": min(settings.max_tokens, room),
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": end_token_id(self.tokenizer),
             "do_sample": settings.temperature > 0,
@@ -204,6 +221,81 @@ class GeneratorPredictor:
         return GENERATION.metrics(pairs, outputs, [], False, info)
 
 
+class CausalLogits(torch.nn.Module):
+    """(input_ids, attention_mask) → next-token logits: what the ONNX export traces. Positions
+    count from each row's first kept token, as generation counts them for left-padded prompts
+    (and computed here, not sliced from a table at the traced length)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            use_cache=False,
+        ).logits
+
+
+def write_onnx_logits(model: torch.nn.Module, path: Path, vocab: int) -> dict[str, Any]:
+    """model.onnx (dynamic batch and length) checked against PyTorch with onnxruntime on
+    other shapes, at the positions the attention mask keeps; ExportMismatchError beyond
+    the tolerance."""
+    import warnings
+
+    import numpy as np
+    import onnxruntime
+
+    module = CausalLogits(model.cpu().eval())
+    generator = torch.Generator().manual_seed(0)
+
+    def tokens(batch: int, length: int) -> dict[str, torch.Tensor]:
+        ids = torch.randint(0, vocab, (batch, length), generator=generator)
+        attention = torch.ones_like(ids)
+        attention[0, : length // 2] = 0  # one left-padded row, as generation pads prompts
+        return {"input_ids": ids, "attention_mask": attention}
+
+    axes = {"batch": 0, "tokens": 1}
+    dynamic = {n: {v: k for k, v in axes.items()} for n in ("input_ids", "attention_mask")}
+    with warnings.catch_warnings():
+        # The TorchScript exporter: the torch.export one needs onnxscript, which we do not ship.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            tuple(tokens(*EXPORT_TRACE_SHAPE).values()),
+            str(path),
+            dynamo=False,
+            input_names=["input_ids", "attention_mask"],
+            output_names=list(GENERATION.export_outputs),
+            dynamic_axes={**dynamic, GENERATION.export_outputs[0]: {0: "batch", 1: "tokens"}},
+            opset_version=OPSET_VERSION,
+        )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    max_diff = 0.0
+    for shape in EXPORT_CHECK_SHAPES:
+        inputs = tokens(*shape)
+        with torch.inference_mode():
+            expected = module(**inputs).float().numpy()
+        got = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+        kept = inputs["attention_mask"].numpy().astype(bool)
+        max_diff = max(max_diff, float(np.abs(got - expected)[kept].max()))
+    if not max_diff <= LOGITS_TOLERANCE:  # also catches NaN
+        raise ExportMismatchError(
+            f"ONNX logits differ from PyTorch by up to {max_diff:.3g} "
+            f"(tolerance {LOGITS_TOLERANCE:g})"
+        )
+    return {
+        "max_abs_diff": max_diff,
+        "tolerance": LOGITS_TOLERANCE,
+        "opset": OPSET_VERSION,
+        "inputs": ["input_ids", "attention_mask"],
+        "outputs": list(GENERATION.export_outputs),
+    }
+
+
 def export_generator(name: str, model_type_id: str, artifacts: Path, out_dir: Path) -> Path:
     """The version as a zip: merged/ (safetensors, config and tokenizer: what
     AutoModelForCausalLM / AutoModelForSeq2SeqLM.from_pretrained reads), adapter/ (the LoRA
@@ -217,6 +309,17 @@ def export_generator(name: str, model_type_id: str, artifacts: Path, out_dir: Pa
     predictor.tokenizer.save_pretrained(str(staging / MERGED_DIR))
     if (checkpoint.path / ADAPTER_DIR).is_dir():
         shutil.copytree(checkpoint.path / ADAPTER_DIR, staging / ADAPTER_DIR)
+    onnx = None
+    if config["architecture"] != SEQ2SEQ:
+        vocab = int(predictor.model.config.vocab_size)
+        try:
+            onnx = write_onnx_logits(predictor.model, staging / ONNX_FILE, vocab)
+        except ExportMismatchError as error:
+            # Some architectures trace shape-dependent constants (BERT used as a decoder);
+            # the merged model is the export that matters, so it ships without the ONNX file.
+            (staging / ONNX_FILE).unlink(missing_ok=True)
+            onnx = {"left_out": str(error)}
+    (staging / CONCEPTS_FILE).write_text("[]")  # a text generator predicts no concepts
     manifest = {
         "template": checkpoint.meta.get(TEMPLATE_KEY, name),
         "model_type_id": model_type_id,
@@ -226,7 +329,10 @@ def export_generator(name: str, model_type_id: str, artifacts: Path, out_dir: Pa
         "prompt_separator": "\n" if config["prompt_format"] == "separator" else "",
         "max_length": config["max_length"],
         "lora": config.get("adapter"),
+        "onnx": onnx,
         "files": {
+            **({ONNX_FILE: "next-token logits of input_ids and attention_mask (no cache)"}
+               if (staging / ONNX_FILE).is_file() else {}),
             MERGED_DIR: "the fine-tuned model with LoRA merged: transformers from_pretrained",
             **({ADAPTER_DIR: "the LoRA adapter alone: peft PeftModel.from_pretrained on the "
                 "base model"} if (staging / ADAPTER_DIR).is_dir() else {}),
