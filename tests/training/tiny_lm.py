@@ -20,10 +20,9 @@ def build_tiny_lm(folder: Path, texts: Iterable[str], chat: bool = True) -> Path
     from modelmill.training.compat import ensure_torchvision
 
     ensure_torchvision()
+    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    import torch
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -100,7 +100,9 @@ class GenerationTask:
                 p == r for p, r in zip(predictions, references, strict=True)
             ) / len(pairs)
             user["chrf"] = sacrebleu.corpus_chrf(predictions, [references]).score
-            user["bleu"] = sacrebleu.corpus_bleu(predictions, [references]).score
+            # effective order: short answers (fewer than four words) still get a BLEU score
+            bleu = sacrebleu.metrics.BLEU(effective_order=True)
+            user["bleu"] = bleu.corpus_score(predictions, [references]).score
         else:
             notes.append(
                 "No input has a target text, so exact match, chrF and BLEU are not defined."
