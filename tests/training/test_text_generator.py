@@ -364,7 +364,7 @@ def test_time_cap_stops_after_an_epoch_and_keeps_the_best(tmp_path, tiny_lm):
 # ---- export --------------------------------------------------------------------------------
 
 
-def test_export_holds_the_merged_model_the_adapter_and_onnx_logits(tmp_path, tiny_lm):
+def test_export_holds_the_merged_model_the_adapter_onnx_logits_and_gguf(tmp_path, tiny_lm):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -386,8 +386,12 @@ def test_export_holds_the_merged_model_the_adapter_and_onnx_logits(tmp_path, tin
     with torch.inference_mode():
         torch.testing.assert_close(adapted(ids).logits, merged(ids).logits, atol=1e-4, rtol=0)
     predictor = template(LORA).load(artifacts)
+    from_gguf = AutoModelForCausalLM.from_pretrained(unpacked, gguf_file="model.gguf").eval()
+    gguf_tokenizer = AutoTokenizer.from_pretrained(unpacked, gguf_file="model.gguf")
+    assert gguf_tokenizer("upper: red cat")["input_ids"] == ids[0].tolist()
     with torch.inference_mode():
         torch.testing.assert_close(predictor.model(ids).logits, merged(ids).logits)
+        torch.testing.assert_close(from_gguf(ids).logits, merged(ids).logits)
 
 
 # ---- params, weights and data that cannot train -----------------------------------------------

@@ -29,6 +29,7 @@ from modelmill.training.finetune.onnx_export import (
     ExportMismatchError,
 )
 from modelmill.training.tasks.generation import GENERATION, LOSS_KEY, TOKENS_KEY
+from modelmill.training.templates.text_generator.gguf_export import GgufUnsupported, write_gguf
 from modelmill.training.templates.text_generator.model import (
     SEQ2SEQ,
     TOKENIZER_DIR,
@@ -51,6 +52,7 @@ MAX_EVAL_GENERATIONS = 50  # held-out pairs generated for exact match, chrF and 
 EVAL_SPARE_TOKENS = 8  # generated beyond the longest target, so a too-long answer shows
 STOP_ALIASES = ("stop", "stop_sequences")
 MERGED_DIR = "merged"
+GGUF_FILE = "model.gguf"
 EXPORT_TRACE_SHAPE, EXPORT_CHECK_SHAPES = (2, 16), ((3, 9), (1, 20))  # (batch, tokens)
 LOGITS_TOLERANCE = 1e-3  # float32 logits of the same graph agree far closer than this
 POSITION_LIMITS = ("max_position_embeddings", "n_positions")  # config names of the limit
@@ -320,6 +322,12 @@ def export_generator(name: str, model_type_id: str, artifacts: Path, out_dir: Pa
             (staging / ONNX_FILE).unlink(missing_ok=True)
             onnx = {"left_out": str(error)}
     (staging / CONCEPTS_FILE).write_text("[]")  # a text generator predicts no concepts
+    gguf_note = None
+    try:
+        write_gguf(predictor.model, predictor.tokenizer, staging / MERGED_DIR, staging / GGUF_FILE)
+    except GgufUnsupported as error:
+        (staging / GGUF_FILE).unlink(missing_ok=True)
+        gguf_note = str(error)
     manifest = {
         "template": checkpoint.meta.get(TEMPLATE_KEY, name),
         "model_type_id": model_type_id,
@@ -330,10 +338,13 @@ def export_generator(name: str, model_type_id: str, artifacts: Path, out_dir: Pa
         "max_length": config["max_length"],
         "lora": config.get("adapter"),
         "onnx": onnx,
+        **({"gguf_left_out": gguf_note} if gguf_note else {}),
         "files": {
             **({ONNX_FILE: "next-token logits of input_ids and attention_mask (no cache)"}
                if (staging / ONNX_FILE).is_file() else {}),
             MERGED_DIR: "the fine-tuned model with LoRA merged: transformers from_pretrained",
+            **({GGUF_FILE: "the merged model, float32, for llama.cpp or transformers "
+                "(gguf_file=)"} if (staging / GGUF_FILE).is_file() else {}),
             **({ADAPTER_DIR: "the LoRA adapter alone: peft PeftModel.from_pretrained on the "
                 "base model"} if (staging / ADAPTER_DIR).is_dir() else {}),
         },
