@@ -28,6 +28,7 @@ from modelmill.training.contract import (
     TrainContext,
     TrainingCancelled,
     TrainingData,
+    predict_all,
 )
 from modelmill.training.registry import find_template, task_of
 from modelmill.training.tasks.generation import GENERATION, IGNORE_INDEX
@@ -264,6 +265,18 @@ def test_bad_generation_settings_are_refused(learned, params, field):
         predictor.predict(list(data.examples[:1]), params)
     assert caught.value.code == codes.MODEL_INVALID_ARGUMENT
     assert field in caught.value.description
+
+
+def test_an_evaluation_against_a_dataset_gets_generations_and_metrics(learned):
+    """The evaluation job asks with predict_all's settings and has no held-out loss."""
+    result, _, data, _ = learned
+    predictor = template(FULL).load(result.artifacts)
+    examples = [*data.examples, Example("plain", "text", lambda: "the bank")]
+    outputs = predictor.predict(examples, {"max_tokens": 8, **predict_all([])})
+    metrics = GENERATION.metrics(examples, outputs, [], False)
+    user = metrics["extended_metrics"]["user_metrics"]
+    assert user["exact_match"] == 1.0 and user["pairs"] == 4 and user["inputs"] == 5
+    assert "loss" not in user and any("held-out loss" in note for note in user["notes"])
 
 
 def test_metrics_score_generations_against_targets():
