@@ -156,6 +156,25 @@ def test_pairs_use_the_chat_template_and_count_only_completion_tokens(tiny_lm):
     assert sample.labels[prompt_tokens:] == sample.input_ids[prompt_tokens:]
 
 
+CHAT = (("system", "Answer in capitals."), ("user", "upper: tall tree"), ("assistant", "TALL TREE"))
+
+
+def test_a_chat_learns_its_last_answer_after_every_earlier_turn(tiny_lm):
+    from modelmill.training.templates.text_generator.sequences import example_prompt, samples_of
+
+    tokenizer = tokenizer_of(tiny_lm)
+    chat = Example("chat", "text", lambda: "upper: tall tree", messages=CHAT)
+    ((sample,),) = samples_of(tokenizer, [chat], "chat", 64, "causal")
+    head = example_prompt(tokenizer, chat, "chat")
+    assert head.startswith("<|im_start|>system\nAnswer in capitals.<|im_end|>")
+    assert head.endswith("<|im_start|>assistant\n")
+    answer = [t for t, label in zip(sample.input_ids, sample.labels, strict=True) if label >= 0]
+    assert tokenizer.decode(answer) == "TALL TREE<|im_end|>\n"
+    outputs = [Output(text="TALL TREE")]
+    user = GENERATION.metrics([chat], outputs, [], False)["extended_metrics"]["user_metrics"]
+    assert user["exact_match"] == 1.0
+
+
 def test_plain_texts_learn_every_token_and_long_ones_are_cut_into_pieces(tiny_lm):
     from modelmill.training.templates.text_generator.sequences import causal_samples
 
@@ -515,9 +534,11 @@ def test_validate_flags_empty_and_unreadable_texts(tiny_lm):
         Example("empty", "text", lambda: "  "),
         Example("empty-target", "text", lambda: "hi", target_text=" "),
         Example("broken", "text", unreadable),
+        Example("chat", "text", lambda: "", messages=CHAT),
+        Example("unanswered", "text", lambda: "", messages=CHAT[:2]),
     ]
     invalid = template(LORA).validate(examples, template(LORA).Params())
-    assert [i.input_id for i in invalid] == ["empty", "empty-target", "broken"]
+    assert [i.input_id for i in invalid] == ["empty", "empty-target", "broken", "unanswered"]
     assert all(i.reason for i in invalid)
 
 

@@ -71,7 +71,13 @@ def test_a_text_generator_trains_without_concepts_and_generates(
     trainer_api: Api, tiny_lm: Path
 ) -> None:
     api = trainer_api
-    upload(api, [*pair_inputs(PAIRS), text_input("plain", "the bank and the goal")])
+    chat = text_input("chat", "upper: tall tree")
+    chat.data.metadata.CopyFrom(struct({"messages": [
+        {"role": "system", "content": "Answer in capitals."},
+        {"role": "user", "content": "upper: tall tree"},
+        {"role": "assistant", "content": "TALL TREE"},
+    ]}))  # fmt: skip
+    upload(api, [*pair_inputs(PAIRS), chat, text_input("plain", "the bank and the goal")])
     create_model(api, "writer", model_type_id="text-to-text")
     params = {
         "template": "HF_SmolLM2_135m_FullFineTune",
@@ -86,12 +92,15 @@ def test_a_text_generator_trains_without_concepts_and_generates(
     }
     version = train(api, "writer", train_params=params, inference_params={"max_tokens": 8.0})
     user = json_format.MessageToDict(version.metrics.extended_metrics.user_metrics)
-    assert user["exact_match"] == 1.0, user  # evaluated on the training pairs (none held out)
+    assert user["pairs"] == len(PAIRS) + 1, user  # the chat counts: evaluated on training data
     full = assert_ok(
         api.GetEvaluation(evaluation_id=version.id, fields=pb.FieldsValue(test_set=True))
     ).eval_metrics
-    generated = {e.input.id: e.predicted_annotation.data.text.raw for e in full.test_set}
+    entries = {e.input.id: e for e in full.test_set}
+    generated = {i: entries[i].predicted_annotation.data.text.raw for i in entries if i != "chat"}
     assert generated == {f"pair-{i}": target for i, target in enumerate(PAIRS.values())}
+    assert entries["chat"].ground_truth_annotation.data.text.raw == "TALL TREE"
+    assert "Answer in capitals." in entries["chat"].input.data.text.raw
 
     prompts = [text_input(f"q{i}", prompt) for i, prompt in enumerate(PAIRS)]
     reply = assert_ok(predict(api, "writer", prompts))

@@ -43,6 +43,26 @@ MAX_LOG_PERPLEXITY = 50.0  # exp(50) ≈ 5e21: far above any vocabulary's unifor
 CHARS_PER_SAMPLE_WORD = 6  # a sample word and its space, on average, to size texts
 
 
+ANSWER_ROLE = "assistant"
+
+
+def conversation(example: Example) -> tuple[list[dict[str, str]], str] | None:
+    """(the turns before the answer, the answer) of a chat to learn (input metadata
+    "messages" whose last turn is the assistant's), else None."""
+    turns = example.messages
+    if len(turns) < 2 or turns[-1][0] != ANSWER_ROLE:
+        return None
+    return [{"role": role, "content": content} for role, content in turns[:-1]], turns[-1][1]
+
+
+def target_of(example: Example) -> str | None:
+    """The wanted output: the target text, else the answer of its chat, else None."""
+    if example.target_text is not None:
+        return example.target_text
+    chat = conversation(example)
+    return chat[1] if chat is not None else None
+
+
 def usable_text(example: Example) -> bool:
     """Whether an input gives a training sample: a text, with content or a target (labels
     only; its content is read when validating)."""
@@ -69,7 +89,9 @@ class GenerationTask:
                 "A text generator trains on text inputs, and this training has none. Add "
                 "texts: prompt/completion pairs (the input's text with an annotation whose "
                 'data.text is the wanted output, or input metadata {"prompt": ..., '
-                '"completion": ...}), or plain texts the model learns to continue.',
+                '"completion": ...}), chats (metadata "messages": [{"role", "content"}, ...] '
+                "ending with the assistant's answer), or plain texts the model learns to "
+                "continue.",
             )
 
     def metrics(
@@ -89,13 +111,13 @@ class GenerationTask:
         pairs = [
             (example, output.text or "")
             for example, output in zip(examples, outputs, strict=True)
-            if example.target_text is not None
+            if target_of(example) is not None
         ]
         user: dict[str, Any] = {"pairs": len(pairs), "inputs": len(examples)}
         notes = []
         if pairs:
             predictions = [text.strip() for _, text in pairs]
-            references = [example.target_text.strip() for example, _ in pairs]  # type: ignore[union-attr]
+            references = [(target_of(example) or "").strip() for example, _ in pairs]
             user["exact_match"] = sum(
                 p == r for p, r in zip(predictions, references, strict=True)
             ) / len(pairs)
@@ -115,7 +137,7 @@ class GenerationTask:
         test_set = [
             {
                 "input": {"id": example.input_id, "data": {"text": {"raw": _prompt(example)}}},
-                "ground_truth_annotation": {"data": {"text": {"raw": example.target_text}}},
+                "ground_truth_annotation": {"data": {"text": {"raw": target_of(example)}}},
                 "predicted_annotation": {"data": {"text": {"raw": text}}},
             }
             for example, text in pairs[:MAX_TEST_SET_ENTRIES]
@@ -170,6 +192,9 @@ def _constant(text: str):  # type: ignore[no-untyped-def]
 
 
 def _prompt(example: Example) -> str:
+    chat = conversation(example)
+    if chat is not None:
+        return "\n".join(f"{turn['role']}: {turn['content']}" for turn in chat[0])
     try:
         return str(example.load())
     except Exception:  # an unreadable input still gets its entry, without its text

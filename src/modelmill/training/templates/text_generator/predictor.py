@@ -28,7 +28,7 @@ from modelmill.training.finetune.onnx_export import (
     OPSET_VERSION,
     ExportMismatchError,
 )
-from modelmill.training.tasks.generation import GENERATION, LOSS_KEY, TOKENS_KEY
+from modelmill.training.tasks.generation import GENERATION, LOSS_KEY, TOKENS_KEY, target_of
 from modelmill.training.templates.text_generator.gguf_export import GgufUnsupported, write_gguf
 from modelmill.training.templates.text_generator.model import (
     SEQ2SEQ,
@@ -41,7 +41,7 @@ from modelmill.training.templates.text_generator.model import (
 from modelmill.training.templates.text_generator.params import InferenceParams
 from modelmill.training.templates.text_generator.sequences import (
     collate,
-    prompt_text,
+    example_prompt,
     samples_of,
 )
 from modelmill.training.templates.text_generator.training import ADAPTER_DIR
@@ -129,7 +129,7 @@ class GeneratorPredictor:
         )
 
     def prompts(self, examples: Sequence[Example]) -> list[str]:
-        return [prompt_text(self.tokenizer, str(e.load()), self.layout) for e in examples]
+        return [example_prompt(self.tokenizer, e, self.layout) for e in examples]
 
     def predict(self, examples: Sequence[Example], params: dict[str, Any]) -> list[Output]:
         settings, seed = inference_settings(params)
@@ -204,7 +204,7 @@ class GeneratorPredictor:
         on_training = not examples
         if on_training:
             examples = [e for e in data.examples if e.kind == "text"]
-        pairs = [e for e in examples if e.target_text is not None][:MAX_EVAL_GENERATIONS]
+        pairs = [e for e in examples if target_of(e) is not None][:MAX_EVAL_GENERATIONS]
         info: dict[str, Any] = {
             "held_out": not on_training,
             "inputs": len(examples),
@@ -214,7 +214,9 @@ class GeneratorPredictor:
         loss, tokens = self.held_out_loss(examples)
         if tokens:
             info[LOSS_KEY], info[TOKENS_KEY] = loss, tokens
-        longest = max((len(self.tokenizer(e.target_text)["input_ids"]) for e in pairs), default=0)
+        longest = max(
+            (len(self.tokenizer(target_of(e) or "")["input_ids"]) for e in pairs), default=0
+        )
         settings = InferenceParams(max_tokens=max(1, min(max_tokens, longest + EVAL_SPARE_TOKENS)))
         outputs: list[Output] = []
         for rows in batched(range(len(pairs)), PREDICT_BATCH_SIZE):

@@ -13,7 +13,12 @@ from typing import Any, Literal
 import torch
 
 from modelmill.training.contract import Example
-from modelmill.training.tasks.generation import IGNORE_INDEX
+from modelmill.training.tasks.generation import (
+    ANSWER_ROLE,
+    IGNORE_INDEX,
+    conversation,
+    target_of,
+)
 from modelmill.training.templates.text_generator.model import SEQ2SEQ, end_token_id
 
 PromptFormat = Literal["chat", "separator", "plain"]
@@ -43,49 +48,67 @@ def prompt_format(tokenizer: Any, has_pairs: bool, use_chat_template: bool) -> P
     return "separator"
 
 
-def prompt_text(tokenizer: Any, prompt: str, layout: PromptFormat) -> str:
-    """What the model reads before it answers (training and prediction alike)."""
+Turns = list[dict[str, str]]  # chat turns: {"role": ..., "content": ...}
+
+
+def history_text(tokenizer: Any, turns: Turns, layout: PromptFormat) -> str:
+    """What the model reads before it answers, for chat turns (training and prediction
+    alike): the chat template with the assistant's turn opened, or the turns' contents one per
+    line and a separator (no chat template), or the bare text (plain texts only)."""
     if layout == "chat":
-        return str(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-            )
-        )
-    if layout == "separator":
-        return prompt + PROMPT_SEPARATOR
-    return prompt
+        return str(tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False))
+    text = "\n".join(turn["content"] for turn in turns)
+    return text + PROMPT_SEPARATOR if layout == "separator" else text
+
+
+def prompt_text(tokenizer: Any, prompt: str, layout: PromptFormat) -> str:
+    """What the model reads before answering one prompt."""
+    return history_text(tokenizer, [{"role": "user", "content": prompt}], layout)
+
+
+def example_prompt(tokenizer: Any, example: Example, layout: PromptFormat) -> str:
+    """The prompt of an input: the turns before its chat's answer, or its text."""
+    chat = conversation(example)
+    if chat is not None:
+        return history_text(tokenizer, chat[0], layout)
+    return prompt_text(tokenizer, str(example.load()), layout)
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _completion_ids(tokenizer: Any, prompt: str, head: str, target: str, layout: PromptFormat):  # type: ignore[no-untyped-def]
+def _completion_ids(
+    tokenizer: Any, turns: Turns, head: str, target: str, layout: PromptFormat
+) -> list[int]:
     if layout == "chat":
-        full = str(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}, {"role": "assistant", "content": target}],
-                tokenize=False,
-            )
-        )
+        answered = [*turns, {"role": ANSWER_ROLE, "content": target}]
+        full = str(tokenizer.apply_chat_template(answered, tokenize=False))
         if full.startswith(head):  # the template's own end-of-turn tokens follow the answer
             return _encode(tokenizer, full[len(head) :])
     return [*_encode(tokenizer, target), end_token_id(tokenizer)]
 
 
 def causal_samples(
-    tokenizer: Any, text: str, target: str | None, layout: PromptFormat, max_length: int
+    tokenizer: Any,
+    text: str,
+    target: str | None,
+    layout: PromptFormat,
+    max_length: int,
+    turns: Turns | None = None,
 ) -> list[Sample]:
-    """A pair → one sample, loss on the completion only; an over-long pair keeps the end of
-    its prompt (at least half the length when the completion is long) and the start of its
-    completion. A plain text → pieces of at most max_length tokens, loss on every token."""
+    """A pair (or a chat: `turns` before the answer `target`) → one sample, loss on the
+    completion only; an over-long pair keeps the end of its prompt (at least half the length
+    when the completion is long) and the start of its completion. A plain text → pieces of at
+    most max_length tokens, loss on every token."""
     if target is None:
         ids = [*_encode(tokenizer, text), end_token_id(tokenizer)]
         pieces = [ids[start : start + max_length] for start in range(0, len(ids), max_length)]
         return [Sample(p, list(p)) for p in pieces if len(p) >= MIN_SEQUENCE_TOKENS]
-    head = prompt_text(tokenizer, text, layout)
+    turns = turns if turns is not None else [{"role": "user", "content": text}]
+    head = history_text(tokenizer, turns, layout)
     prompt_ids = _encode(tokenizer, head)
-    completion = _completion_ids(tokenizer, text, head, target, layout)
+    completion = _completion_ids(tokenizer, turns, head, target, layout)
     if len(prompt_ids) + len(completion) > max_length:
         keep = min(len(prompt_ids), max(max_length - len(completion), max_length // 2))
         prompt_ids = prompt_ids[len(prompt_ids) - keep :]
@@ -111,12 +134,20 @@ def samples_of(
     max_length: int,
     architecture: str,
 ) -> list[list[Sample]]:
-    """Each example's samples (empty when it gives none)."""
-    if architecture == SEQ2SEQ:
-        return [seq2seq_samples(tokenizer, e.load(), e.target_text, max_length) for e in examples]
-    return [
-        causal_samples(tokenizer, e.load(), e.target_text, layout, max_length) for e in examples
-    ]
+    """Each example's samples (empty when it gives none): chats, pairs and plain texts."""
+    result = []
+    for example in examples:
+        chat = conversation(example)
+        if architecture == SEQ2SEQ:
+            text = history_text(tokenizer, chat[0], "plain") if chat else str(example.load())
+            result.append(seq2seq_samples(tokenizer, text, target_of(example), max_length))
+        elif chat is not None:
+            result.append(causal_samples(tokenizer, "", chat[1], layout, max_length, chat[0]))
+        else:
+            result.append(
+                causal_samples(tokenizer, example.load(), example.target_text, layout, max_length)
+            )
+    return result
 
 
 def pack(samples: Sequence[Sample], max_length: int) -> list[Sample]:
@@ -165,7 +196,7 @@ def split_held_out(
     train: list[int] = []
     held: list[int] = []
     for pairs in (True, False):
-        rows = [r for r, e in enumerate(examples) if (e.target_text is not None) == pairs]
+        rows = [r for r, e in enumerate(examples) if (target_of(e) is not None) == pairs]
         rows.sort(key=lambda r: _stable_key(examples[r].input_id, seed))
         count = min(len(rows) - 1, max(1, round(fraction * len(rows)))) if len(rows) > 1 else 0
         held += rows[:count]

@@ -22,6 +22,7 @@ from modelmill.training.contract import (
     TrainResult,
 )
 from modelmill.training.finetune.outputs import linear_estimate
+from modelmill.training.tasks.generation import conversation
 from modelmill.training.templates.text_generator.config import (
     GenerationSettings,
     generation_settings,
@@ -44,6 +45,13 @@ def text_problem(example: Example) -> str | None:
         return f"could not be read: {error}"
     if not isinstance(content, str):
         return f"did not load as text (got {type(content).__name__})"
+    if example.messages:
+        chat = conversation(example)
+        if chat is None:
+            return "has chat messages whose last turn is not the assistant's answer"
+        if not chat[1].strip():
+            return "has an empty answer as its last chat message"
+        return None
     if not content.strip() and not (example.target_text or "").strip():
         return "is an empty text with no target text"
     if example.target_text is not None and not example.target_text.strip():

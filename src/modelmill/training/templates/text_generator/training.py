@@ -41,7 +41,7 @@ from modelmill.training.finetune.resume import (
     plan_resume,
     training_fingerprint,
 )
-from modelmill.training.tasks.generation import GENERATION
+from modelmill.training.tasks.generation import GENERATION, target_of
 from modelmill.training.templates.text_generator.config import GenerationSettings
 from modelmill.training.templates.text_generator.model import (
     CAUSAL,
@@ -99,7 +99,7 @@ def train_generator(
     start = initial_model(find_base_weights, ctx, settings, plan)
     model, tokenizer, architecture = start.model, start.tokenizer, start.architecture
     model.to(ctx.device)
-    has_pairs = any(e.target_text is not None for e in examples)
+    has_pairs = any(target_of(e) is not None for e in examples)
     layout = (
         plan.checkpoint.meta[CONFIG_KEY]["prompt_format"]
         if plan is not None and plan.continues
