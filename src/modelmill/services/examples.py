@@ -47,6 +47,16 @@ def target_text(item: dict[str, Any]) -> str | None:
     return str(completion) if completion else None
 
 
+def chat_messages(item: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Input metadata "messages" ([{"role", "content"}, ...]) as (role, content) turns."""
+    raw = (item.get("metadata") or {}).get("messages")
+    if not isinstance(raw, list):
+        return ()
+    return tuple(
+        (str(m.get("role", "")), str(m.get("content", ""))) for m in raw if isinstance(m, dict)
+    )
+
+
 def _mask_png(info: dict[str, Any]) -> bytes | None:
     encoded = ((info.get("mask") or {}).get("image") or {}).get("base64")
     return base64.b64decode(encoded) if encoded else None
@@ -86,4 +96,6 @@ def from_snapshot(env: Env, item: dict[str, Any], concepts: list[str]) -> Exampl
     else:
         text = str((item.get("metadata") or {}).get("prompt") or item.get("text") or "")
         load = lambda: text  # noqa: E731
-    return Example(item["id"], item["kind"], load, tags, tuple(regions), target_text(item))
+    return Example(
+        item["id"], item["kind"], load, tags, tuple(regions), target_text(item), chat_messages(item)
+    )

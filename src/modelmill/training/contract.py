@@ -45,6 +45,8 @@ class Example:
     concepts: dict[str, float] = field(default_factory=dict)
     regions: tuple[Region, ...] = ()
     target_text: str | None = None  # for text-to-text: the wanted output
+    # for text-to-text: a chat to learn, (role, content) turns; the last is the answer
+    messages: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

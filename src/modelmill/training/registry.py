@@ -20,12 +20,19 @@ from pydantic.fields import FieldInfo
 
 from modelmill.training.contract import Task, Template
 from modelmill.training.tasks.classification import CLASSIFICATION
+from modelmill.training.tasks.generation import GENERATION
 from modelmill.training.tasks.segmentation import SEGMENTATION
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
 from modelmill.training.templates.text_classifier import (
     BERT_FINE_TUNE,
     GPT_NEO_125M_LORA,
     HUGGINGFACE_ADVANCED,
+)
+from modelmill.training.templates.text_generator import (
+    GPT_NEO_125M_LORA_GENERATOR,
+    HUGGINGFACE_ADVANCED_GENERATOR,
+    SMOLLM2_FULL,
+    SMOLLM2_LORA,
 )
 from modelmill.training.templates.visual_classifier import (
     EFFICIENTNET_B0_CLASSIFIER,
@@ -50,6 +57,10 @@ TEMPLATES: list[Template] = [
     UNET_SEGMENTER,
     FPN_SEGMENTER,
     SEGFORMER_SEGMENTER,
+    SMOLLM2_LORA,
+    SMOLLM2_FULL,
+    HUGGINGFACE_ADVANCED_GENERATOR,
+    GPT_NEO_125M_LORA_GENERATOR,
 ]
 
 
@@ -130,6 +141,7 @@ MODEL_TYPES: dict[str, ModelTypeInfo] = {
             "Generate or convert text from a text prompt.",
             ("text",),
             ("text",),
+            GENERATION,
             predicts_concepts=False,
         ),
     ]

@@ -1,0 +1,166 @@
+"""The text-to-text template: fine-tunes a Hugging Face language model (LoRA through peft, or in
+full) on prompt/completion pairs and plain texts, and generates text. This module is the light
+face the registry lists (no torch at import); training.py and predictor.py do the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from modelmill.training.contract import (
+    Example,
+    Hardware,
+    InputKind,
+    InvalidInput,
+    Predictor,
+    TrainContext,
+    TrainingData,
+    TrainResult,
+)
+from modelmill.training.finetune.outputs import linear_estimate
+from modelmill.training.tasks.generation import conversation
+from modelmill.training.templates.text_generator.config import (
+    GenerationSettings,
+    generation_settings,
+)
+from modelmill.training.templates.text_generator.params import InferenceParams
+from modelmill.training.templates.text_generator.weights import find_generator_weights
+from modelmill.training.weights import WeightsLocation
+
+REFERENCE_TOKENS = 128  # estimate coefficients are per text of this many tokens
+
+
+def text_problem(example: Example) -> str | None:
+    """Why an input gives no training sample: not a text, unreadable, or empty (no text and
+    no target)."""
+    if example.kind != "text":
+        return f"is {example.kind} input; a text generator trains on texts"
+    try:
+        content = example.load()
+    except Exception as error:  # any loader failure makes the input unusable, whatever it was
+        return f"could not be read: {error}"
+    if not isinstance(content, str):
+        return f"did not load as text (got {type(content).__name__})"
+    if example.messages:
+        chat = conversation(example)
+        if chat is None:
+            return "has chat messages whose last turn is not the assistant's answer"
+        if not chat[1].strip():
+            return "has an empty answer as its last chat message"
+        return None
+    if not content.strip() and not (example.target_text or "").strip():
+        return "is an empty text with no target text"
+    if example.target_text is not None and not example.target_text.strip():
+        return "has an empty target text"
+    return None
+
+
+class TextGenerator:
+    """One text-to-text template: a Params shape and its defaults (see __init__.py)."""
+
+    model_type_id = "text-to-text"
+    input_kind: InputKind = "text"
+
+    def __init__(
+        self,
+        name: str,
+        params: type[BaseModel],
+        description: str,
+        estimate_coefficients: Mapping[str, tuple[float, float]],
+        aliases: tuple[str, ...] = (),
+        recommended: bool = False,
+        remedy: str = "",
+    ) -> None:
+        self.name = name
+        self.Params = params
+        self.description = description
+        self.estimate_coefficients = estimate_coefficients
+        self.aliases = aliases
+        self.recommended = recommended
+        self.remedy = remedy
+
+    def settings_of(self, params: BaseModel) -> GenerationSettings:
+        if not isinstance(params, self.Params):
+            params = self.Params.model_validate(params)
+        return generation_settings(params)
+
+    def base_weights(
+        self, settings: GenerationSettings, weights_dir: Path | None
+    ) -> WeightsLocation:
+        """Where the base model's weights are; DataError naming where we looked if nowhere."""
+        folder = weights_dir if weights_dir is not None else "the weights folder"
+        return find_generator_weights(settings.base_model, weights_dir).require(
+            self.name,
+            f"the weights of {settings.base_model}",
+            self.remedy
+            or f"Save the model and its tokenizer (save_pretrained) into {folder}/"
+            f"{settings.base_model.replace('/', '--')}, put it in the Hugging Face cache, give "
+            "the server internet access, or choose a base model that is available.",
+        )
+
+    def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
+        self.base_weights(self.settings_of(params), weights_dir)
+
+    def validate(self, examples: Sequence[Example], params: BaseModel) -> list[InvalidInput]:
+        return [
+            InvalidInput(e.input_id, reason)
+            for e in examples
+            if (reason := text_problem(e)) is not None
+        ]
+
+    def estimate(self, num_inputs: int, params: BaseModel, hardware: Hardware) -> float:
+        settings = self.settings_of(params)
+        return linear_estimate(
+            self.estimate_coefficients,
+            hardware.device,
+            num_inputs,
+            settings.loop.num_epochs,
+            settings.max_length / REFERENCE_TOKENS,
+        )
+
+    # ---- the torch side, imported when used -------------------------------------------------
+
+    def train(self, ctx: TrainContext, data: TrainingData, params: BaseModel) -> TrainResult:
+        """Fine-tunes and returns the artifacts folder (best epoch, LoRA merged, the adapter
+        alone, the tokenizer).
+
+        Incremental training (ctx.warm_start): the model starts from the earlier version's
+        weights (LoRA merged in) and, with LoRA, trains new adapters on top of them.
+        """
+        from modelmill.training.templates.text_generator.training import train_generator
+
+        settings = self.settings_of(params)
+        return train_generator(
+            self.name,
+            ctx,
+            data,
+            params,
+            settings,
+            lambda: self.base_weights(settings, ctx.weights_dir),
+        )
+
+    def load(self, artifacts: Path) -> Predictor:
+        from modelmill.training.checkpoints import find_checkpoint
+        from modelmill.training.templates.text_generator.predictor import GeneratorPredictor
+
+        return GeneratorPredictor(find_checkpoint(artifacts))
+
+    def evaluate(
+        self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path
+    ) -> dict[str, Any]:
+        """EvalMetrics on the inputs the training held out: loss and perplexity over all of
+        them, exact match, chrF and BLEU of greedy generations for its pairs."""
+        from modelmill.training.checkpoints import find_checkpoint
+        from modelmill.training.templates.text_generator.predictor import GeneratorPredictor
+
+        max_tokens = getattr(params, "max_tokens", InferenceParams().max_tokens)
+        return GeneratorPredictor(find_checkpoint(artifacts)).evaluate(data, max_tokens)
+
+    def export(self, artifacts: Path, out_dir: Path) -> Path:
+        from modelmill.training.templates.text_generator.predictor import export_generator
+
+        return export_generator(self.name, self.model_type_id, artifacts, out_dir)
