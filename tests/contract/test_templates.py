@@ -41,6 +41,7 @@ from modelmill.training.contract import (
 )
 from modelmill.training.registry import TEMPLATES, params_fields, task_of
 from modelmill.training.tasks.classification import CLASSIFICATION
+from modelmill.training.tasks.generation import GENERATION
 
 # Knobs that make any template tiny, applied only where its Params have the field.
 TINY = {
@@ -132,8 +133,11 @@ def make_context(
     return Context(ctx, reports, saves)
 
 
-def tiny_params(template: Template, tiny_text_model: Path) -> BaseModel:
-    """The template's defaults, shrunk; pretrained weights only where this machine has them."""
+def tiny_params(template: Template, tiny_text_model: Path, tiny_causal_model: Path) -> BaseModel:
+    """The template's defaults, shrunk; pretrained weights only where this machine has them;
+    a text template's base model is a tiny one of the kind it takes (a generator a causal LM)."""
+    if task_of(template.model_type_id) is GENERATION:
+        tiny_text_model = tiny_causal_model
     fields = template.Params.model_fields
     values: dict[str, Any] = {k: v for k, v in TINY.items() if k in fields}
     if "base_model" in fields:
@@ -181,6 +185,37 @@ def tiny_text_model(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_causal_model(tmp_path_factory) -> Path:
+    """A 2-layer Llama from config (random weights) with the MiniLM vocabulary."""
+    from modelmill.training.compat import ensure_torchvision
+
+    ensure_torchvision()
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from modelmill.training.weights import PACKAGED_HF_MODELS
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    vocab = PACKAGED_HF_MODELS["sentence-transformers/all-MiniLM-L6-v2"]() / "vocab.txt"
+    tokenizer = AutoTokenizer.from_pretrained(vocab.parent)
+    tokenizer.bos_token, tokenizer.eos_token = tokenizer.cls_token, tokenizer.sep_token
+    config = LlamaConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @dataclass
 class Trained:
     template: Template
@@ -191,9 +226,9 @@ class Trained:
 
 
 @pytest.fixture(scope="module", params=TEMPLATES, ids=template_id)
-def trained(request, tmp_path_factory, tiny_text_model) -> Trained:
+def trained(request, tmp_path_factory, tiny_text_model, tiny_causal_model) -> Trained:
     template = request.param
-    params = tiny_params(template, tiny_text_model)
+    params = tiny_params(template, tiny_text_model, tiny_causal_model)
     data = training_data(template)
     context = make_context(tmp_path_factory.mktemp(template.name))
     with pytest.MonkeyPatch.context() as patch:

@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 
-from contract.test_templates import make_context, tiny_params, tiny_text_model, training_data
+from contract.test_templates import (
+    make_context,
+    tiny_causal_model,
+    tiny_params,
+    tiny_text_model,
+    training_data,
+)
 from modelmill.training import runner, weights
 from modelmill.training.contract import DataError, Template, predict_all
 from modelmill.training.finetune.loop import autocast_dtype
@@ -30,7 +36,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
 ]
 
-__all__ = ["tiny_text_model"]  # the fixture, shared with the contract test
+__all__ = ["tiny_causal_model", "tiny_text_model"]  # fixtures shared with the contract test
 
 
 @pytest.fixture(autouse=True)
@@ -40,9 +46,9 @@ def offline(monkeypatch):
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: f"{t.model_type_id}:{t.name}")
 def test_every_template_trains_and_predicts_on_the_gpu(
-    template: Template, tiny_text_model, tmp_path
+    template: Template, tiny_text_model, tiny_causal_model, tmp_path
 ):
-    params = tiny_params(template, tiny_text_model)
+    params = tiny_params(template, tiny_text_model, tiny_causal_model)
     data = training_data(template)
     context = make_context(tmp_path)
     context.ctx.device = "cuda"

@@ -173,7 +173,10 @@ class GeneratorPredictor:
         devices = [torch.cuda.current_device()] if self.device == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(seed if seed is not None else 0)
-            generated = self.model.generate(**encoded, **options)
+            # Only what every generator reads: a tokenizer may add token_type_ids (BERT's vocab).
+            generated = self.model.generate(
+                input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], **options
+            )
         answers = self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
         return [cut_at_stops(a, settings.stop_sequences).strip() for a in answers]
 
