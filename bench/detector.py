@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modelmill.training.contract import Example, TrainContext, TrainingData, predict_all
+from modelmill.training.contract import Example, TrainContext, predict_all
 from modelmill.training.registry import find_template
 from modelmill.training.tasks import samples
 from modelmill.training.tasks.detection import COLOURS, DETECTION, Box, coco_evaluate, shapes_image
@@ -39,7 +39,9 @@ def test_examples(count: int, size: int) -> list[Example]:
     examples = []
     for i in range(count):
         data, regions = shapes_image(COLOURS, size, TEST_SEED_BASE + i)
-        examples.append(Example(f"test-{i}", "image", samples.decoder(data), regions=tuple(regions)))
+        examples.append(
+            Example(f"test-{i}", "image", samples.decoder(data), regions=tuple(regions))
+        )
     return examples
 
 
@@ -120,7 +122,11 @@ def step(name: str = "EfficientNet_Lite0_RetinaNet_Fast", size: int = 320, steps
     def fresh():
         torch.manual_seed(0)
         return build_detector(
-            template.layout, len(data.concepts), size, mean, std,
+            template.layout,
+            len(data.concepts),
+            size,
+            mean,
+            std,
             lite0_features(template.backbone.weights, None),
         )
 
@@ -160,9 +166,20 @@ def step(name: str = "EfficientNet_Lite0_RetinaNet_Fast", size: int = 320, steps
             lambda *a, **k: None,
         )
     loop = float(np.mean(np.diff(stamps)[1:]))
-    print(json.dumps({"template": name, "image_size": size, "batch": batch, "steps": steps,
-                      "bare_step_s": round(bare, 3), "loop_step_s": round(loop, 3),
-                      "ratio": round(loop / bare, 3)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "template": name,
+                "image_size": size,
+                "batch": batch,
+                "steps": steps,
+                "bare_step_s": round(bare, 3),
+                "loop_step_s": round(loop, 3),
+                "ratio": round(loop / bare, 3),
+            }
+        ),
+        flush=True,
+    )
 
 
 def coco(images: int = 2000) -> None:
@@ -173,30 +190,61 @@ def coco(images: int = 2000) -> None:
         true = []
         for _ in range(int(rng.integers(1, 5))):
             top, left = rng.random() * 0.7, rng.random() * 0.7
-            true.append(Box(str(rng.choice(concepts)), top, left, top + 0.05 + rng.random() * 0.25,
-                            left + 0.05 + rng.random() * 0.25))
+            true.append(
+                Box(
+                    str(rng.choice(concepts)),
+                    top,
+                    left,
+                    top + 0.05 + rng.random() * 0.25,
+                    left + 0.05 + rng.random() * 0.25,
+                )
+            )
         truth.append(true)
-        predictions.append([
-            Box(b.concept if rng.random() < 0.8 else str(rng.choice(concepts)),
-                b.top + rng.normal(0, 0.02), b.left + rng.normal(0, 0.02),
-                b.bottom + rng.normal(0, 0.02), b.right + rng.normal(0, 0.02), float(rng.random()))
-            for b in true for _ in range(10)
-        ])
+        predictions.append(
+            [
+                Box(
+                    b.concept if rng.random() < 0.8 else str(rng.choice(concepts)),
+                    b.top + rng.normal(0, 0.02),
+                    b.left + rng.normal(0, 0.02),
+                    b.bottom + rng.normal(0, 0.02),
+                    b.right + rng.normal(0, 0.02),
+                    float(rng.random()),
+                )
+                for b in true
+                for _ in range(10)
+            ]
+        )
     for backend in ("pycocotools", "faster_coco_eval"):
         started = time.perf_counter()
         result = coco_evaluate(truth, predictions, concepts, backend)
-        print(json.dumps({"backend": backend, "images": images,
-                          "predictions": sum(map(len, predictions)),
-                          "seconds": round(time.perf_counter() - started, 3),
-                          "map": round(result.average_precision(), 6),
-                          "map_50": round(result.average_precision(0.5), 6)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "backend": backend,
+                    "images": images,
+                    "predictions": sum(map(len, predictions)),
+                    "seconds": round(time.perf_counter() - started, 3),
+                    "map": round(result.average_precision(), 6),
+                    "map_50": round(result.average_precision(0.5), 6),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
     torch.set_num_threads(THREADS)
     logging.basicConfig(level=logging.WARNING)
-    print(json.dumps({"load": open("/proc/loadavg").read().split()[:3], "threads": THREADS,
-                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}), flush=True)
+    print(
+        json.dumps(
+            {
+                "load": Path("/proc/loadavg").read_text().split()[:3],
+                "threads": THREADS,
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            }
+        ),
+        flush=True,
+    )
     {"heads": heads, "step": step, "coco": coco}[sys.argv[1]](*map(int, sys.argv[2:]))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_memory_mb": round(peak_mb)}), flush=True)

@@ -199,7 +199,8 @@ def build_detector(
             backbone,
             num_concepts + 1,
             rpn_anchor_generator=anchors,
-            box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], ROI_OUTPUT, ROI_SAMPLING),
+            # RoIs pool from the three backbone levels; the max-pooled one only proposes.
+            box_roi_pool=MultiScaleRoIAlign(["0", "1", "2"], ROI_OUTPUT, ROI_SAMPLING),
             box_batch_size_per_image=FASTER_RCNN_ROIS,
             **sizes,
             **common,
