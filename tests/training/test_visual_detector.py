@@ -440,12 +440,21 @@ def test_boxes_move_with_the_pixels_through_letterbox_resize_and_flip(data, keep
                 item = random_resize(item, 0.6, 1.6, generator)
             if mirrored:
                 item = flip(item)
-            for (x1, y1, x2, y2), label in zip(
-                item.boxes.tolist(), item.labels.tolist(), strict=True
-            ):
+            boxes = list(zip(item.boxes.tolist(), item.labels.tolist(), strict=True))
+            for x1, y1, x2, y2 in (box for box, _ in boxes):
                 assert 0 <= x1 < x2 <= IMAGE_SIZE and 0 <= y1 < y2 <= IMAGE_SIZE
-                pixel = item.pixels[:, int((y1 + y2) / 2), int((x1 + x2) / 2)].float().numpy()
-                colour = np.array(COLOURS[data.concepts[label]], np.float32)
-                assert np.abs(pixel - colour).max() < 60, (row, resize, mirrored, pixel, colour)
+                x, y = int((x1 + x2) / 2), int((y1 + y2) / 2)
+                pixel = item.pixels[:, y, x].float().numpy()
+                # Shapes may overlap: the colour is that of one of the boxes over this point.
+                colours = [
+                    np.array(COLOURS[data.concepts[label]], np.float32)
+                    for (a1, b1, a2, b2), label in boxes
+                    if a1 <= x <= a2 and b1 <= y <= b2
+                ]
+                # Resizing blends small shapes' centres a little: the nearest concept colour
+                # must be one of those boxes' and not far from it.
+                nearest = min(COLOURS.values(), key=lambda c: np.abs(pixel - c).max())
+                assert any(np.array_equal(nearest, c) for c in colours), (row, resize, pixel)
+                assert min(np.abs(pixel - c).max() for c in colours) < 80, (row, resize, pixel)
                 checked += 1
     assert checked > len(data.examples)
