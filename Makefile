@@ -1,10 +1,12 @@
 # modelmill's entry points, for people and CI alike: .ci/run runs `make test`.
 #
 #   make serve          set up, then run the server on its embedded defaults (ARGS="--http-port 9000")
-#   make test           set up everything, then run every test tier: default, slow, postgres, browser
+#   make test           set up everything, then run every test tier: default, slow, postgres, browser;
+#                       and bench/gpu.sh's dry run (no GPU here: it checks its own set-up)
 #   make check          the fast default tier only, for the edit-test loop
 #   make test-postgres  start a throwaway PostgreSQL and run the postgres tier against it
-#   make lint           ruff check + ruff format --check; the README's settings table is current
+#   make lint           ruff check + ruff format --check; the layers contract (import-linter); the
+#                       README's settings table is current
 #   make bench          bench/ingest.py on SQLite, and on PostgreSQL when it can start one
 #
 # Set-up is idempotent: the virtual environment is (re)installed only when pyproject.toml or
@@ -31,8 +33,10 @@ serve: install
 
 test: install
 	@$(BIN)/python scripts/settings_table.py --check || echo "(warning only: make lint fails on it)"
+	$(BIN)/lint-imports
 	scripts/install-system-packages.sh postgresql chromium
 	scripts/run-tests.sh default slow postgres browser
+	GPU_RESULTS_DIR=test-artifacts/gpu bench/gpu.sh --dry-run
 
 check: install
 	scripts/run-tests.sh default
@@ -44,6 +48,7 @@ test-postgres: install
 lint: install
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/lint-imports
 	$(BIN)/python scripts/settings_table.py --check
 
 bench: install

@@ -33,9 +33,9 @@ from modelmill.training.estimator import (
     input_kinds,
     model_key,
     shipped_runs,
-    this_hardware,
     workload_of,
 )
+from modelmill.training.hardware import this_hardware
 from modelmill.training.trials import Trial, run_trial, stats_of
 
 # Held-out points, between and beyond the calibration levels (calibration: epochs 1, 2, 4; image

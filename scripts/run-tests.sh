@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run pytest tier by tier and print one summary; exits non-zero if any tier failed.
 #
-#   scripts/run-tests.sh [TIER...]      # TIER: default slow postgres browser (default: all four)
+#   scripts/run-tests.sh [TIER...]      # TIER: default slow postgres browser (default: all four),
+#                                       # or gpu (a CUDA device: bench/gpu.sh runs it)
 #   PYTEST_ARGS="-x -k inputs" scripts/run-tests.sh default
 #
 # Each test runs in exactly one tier (a slow postgres test runs in the postgres tier).
@@ -23,11 +24,12 @@ mkdir -p "$artifacts"
 
 marker_expression() {
   case "$1" in
-    default) echo "not slow and not postgres and not browser" ;;
-    slow) echo "slow and not postgres and not browser" ;;
-    postgres) echo "postgres" ;;
-    browser) echo "browser and not postgres" ;;
-    *) echo "unknown tier '$1' (default, slow, postgres, browser)" >&2; return 1 ;;
+    default) echo "not slow and not postgres and not browser and not gpu" ;;
+    slow) echo "slow and not postgres and not browser and not gpu" ;;
+    postgres) echo "postgres and not gpu" ;;
+    browser) echo "browser and not postgres and not gpu" ;;
+    gpu) echo "gpu" ;;
+    *) echo "unknown tier '$1' (default, slow, postgres, browser, gpu)" >&2; return 1 ;;
   esac
 }
 

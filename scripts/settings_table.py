@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import AliasChoices
 
 from modelmill.cli import app
 from modelmill.settings import Settings
@@ -59,7 +60,11 @@ def table() -> str:
         default = field.get_default()
         shown = "" if default in (None, "") else f"`{default}`"
         meaning = (field.description or "").replace("|", "\\|")
-        rows.append(f"| {flag} | `{prefix}{name.upper()}` | {shown} | {meaning} |")
+        names = [f"{prefix}{name.upper()}"]
+        if isinstance(field.validation_alias, AliasChoices):  # also read from AWS_* variables
+            names = [str(choice) for choice in field.validation_alias.choices]
+        variables = ", ".join(f"`{variable}`" for variable in names)
+        rows.append(f"| {flag} | {variables} | {shown} | {meaning} |")
     return "\n".join(rows)
 
 

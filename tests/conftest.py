@@ -246,6 +246,86 @@ def server(
     server.stop()
 
 
+# ---- an S3-compatible server -------------------------------------------------------------------
+
+S3_REGION = "us-east-1"
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "modelmill-test", "AWS_SECRET_ACCESS_KEY": "modelmill-test"}
+MOTO_START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class MotoServer:
+    """moto's standalone S3 server on a loopback port, in a process of its own."""
+
+    endpoint: str
+    process: subprocess.Popen[bytes]
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=S3_REGION,
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def create_bucket(self) -> str:
+        """A fresh, empty bucket: tests sharing the server stay apart."""
+        name = f"modelmill-{secrets.token_hex(6)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def settings(self, bucket: str, prefix: str = "blobs") -> dict[str, str]:
+        """The variables that point a modelmill process at `bucket` on this server."""
+        return {
+            "MODELMILL_BLOB_URL": f"s3://{bucket}/{prefix}",
+            "MODELMILL_S3_ENDPOINT_URL": self.endpoint,
+            "MODELMILL_S3_REGION": S3_REGION,
+            "MODELMILL_S3_PATH_STYLE": "true",
+            **S3_CREDENTIALS,
+        }
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(SERVER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(SERVER_STOP_TIMEOUT_S)
+
+
+def start_moto(log_path: Path) -> MotoServer:
+    """Start `python -m moto.server` on a free loopback port; wait until it answers."""
+    for _ in range(BIND_ATTEMPTS):
+        port = free_port()
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        server = MotoServer(f"http://127.0.0.1:{port}", process)
+        deadline = time.monotonic() + MOTO_START_TIMEOUT_S
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                requests.get(server.endpoint, timeout=1)
+                return server
+            except requests.RequestException:
+                time.sleep(0.1)
+        server.stop()  # exited (port taken meanwhile) or silent: try a fresh port
+    raise RuntimeError(f"moto's S3 server did not start:\n{log_path.read_text(errors='replace')}")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One S3-compatible server for the session; each test takes a bucket of its own."""
+    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()
+
+
 # ---- users, keys and apps ----------------------------------------------------------------------
 
 

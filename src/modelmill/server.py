@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 import uvicorn
+from fastapi import FastAPI
 
 from modelmill.api.grpc_server import start_grpc_server
 from modelmill.api.http import create_http_app
@@ -13,8 +14,17 @@ from modelmill.api.servicer import Servicer
 from modelmill.jobs.supervisor import Supervisor
 from modelmill.services import Env
 from modelmill.settings import Settings
+from modelmill.web import mount_web
 
 log = logging.getLogger("modelmill")
+
+
+def create_app(servicer: Servicer) -> FastAPI:
+    """The HTTP server's application: the API's routes and the web UI beside them, sharing the
+    servicer's Env and predictor cache."""
+    app = create_http_app(servicer)
+    mount_web(app, servicer.env, servicer.predictors)
+    return app
 
 
 def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
@@ -30,7 +40,7 @@ def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
     announce(f"jobs  {settings.workers} training worker(s)")
     try:
         uvicorn.run(
-            create_http_app(servicer),
+            create_app(servicer),
             host=settings.host,
             port=settings.http_port,
             log_level="warning",

@@ -8,20 +8,69 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _aws(own: str, *standard: str) -> AliasChoices:
+    """Read a setting from MODELMILL_OWN, else from the standard AWS variables, in that order."""
+    return AliasChoices(f"MODELMILL_{own}", *standard)
 
 
 class Settings(BaseSettings):
     """modelmill's settings; environment variables are the field names with a MODELMILL_ prefix."""
 
-    model_config = SettingsConfigDict(env_prefix="MODELMILL_", extra="ignore")
+    # populate_by_name: a child process rebuilds its settings from model_dump()'s field names,
+    # also for the fields that read the standard AWS variables under their own names.
+    model_config = SettingsConfigDict(
+        env_prefix="MODELMILL_", extra="ignore", populate_by_name=True
+    )
 
     data_dir: Path = Field(Path("modelmill-data"), description="Where the database and blobs live.")
     database_url: str = Field(
         "", description="SQLAlchemy URL; empty means SQLite at DATA_DIR/modelmill.db."
     )
-    blob_url: str = Field("", description="Blob store; empty means the folder DATA_DIR/blobs.")
+    blob_url: str = Field(
+        "",
+        description="Blob store: s3://BUCKET/PREFIX for an S3-compatible store; empty means the "
+        "folder DATA_DIR/blobs.",
+    )
+    s3_endpoint_url: str = Field(
+        "",
+        validation_alias=_aws("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        description="S3 endpoint (MinIO, R2, ...); empty means AWS S3.",
+    )
+    s3_region: str = Field(
+        "",
+        validation_alias=_aws("S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="Region of the S3 bucket; empty means us-east-1.",
+    )
+    s3_path_style: bool = Field(
+        False, description="Address the bucket as ENDPOINT/BUCKET (MinIO) not BUCKET.ENDPOINT."
+    )
+    s3_access_key_id: str = Field(
+        "",
+        validation_alias=_aws("S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        description="S3 access key; empty means the machine's role (instance, web identity).",
+    )
+    s3_secret_access_key: str = Field(
+        "",
+        validation_alias=_aws("S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+        description="Secret of s3_access_key_id.",
+    )
+    s3_session_token: str = Field(
+        "",
+        validation_alias=_aws("S3_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
+        description="Session token of temporary S3 credentials.",
+    )
+    blob_direct_links: bool = Field(
+        False,
+        description="Blob links are the S3 store's presigned URLs (clients can reach the S3 "
+        "endpoint); otherwise the server streams blobs.",
+    )
+    blob_link_expiry_s: int = Field(
+        3600, gt=0, le=7 * 24 * 3600, description="How long a presigned S3 link stays valid."
+    )
     host: str = Field("127.0.0.1", description="Address the HTTP and gRPC servers bind to.")
     http_port: int = Field(8080, description="Port of the REST API and web UI.")
     grpc_port: int = Field(18080, description="Port of the gRPC API.")
@@ -41,6 +90,12 @@ class Settings(BaseSettings):
         None, description="Pretrained weights folder; empty means DATA_DIR/weights."
     )
     device: str = Field("auto", description="Training device: auto, cpu or cuda.")
+    gpu_memory_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of a GPU's memory one job may use; 0 shares it among WORKERS.",
+    )
     embed_on_upload: bool = Field(
         True, description="Compute base-model embeddings of new inputs in the background."
     )
@@ -69,6 +124,11 @@ class Settings(BaseSettings):
     def resolved_job_threads(self) -> int:
         """Threads per job: workers that each took every core would fight over them."""
         return self.job_threads or max(1, (os.cpu_count() or 1) // max(self.workers, 1))
+
+    @property
+    def resolved_gpu_memory_fraction(self) -> float:
+        """Workers that share a GPU each keep to their share of its memory."""
+        return self.gpu_memory_fraction or 1.0 / max(self.workers, 1)
 
     @property
     def resolved_weights_dir(self) -> Path:

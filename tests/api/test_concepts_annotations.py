@@ -266,7 +266,9 @@ def test_annotation_without_labels_is_rejected(api: Api) -> None:
     reply = api.PostAnnotations(annotations=[pb.Annotation(input_id="img", data=pb.Data())])
 
     assert_status(
-        reply.annotations[0].status, codes.ANNOTATION_INVALID_ARGUMENT, "no concepts and no regions"
+        reply.annotations[0].status,
+        codes.ANNOTATION_INVALID_ARGUMENT,
+        "no concepts, no regions and no text",
     )
     assert annotations_of(api) == []
 
@@ -301,3 +303,27 @@ def test_mask_sent_as_base64_text_over_grpc_is_rejected(grpc_api: Api) -> None:
 
     assert_status(reply.annotations[0].status, codes.ANNOTATION_INVALID_ARGUMENT, "mask")
     assert annotations_of(grpc_api) == []
+
+
+def test_annotation_text_is_the_target_of_its_input(api: Api) -> None:
+    """A text-to-text training pair: the input's text is the prompt, an annotation's data.text
+    the wanted output; the input itself keeps its own text."""
+    assert_ok(api.PostInputs(inputs=[text_input("q", "Translate: bonjour")]))
+    target = pb.Data(text=pb.Text(raw="hello"))
+
+    assert_ok(api.PostAnnotations(annotations=[pb.Annotation(input_id="q", data=target)]))
+
+    (annotation,) = annotations_of(api, "q")
+    assert annotation.data.text.raw == "hello"
+    assert api.GetInput(input_id="q").input.data.text.raw == "Translate: bonjour"
+
+
+def test_annotation_with_blank_text_is_rejected(api: Api) -> None:
+    assert_ok(api.PostInputs(inputs=[text_input("q", "Translate: bonjour")]))
+
+    reply = api.PostAnnotations(
+        annotations=[pb.Annotation(input_id="q", data=pb.Data(text=pb.Text(raw="   ")))]
+    )
+
+    assert_status(reply.annotations[0].status, codes.ANNOTATION_INVALID_ARGUMENT, "text")
+    assert annotations_of(api, "q") == []

@@ -17,10 +17,10 @@ import pytest
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from sqlalchemy import update
 
-from modelmill.jobs import queue
 from modelmill.jobs.worker import Worker
 from modelmill.services import Env
 from modelmill.settings import Settings
+from modelmill.store import queue
 from modelmill.store.tables import App, Job, Model, ModelVersion, User, utcnow
 
 LEASE_S = 30.0

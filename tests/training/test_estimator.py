@@ -43,10 +43,11 @@ from modelmill.training.estimator import (
     fit,
     leave_one_out,
     shipped_runs,
-    this_hardware,
     workload_of,
 )
+from modelmill.training.hardware import this_hardware
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
+from modelmill.training.templates.visual_classifier import EFFICIENTNET_LITE0_CLASSIFIER as LITE0
 from modelmill.training.trials import Quiet, Trial, run_trial
 
 # ---- display helpers at their edges ------------------------------------------------------------
@@ -324,12 +325,11 @@ def test_a_finished_job_records_its_time(env: Env, tmp_path: Path) -> None:
     snapshot = [{"kind": "image", "width": 1000, "height": 500, "text": None}] * 30
     params = EMBEDDING_CLASSIFIER.Params()
 
-    took = record_training(env, job, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", tmp_path)
+    took = record_training(env, job, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", None)
     assert took is not None and 90 <= took < 120
     resumed = Job(kind="train", attempts=2, started_at=utcnow() - timedelta(seconds=90))
     assert (
-        record_training(env, resumed, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", tmp_path)
-        is None
+        record_training(env, resumed, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", None) is None
     )
 
     with env.db.session() as session:
@@ -339,6 +339,19 @@ def test_a_finished_job_records_its_time(env: Env, tmp_path: Path) -> None:
     assert run.source == "training" and 90 <= run.seconds < 120
     assert (run.workload.num_inputs, run.workload.source_units) == (30, 0.5)
     assert run.peak_memory_bytes and run.peak_memory_bytes > 10_000_000
+
+
+def test_a_finished_job_records_the_epochs_it_ran(env: Env) -> None:
+    """Early stopping ends some trainings sooner: the time is for the epochs that ran."""
+    job = Job(kind="train", attempts=1, started_at=utcnow() - timedelta(seconds=60))
+    snapshot = [{"kind": "image", "width": 64, "height": 64, "text": None}] * 10
+    params = LITE0.Params(num_epochs=15)
+
+    record_training(env, job, LITE0, params, snapshot, "cpu", epochs_run=3)
+
+    with env.db.session() as session:
+        (row,) = session.query(TrainingRun).all()
+    assert Run.from_json(row.run).workload.num_epochs == 3
 
 
 def test_trial_timing_waits_for_a_quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:

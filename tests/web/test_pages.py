@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
-from modelmill.api.http import create_http_app
 from modelmill.api.servicer import Servicer
+from modelmill.server import create_app
 from modelmill.services import AppScope, Env, apps, auth, datasets, models, training
 from modelmill.services.auth import resolve_app
 from modelmill.services.inputs import NewInput, post_inputs
@@ -63,7 +63,7 @@ class Site:
 def site(tmp_path: Path) -> Iterator[Site]:
     env = Env.open(Settings(data_dir=tmp_path, embed_on_upload=False, workers=0))
     key = auth.create_token(env, USER)
-    with TestClient(create_http_app(Servicer(env))) as client:
+    with TestClient(create_app(Servicer(env))) as client:
         yield Site(env, client, key)
     env.db.dispose()
 
@@ -506,7 +506,7 @@ def test_tolerance_over_100_shows_the_error_and_keeps_the_form(
     )
     assert reply.status_code == 400
     assert errors(reply.text) == [
-        "invalid_data_tolerance_percent is 150.0; give a percentage from 0 to 100."
+        "invalid_data_tolerance_percent is 150; give a percentage from 0 to 100."
     ]
     assert 'name="train_info.params.invalid_data_tolerance_percent" value="150"' in reply.text
     assert 'name="train_info.params.num_epochs" value="3"' in reply.text

@@ -10,11 +10,10 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from clarifai_grpc.grpc.api.status import status_pb2
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from modelmill.api.links import Links
-from modelmill.services import AppScope
+from modelmill.services import AppScope, rows
 from modelmill.services.evaluations import light
 from modelmill.services.inputs import NewInput
-from modelmill.store import tables
+from modelmill.services.links import Links
 from modelmill.training.contract import Output
 from modelmill.training.registry import FieldSpec, ModelTypeSpec
 
@@ -74,6 +73,15 @@ def labels(data: pb.Data) -> dict[str, Any]:
     return result
 
 
+def annotation_labels(data: pb.Data) -> dict[str, Any]:
+    """An annotation's labels: concepts and regions, and `data.text` as the wanted output of
+    its input (a text-to-text training pair); on an input, data.text is its content instead."""
+    result = labels(data)
+    if data.text.raw:
+        result["text"] = {"raw": data.text.raw}
+    return result
+
+
 def new_input(message: pb.Input) -> NewInput:
     data = message.data
     unsupported = next(
@@ -96,7 +104,7 @@ def new_input(message: pb.Input) -> NewInput:
 # ---- rows → proto -----------------------------------------------------------------------------
 
 
-def app(row: tables.App, user_id: str) -> pb.App:
+def app(row: rows.App, user_id: str) -> pb.App:
     return pb.App(
         id=row.id,
         name=row.name,
@@ -111,10 +119,11 @@ def data(labels_: dict[str, Any]) -> pb.Data:
     return parse(labels_, pb.Data()) if labels_ else pb.Data()
 
 
-def input_(row: tables.Input, labels_: dict[str, Any], scope: AppScope, links: Links) -> pb.Input:
+def input_(row: rows.Input, labels_: dict[str, Any], scope: AppScope, links: Links) -> pb.Input:
     message = pb.Input(
         id=row.id,
-        data=data(labels_),
+        # An annotation's target text is not the input's content: ListAnnotations shows it.
+        data=data({k: v for k, v in labels_.items() if k != "text"}),
         status=status(row.status_code),
         created_at=timestamp(row.created_at),
         modified_at=timestamp(row.modified_at),
@@ -131,7 +140,7 @@ def input_(row: tables.Input, labels_: dict[str, Any], scope: AppScope, links: L
     return message
 
 
-def concept(row: tables.Concept, scope: AppScope) -> pb.Concept:
+def concept(row: rows.Concept, scope: AppScope) -> pb.Concept:
     return pb.Concept(
         id=row.id,
         name=row.name,
@@ -142,7 +151,7 @@ def concept(row: tables.Concept, scope: AppScope) -> pb.Concept:
     )
 
 
-def annotation(row: tables.Annotation, input_id: str, scope: AppScope) -> pb.Annotation:
+def annotation(row: rows.Annotation, input_id: str, scope: AppScope) -> pb.Annotation:
     return pb.Annotation(
         id=row.id,
         input_id=input_id,
@@ -154,7 +163,7 @@ def annotation(row: tables.Annotation, input_id: str, scope: AppScope) -> pb.Ann
     )
 
 
-def dataset(row: tables.Dataset, scope: AppScope) -> pb.Dataset:
+def dataset(row: rows.Dataset, scope: AppScope) -> pb.Dataset:
     return pb.Dataset(
         id=row.id,
         app_id=scope.app_id,
@@ -167,7 +176,7 @@ def dataset(row: tables.Dataset, scope: AppScope) -> pb.Dataset:
 
 
 def dataset_version(
-    row: tables.DatasetVersion, dataset_id: str, scope: AppScope
+    row: rows.DatasetVersion, dataset_id: str, scope: AppScope
 ) -> pb.DatasetVersion:
     message = pb.DatasetVersion(
         id=row.id,
@@ -184,7 +193,7 @@ def dataset_version(
     return message
 
 
-def metrics_groups(row: tables.DatasetVersion) -> list[pb.DatasetVersionMetricsGroup]:
+def metrics_groups(row: rows.DatasetVersion) -> list[pb.DatasetVersionMetricsGroup]:
     return [
         parse(group, pb.DatasetVersionMetricsGroup()) for group in row.metrics.get("groups", [])
     ]
@@ -205,7 +214,7 @@ def progress_line(code: int, progress: dict[str, Any]) -> str:
 
 
 def model_version(
-    row: tables.ModelVersion, model: tables.Model, scope: AppScope, links: Links
+    row: rows.ModelVersion, model: rows.Model, scope: AppScope, links: Links
 ) -> pb.ModelVersion:
     progress = row.progress or {}
     description = row.status_description or codes.StatusCode.Name(row.status_code)
@@ -235,7 +244,7 @@ def model_version(
 
 
 def model(
-    row: tables.Model, version: tables.ModelVersion | None, scope: AppScope, links: Links
+    row: rows.Model, version: rows.ModelVersion | None, scope: AppScope, links: Links
 ) -> pb.Model:
     message = pb.Model(
         id=row.id,
@@ -333,9 +342,9 @@ def output(result: Output, echo: pb.Input, names: dict[str, str]) -> pb.Output:
 
 
 def evaluation(
-    row: tables.Evaluation,
-    model_row: tables.Model,
-    version: tables.ModelVersion,
+    row: rows.Evaluation,
+    model_row: rows.Model,
+    version: rows.ModelVersion,
     scope: AppScope,
     links: Links,
     fields: set[str],
@@ -351,7 +360,7 @@ def evaluation(
     return message
 
 
-def export(row: tables.Export, links: Links) -> pb.ModelVersionExport:
+def export(row: rows.Export, links: Links) -> pb.ModelVersionExport:
     message = pb.ModelVersionExport(
         status=status(row.status_code, row.status_description), size=row.size
     )

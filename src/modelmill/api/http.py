@@ -1,20 +1,20 @@
-"""The HTTP application: the REST gateway, signed links (blobs, train logs), modelmill's own
-routes (cancel a training), health, and the web UI."""
+"""The API's HTTP application: the REST gateway, signed links (blobs, train logs), modelmill's
+own routes (cancel a training) and health. The server adds the web UI beside it."""
 
 from __future__ import annotations
 
 from clarifai_grpc.channel.custom_converters.custom_message_to_dict import protobuf_to_dict
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from modelmill.api import convert
+from modelmill.api.blob_responses import blob_response
 from modelmill.api.rest import HeadersContext, RestGateway
 from modelmill.api.rpc import authorization
 from modelmill.api.servicer import Servicer, implemented_methods
 from modelmill.domain.errors import ApiError
 from modelmill.services import training
 from modelmill.services.signing import verify
-from modelmill.web import STATIC_PREFIX, create_web_router, static_files
 
 
 def _error(error: ApiError, http_status: int = 400) -> JSONResponse:
@@ -46,13 +46,7 @@ def create_http_app(servicer: Servicer) -> FastAPI:
                 servicer.authenticate(authorization(HeadersContext(request)))
             except ApiError as error:
                 return _error(error, 401)
-        try:
-            path = env.blobs.path(key)
-        except KeyError:
-            path = None
-        if path is None:
-            return JSONResponse({"status": {"description": "No such blob"}}, 404)
-        return FileResponse(path, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+        return blob_response(env.blobs, key, request.headers.get("range"))
 
     @app.get("/logs/{version_pk}")
     def log(version_pk: int, sig: str = "") -> Response:
@@ -83,7 +77,5 @@ def create_http_app(servicer: Servicer) -> FastAPI:
             }
         )
 
-    app.include_router(create_web_router(servicer))
-    app.mount(STATIC_PREFIX, static_files(), name="static")
     app.add_api_route("/v2/{path:path}", gateway, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     return app

@@ -16,8 +16,8 @@ from modelmill.api.handlers import (
     models,
     training,
 )
-from modelmill.api.links import Links
 from modelmill.services import AppScope, Env, auth
+from modelmill.services.links import Links
 from modelmill.services.paging import Page
 from modelmill.services.predictions import PredictorCache
 

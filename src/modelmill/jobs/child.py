@@ -7,22 +7,19 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 
 from modelmill.domain import model_versions as lifecycle
-from modelmill.jobs import queue
+from modelmill.jobs.logs import LogPublisher
 from modelmill.services import Env
+from modelmill.services.logs import log_path
 from modelmill.settings import Settings
+from modelmill.store import queue
 from modelmill.store.tables import Evaluation, Export, Job, ModelVersion, utcnow
 
 PARENT_CHECK_S = 1.0
-
-
-def log_path(settings: Settings, job_pk: int) -> Path:
-    return settings.data_dir / "logs" / f"job-{job_pk}.log"
 
 
 def _die_with_parent(parent: int) -> None:
@@ -59,13 +56,15 @@ def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
     settings = Settings(**settings_values)
     env = Env.open(settings, migrate=False)
     path = log_path(settings, job_pk)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    publisher = LogPublisher(env, job_pk, path)
+    publisher.resume()  # before the handler appends: an earlier attempt may have run elsewhere
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log = logging.getLogger(f"modelmill.job.{job_pk}")
     log.setLevel(logging.INFO)
     log.addHandler(handler)
     job = queue.get(env, job_pk)
+    publisher.start()
     import torch  # every kind of job computes with it
 
     torch.set_num_threads(settings.resolved_job_threads)
@@ -87,10 +86,7 @@ def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
         state, error_text = queue.FAILED, str(error)
     handler.flush()
     # Keep the log before ending the job: once the job ends, the worker stops watching us.
-    with env.db.session() as session:
-        row = session.get(Job, job_pk)
-        if row is not None:  # None when the version (and so its job) was deleted meanwhile
-            row.log_key = env.blobs.put(path.read_bytes())
+    publisher.stop()
     queue.finish(env, job_pk, owner, state, error_text)
 
 

@@ -29,13 +29,13 @@ def run_export(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
     shutil.rmtree(work, ignore_errors=True)
     artifacts = get_tree(env.blobs, version.artifacts_key, work / "artifacts")
     archive = template.export(artifacts, work / "out")
-    data = archive.read_bytes()
-    key = env.blobs.put(data)
-    log.info("exported %s (%d bytes)", archive.name, len(data))
+    size = archive.stat().st_size
+    key = env.blobs.put_file(archive)  # streamed: an archive can be larger than memory allows
+    log.info("exported %s (%d bytes)", archive.name, size)
     with env.db.session() as session:
         row = session.get(Export, export.pk)
         assert row is not None
-        row.blob_key, row.size = key, len(data)
+        row.blob_key, row.size = key, size
         row.status_code = codes.MODEL_EXPORTED
         row.status_description = f"Exported {archive.name}"
     shutil.rmtree(work, ignore_errors=True)

@@ -16,7 +16,6 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from modelmill.domain import model_versions as lifecycle
-from modelmill.jobs import queue
 from modelmill.services import Env
 from modelmill.services.datasets import load_snapshot
 from modelmill.services.embeddings import EmbeddingCache
@@ -24,6 +23,7 @@ from modelmill.services.estimates import estimate_job, record_training
 from modelmill.services.evaluations import record_training_evaluation
 from modelmill.services.examples import content_key, from_snapshot
 from modelmill.services.training import PLAN, RESUME_FROM_VERSION
+from modelmill.store import queue
 from modelmill.store.blobs import get_tree, put_tree
 from modelmill.store.tables import DatasetVersion, Job, Model, ModelVersion, utcnow
 from modelmill.training import runner
@@ -34,7 +34,7 @@ from modelmill.training.contract import (
     TrainContext,
     TrainingCancelled,
 )
-from modelmill.training.estimator import resolve_device
+from modelmill.training.hardware import limit_gpu_memory, resolve_device
 from modelmill.training.runner import TrainingPlan
 
 REPORT_EVERY_S = 0.5
@@ -223,6 +223,8 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
             save_checkpoint=save_checkpoint,
             deadline=_deadline(job, plan),
         )
+        if ctx.device == "cuda":
+            limit_gpu_memory(env.settings.resolved_gpu_memory_fraction)
         outcome = runner.run(plan, examples, ctx)
         artifacts_key = put_tree(env.blobs, outcome.result.artifacts)
     except TrainingCancelled:

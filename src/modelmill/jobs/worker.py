@@ -16,10 +16,10 @@ import threading
 import time
 import uuid
 
-from modelmill.jobs import queue
 from modelmill.jobs.child import fail_for_good, run_job
 from modelmill.services import Env
 from modelmill.settings import Settings
+from modelmill.store import queue
 
 log = logging.getLogger("modelmill.worker")
 POLL_S = 0.5

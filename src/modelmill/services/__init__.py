@@ -5,26 +5,10 @@
 # feature instead of importing the annotations service module.
 from dataclasses import dataclass
 
-from modelmill.settings import Settings
-from modelmill.store.blobs import BlobStore, open_blob_store
-from modelmill.store.database import Database
+from modelmill.store.blobs import BlobStore
+from modelmill.store.env import Env
 
-
-@dataclass
-class Env:
-    """What every service needs: settings, the metadata database and the blob store."""
-
-    settings: Settings
-    db: Database
-    blobs: BlobStore
-
-    @classmethod
-    def open(cls, settings: Settings, migrate: bool = True) -> "Env":  # noqa: UP037
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(settings.resolved_database_url)
-        if migrate:
-            db.migrate()
-        return cls(settings, db, open_blob_store(settings.resolved_blob_url))
+__all__ = ["AppScope", "BlobStore", "Env"]  # Env and BlobStore: the store's, as services use it
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def post_annotations(
                 if not result.labels:
                     raise ApiError(
                         codes.ANNOTATION_INVALID_ARGUMENT,
-                        "The annotation has no concepts and no regions.",
+                        "The annotation has no concepts, no regions and no text.",
                     )
                 good.append(result)
             except ApiError as error:

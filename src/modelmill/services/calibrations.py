@@ -28,9 +28,8 @@ from modelmill.training.estimator import (
     calibration_document,
     input_kinds,
     model_key,
-    resolve_device,
-    this_hardware,
 )
+from modelmill.training.hardware import resolve_device, this_hardware
 from modelmill.training.registry import TEMPLATES
 from modelmill.training.trials import CalibrationError, Measured, Quiet
 

@@ -10,12 +10,20 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from modelmill.domain import model_versions as lifecycle
 from modelmill.domain.errors import ApiError
 from modelmill.domain.ids import check_id, new_id
 from modelmill.services import AppScope, Env
 from modelmill.services.inputs import merged_labels
 from modelmill.services.paging import Page
-from modelmill.store.tables import Dataset, DatasetInput, DatasetVersion, Input
+from modelmill.store.tables import (
+    Dataset,
+    DatasetInput,
+    DatasetVersion,
+    Input,
+    Model,
+    ModelVersion,
+)
 
 
 def find_dataset(session: Session, app: AppScope, dataset_id: str) -> Dataset:
@@ -85,10 +93,38 @@ def patch_datasets(
     return rows
 
 
+def _refuse_while_training(session: Session, versions: list[DatasetVersion]) -> None:
+    """A dataset version a training still waits for or learns from cannot go: the training
+    would lose its data half-way (finished trainings keep their own copy of what they used)."""
+    busy = session.execute(
+        select(Model.id, ModelVersion.id, DatasetVersion.id)
+        .join(Model, Model.pk == ModelVersion.model_pk)
+        .join(DatasetVersion, DatasetVersion.pk == ModelVersion.dataset_version_pk)
+        .where(
+            ModelVersion.dataset_version_pk.in_([v.pk for v in versions]),
+            ModelVersion.status_code.in_([lifecycle.QUEUED, lifecycle.TRAINING]),
+        )
+        .limit(1)
+    ).first()
+    if busy is not None:
+        model_id, version_id, dataset_version_id = busy
+        raise ApiError(
+            codes.CONN_INVALID_REQUEST,
+            f"Dataset version '{dataset_version_id}' is the training data of version "
+            f"'{version_id}' of model '{model_id}', which is still training; wait for it to "
+            "finish or cancel it, then delete.",
+        )
+
+
 def delete_datasets(env: Env, app: AppScope, dataset_ids: list[str]) -> None:
     with env.db.session() as session:
         for dataset_id in dataset_ids:
-            session.delete(find_dataset(session, app, dataset_id))
+            dataset = find_dataset(session, app, dataset_id)
+            versions = session.scalars(
+                select(DatasetVersion).where(DatasetVersion.dataset_pk == dataset.pk)
+            )
+            _refuse_while_training(session, list(versions))
+            session.delete(dataset)
 
 
 def add_dataset_inputs(env: Env, app: AppScope, dataset_id: str, input_ids: list[str]) -> int:
@@ -334,8 +370,10 @@ def list_versions(env: Env, app: AppScope, dataset_id: str, page: Page) -> list[
 
 def delete_versions(env: Env, app: AppScope, dataset_id: str, version_ids: list[str]) -> None:
     with env.db.session() as session:
-        for version_id in version_ids:
-            session.delete(find_version(session, app, dataset_id, version_id))
+        versions = [find_version(session, app, dataset_id, v) for v in version_ids]
+        _refuse_while_training(session, versions)
+        for version in versions:
+            session.delete(version)
 
 
 def load_snapshot(env: Env, version: DatasetVersion) -> list[dict[str, Any]]:

@@ -39,11 +39,10 @@ from modelmill.training.estimator import (
     fit,
     input_kinds,
     model_key,
-    resolve_device,
     shipped_runs,
-    this_hardware,
     workload_of,
 )
+from modelmill.training.hardware import resolve_device, this_hardware
 from modelmill.training.registry import COMMON_TRAIN_PARAMS
 
 log = logging.getLogger("modelmill")

@@ -11,12 +11,12 @@ from sqlalchemy.orm import Session
 
 from modelmill.domain.errors import ApiError
 from modelmill.domain.ids import check_id, new_id
-from modelmill.jobs import queue
 from modelmill.services import AppScope, Env
 from modelmill.services.datasets import find_version as find_dataset_version
 from modelmill.services.models import find_model, find_version
 from modelmill.services.paging import Page
 from modelmill.services.predictions import trained_version
+from modelmill.store import queue
 from modelmill.store.tables import Evaluation, Model, ModelVersion
 
 # EvalMetrics parts that GetEvaluation returns only when `fields` asks for them.

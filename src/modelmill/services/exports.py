@@ -6,9 +6,9 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from sqlalchemy import select
 
 from modelmill.domain.errors import ApiError
-from modelmill.jobs import queue
 from modelmill.services import AppScope, Env
 from modelmill.services.predictions import trained_version
+from modelmill.store import queue
 from modelmill.store.tables import Export
 
 

@@ -330,7 +330,7 @@ def _store(
 
 def _queue_embedding(session: Session, app: AppScope, after_pk: int) -> None:
     """Embed new inputs in the background; one waiting job per app covers every later upload."""
-    from modelmill.jobs import queue
+    from modelmill.store import queue
 
     waiting = session.scalars(
         select(Job).where(Job.kind == "embed", Job.state == queue.QUEUED)
@@ -365,6 +365,8 @@ def merged_labels(session: Session, input_pks: list[int]) -> dict[int, dict[str,
         for key in ("concepts", "regions"):
             if data.get(key):
                 labels.setdefault(key, []).extend(data[key])
+        if data.get("text"):  # a target text: the newest annotation's wins
+            labels["text"] = data["text"]
     return merged
 
 

@@ -1,6 +1,7 @@
 """Checks on labels, shared by inputs and annotations: concepts with values and image regions.
 
-Labels are kept in the Clarifai `Data` JSON shape: {"concepts": [...], "regions": [...]}.
+Labels are kept in the Clarifai `Data` JSON shape: {"concepts": [...], "regions": [...]}, and for
+an annotation {"text": {"raw": ...}}: the wanted output of its input (text-to-text training).
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ def check_labels(data: dict[str, Any], code: int) -> dict[str, Any]:
         labels["concepts"] = check_concepts(data["concepts"], code)
     if data.get("regions"):
         labels["regions"] = [check_region(region, code) for region in data["regions"]]
+    if "text" in data:
+        raw = (data["text"] or {}).get("raw")
+        if not isinstance(raw, str) or not raw.strip():
+            raise ApiError(code, "An annotation's text (the wanted output) is empty.")
+        labels["text"] = {"raw": raw}
     return labels
 
 

@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session
 from modelmill.domain import model_versions as lifecycle
 from modelmill.domain.errors import ApiError
 from modelmill.domain.ids import new_id
-from modelmill.jobs import queue
-from modelmill.services import AppScope, Env
+from modelmill.services import AppScope, Env, logs
 from modelmill.services.datasets import find_dataset, freeze, load_snapshot, snapshot_rows
 from modelmill.services.datasets import find_version as find_dataset_version
 from modelmill.services.examples import from_snapshot
 from modelmill.services.models import find_model, find_version
+from modelmill.store import queue
 from modelmill.store.tables import Concept, Dataset, Job, Model, ModelVersion, utcnow
 from modelmill.training.contract import DataError, Task, Template
 from modelmill.training.registry import (
@@ -159,6 +159,15 @@ def _relevant_snapshot(
     """Every app input the task would train on (for classifiers: labelled with a concept)."""
     rows = snapshot_rows(session, None, app_pk=app.app_pk)
     return [row for row in rows if task.relevant(from_snapshot(env, row, concepts), concepts)]
+
+
+def count_training_inputs(env: Env, app: AppScope, model_id: str, concepts: list[str]) -> int:
+    """How many inputs PostModelVersions would freeze for `concepts` when no dataset is given
+    (the same selection: the model type's task says which inputs it trains on)."""
+    with env.db.session() as session:
+        model = find_model(session, app, model_id)
+        task = task_of(model.model_type_id)
+        return len(_relevant_snapshot(env, session, app, task, concepts))
 
 
 def _auto_dataset(session: Session, app: AppScope, model: Model) -> Dataset:
@@ -389,7 +398,7 @@ def cancel_version(env: Env, app: AppScope, model_id: str, version_id: str) -> M
 
 
 def train_log(env: Env, version_pk: int) -> bytes:
-    """The log of a version's training: the live file while it runs, else the stored copy."""
+    """The log of a version's training, wherever its worker runs."""
     with env.db.session() as session:
         job = session.scalar(
             select(Job)
@@ -399,12 +408,8 @@ def train_log(env: Env, version_pk: int) -> bytes:
         )
     if job is None:
         raise ApiError(codes.CONN_DOES_NOT_EXIST, "This version has no training log.")
-    live = env.settings.data_dir / "logs" / f"job-{job.pk}.log"
-    if live.exists():
-        return live.read_bytes()
-    if job.log_key:
-        return env.blobs.get(job.log_key)
-    return b"Waiting for a worker to start this training.\n"
+    text = logs.read_log(env, job)  # the worker may be on another machine
+    return b"Waiting for a worker to start this training.\n" if text is None else text
 
 
 def model_of(env: Env, version: ModelVersion) -> tuple[ModelVersion, Model]:

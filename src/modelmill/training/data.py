@@ -175,18 +175,23 @@ class _DecodedImages(torch.utils.data.Dataset):
 
 class ImageBatches:
     """uint8 (N, 3, size, size) image batches: decoded once and kept in memory when they fit in
-    `max_cached_bytes`, else decoded per batch by worker processes."""
+    `max_cached_bytes`, else decoded per batch by worker processes. With `pin` (training on a
+    GPU) they sit in page-locked memory, so copies to the GPU run asynchronously."""
 
     def __init__(
         self,
         examples: Sequence[Example],
         size: int,
         max_cached_bytes: int = MAX_CACHED_IMAGE_BYTES,
+        pin: bool = False,
     ) -> None:
         self.decoded = _DecodedImages(examples, size)
+        self.pin = pin
         self.cache: torch.Tensor | None = None
         if len(examples) * RGB_CHANNELS * size * size <= max_cached_bytes:
             self.cache = torch.stack([self.decoded[row] for row in range(len(examples))])
+            if pin:
+                self.cache = self.cache.pin_memory()
 
     def batches(self, batches: Sequence[Sequence[int]]) -> Iterator[torch.Tensor]:
         """The images of each batch of rows, in order."""
@@ -195,7 +200,10 @@ class ImageBatches:
                 yield self.cache[list(rows)]
             return
         loader = torch.utils.data.DataLoader(
-            self.decoded, batch_sampler=[list(rows) for rows in batches], num_workers=DECODE_WORKERS
+            self.decoded,
+            batch_sampler=[list(rows) for rows in batches],
+            num_workers=DECODE_WORKERS,
+            pin_memory=self.pin,
         )
         yield from loader
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from modelmill.training.contract import Hardware, InputKind, Template
+from modelmill.training.contract import InputKind, Template
 
 # Model input sizes are counted in units of these, so coefficients read as "seconds per input at
 # 224 × 224 pixels" or "... at 128 tokens".
@@ -374,26 +372,7 @@ def leave_one_out(runs: Sequence[Run]) -> list[float]:
     return predictions
 
 
-# ---- hardware, keys and the shipped calibration ----------------------------------------------
-
-
-def resolve_device(setting: str) -> str:
-    """The training device a setting names: "auto" is CUDA where there is one, else the CPU."""
-    if setting != "auto":
-        return setting
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def this_hardware(device: str = "cpu") -> Hardware:
-    """This machine as a hardware profile; `device` is "cpu" or "cuda"."""
-    cores = os.cpu_count() or 1
-    if device == "cuda":
-        import torch
-
-        return Hardware("cuda", torch.cuda.get_device_name(0), cores)
-    return Hardware("cpu", platform.processor() or platform.machine(), cores)
+# ---- keys and the shipped calibration ----------------------------------------------
 
 
 def input_kinds(template: Template) -> tuple[InputKind, ...]:

@@ -333,15 +333,6 @@ def model_type_specs() -> tuple[ModelTypeSpec, ...]:
             )
             fields.append(
                 FieldSpec(
-                    "train_info.params.invalid_data_tolerance_percent",
-                    "NUMBER",
-                    DEFAULT_INVALID_DATA_TOLERANCE_PERCENT,
-                    "Largest share of unusable inputs (0-100) before training stops with an error.",
-                    range=(0.0, 100.0, 1.0),
-                )
-            )
-            fields.append(
-                FieldSpec(
                     f"train_info.params.{MAX_TRAINING_MINUTES}",
                     "NUMBER",
                     0.0,
@@ -352,5 +343,14 @@ def model_type_specs() -> tuple[ModelTypeSpec, ...]:
             )
         else:
             fields.extend(params_fields(templates[0].Params))
+        fields.append(  # every model type: the runner checks it for all
+            FieldSpec(
+                "train_info.params.invalid_data_tolerance_percent",
+                "NUMBER",
+                DEFAULT_INVALID_DATA_TOLERANCE_PERCENT,
+                "Largest share of unusable inputs (0-100) before training stops with an error.",
+                range=(0.0, 100.0, 1.0),
+            )
+        )
         specs.append(ModelTypeSpec(info, tuple(fields)))
     return tuple(specs)

@@ -22,6 +22,7 @@ from modelmill.training.contract import (
     TrainingData,
     TrainResult,
 )
+from modelmill.training.estimator import BATCH_PARAMS, find_param
 from modelmill.training.registry import find_template
 
 MAX_LISTED_INVALID = 5
@@ -92,6 +93,21 @@ def check_tolerance(total: int, invalid: Sequence[InvalidInput], percent: float)
     )
 
 
+def _out_of_memory(plan: TrainingPlan, device: str) -> DataError:
+    """A GPU out of memory, as a status a person can act on (retrying would fail the same)."""
+    path, batch = find_param(plan.params, BATCH_PARAMS)
+    advice = (
+        f"try {'.'.join(path)} {max(1, int(batch) // 2)} (it is {int(batch)}), "
+        if path and batch
+        else ""
+    )
+    return DataError(
+        status_code_pb2.MODEL_TRAINING_FAILED,
+        f"Training ran out of memory on the {device} device: {advice}a smaller image size or "
+        "sequence length, or a GPU with more memory.",
+    )
+
+
 def run(plan: TrainingPlan, examples: Sequence[Example], ctx: TrainContext) -> Outcome:
     """Train and evaluate `plan` on `examples`. Raises DataError (a status for the version),
     TrainingCancelled, or whatever a bug raises."""
@@ -109,7 +125,12 @@ def run(plan: TrainingPlan, examples: Sequence[Example], ctx: TrainContext) -> O
             "None of the training inputs is usable; the train log lists why each was skipped.",
         )
     data = TrainingData(usable, plan.concepts, plan.exclusive)
-    result = template.train(ctx, data, params)
+    try:
+        result = template.train(ctx, data, params)
+    except Exception as error:
+        if type(error).__name__ != "OutOfMemoryError":  # torch.OutOfMemoryError, CUDA's
+            raise
+        raise _out_of_memory(plan, ctx.device) from error
     ctx.report(1.0, stage="evaluating")
     ctx.log.info("evaluating")
     metrics = template.evaluate(ctx, data, params, result.artifacts)

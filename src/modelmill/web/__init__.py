@@ -1,5 +1,5 @@
 """The web UI: server-rendered pages (Jinja2, a little htmx) on the API's HTTP server, calling the
-same services. `create_web_router(servicer)` gives the pages; `static_files()` their CSS and JS.
+same services. `mount_web(app, env, predictors)` adds the pages and their CSS and JS.
 
 htmx (static/htmx.min.js, 2.0.11, BSD Zero Clause licence) is vendored from the npm registry's
 `htmx.org` package, so the UI needs no build step and no internet.
@@ -7,32 +7,35 @@ htmx (static/htmx.min.js, 2.0.11, BSD Zero Clause licence) is vendored from the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
-from modelmill.api.links import Links
+from modelmill.services import Env
+from modelmill.services.links import Links
+from modelmill.services.predictions import PredictorCache
 from modelmill.web.core import WebContext, WebRoute
 from modelmill.web.pages import apps, auth, datasets, inputs, models, versions
 from modelmill.web.rendering import STATIC_DIR, STATIC_PREFIX, create_templates
 
-if TYPE_CHECKING:
-    from modelmill.api.servicer import Servicer
-
 # models before versions: /versions/new must match before /versions/{version_id}.
 PAGES = [auth, apps, inputs, datasets, models, versions]
 
-__all__ = ["STATIC_PREFIX", "create_web_router", "static_files"]
+__all__ = ["mount_web"]
 
 
-def create_web_router(servicer: Servicer) -> APIRouter:
-    """Every page, sharing the servicer's Env and predictor cache."""
+def mount_web(app: FastAPI, env: Env, predictors: PredictorCache) -> None:
+    """Every page and its static files, on `app`, sharing the API's predictor cache."""
+    app.include_router(create_web_router(env, predictors))
+    app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def create_web_router(env: Env, predictors: PredictorCache) -> APIRouter:
+    """Every page, with the Env and predictor cache they share with the API."""
     context = WebContext(
-        env=servicer.env,
+        env=env,
         # Relative links (/blobs/KEY?sig=...) so images load on whatever host the page came from.
-        links=Links(servicer.env, ""),
-        predictors=servicer.predictors,
+        links=Links(env, ""),
+        predictors=predictors,
         templates=create_templates(),
     )
 
@@ -44,7 +47,3 @@ def create_web_router(servicer: Servicer) -> APIRouter:
     for page in PAGES:
         router.include_router(page.router)
     return router
-
-
-def static_files() -> StaticFiles:
-    return StaticFiles(directory=STATIC_DIR)

@@ -21,9 +21,9 @@ from markupsafe import escape
 from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException
 
-from modelmill.api.links import Links
 from modelmill.domain.errors import ApiError
 from modelmill.services import AppScope, Env, auth
+from modelmill.services.links import Links
 from modelmill.services.predictions import PredictorCache
 from modelmill.web import session as sessions
 from modelmill.web.session import WebSession

@@ -3,7 +3,7 @@ calls. Each belongs in services (one SQL query); until then they page through th
 
 from __future__ import annotations
 
-from modelmill.services import AppScope, Env, datasets, inputs, training
+from modelmill.services import AppScope, Env, datasets, inputs
 from modelmill.services.paging import MAX_PER_PAGE, Page
 
 
@@ -15,13 +15,6 @@ def count_dataset_inputs(env: Env, app: AppScope, dataset_id: str) -> int:
         if len(rows) < MAX_PER_PAGE:
             return total
         page += 1
-
-
-def count_labelled_inputs(env: Env, app: AppScope, concepts: list[str]) -> int:
-    """How many inputs PostModelVersions would freeze for `concepts` when no dataset is given
-    (it is the same selection: services.training's own)."""
-    with env.db.session() as session:
-        return len(training._labelled_snapshot(session, app, concepts))  # noqa: SLF001
 
 
 def ids_labelled(env: Env, app: AppScope, concept_id: str) -> list[str]:

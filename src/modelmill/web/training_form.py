@@ -20,13 +20,13 @@ from starlette.datastructures import FormData, QueryParams
 from modelmill.domain.errors import ApiError
 from modelmill.services import AppScope, Env, training
 from modelmill.services.estimates import Estimate, estimate_training
+from modelmill.services.training import count_training_inputs
 from modelmill.training.registry import (
     MAX_TRAINING_MINUTES,
     FieldSpec,
     ModelTypeSpec,
     model_type_specs,
 )
-from modelmill.web import queries
 
 CONCEPTS = "output_info.data.concepts"
 TEMPLATE = "train_info.params.template"
@@ -329,5 +329,6 @@ def estimate(
     params = dict(request.train_params)
     input_count = None
     if not params.get("dataset_id") and not params.get("dataset_version_id"):
-        input_count = queries.count_labelled_inputs(env, app, request.concepts or concepts_in_app)
+        concepts = request.concepts or concepts_in_app
+        input_count = count_training_inputs(env, app, model_id, concepts)
     return estimate_training(env, app, model_id, params, input_count)

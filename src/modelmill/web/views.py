@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelmill.api.links import Links
-from modelmill.store.tables import Input
+from modelmill.services.links import Links
+from modelmill.services.rows import Input
 
 SNIPPET_CHARS = 160
 

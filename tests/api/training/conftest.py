@@ -110,14 +110,20 @@ class Workers:
     server: Server
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(
+        self, data_dir: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A worker on the server's data dir and settings, or on its own (another "machine")."""
         log = (self.server.data_dir / f"worker-{len(self.processes)}.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "modelmill", "worker", "--data-dir", str(self.server.data_dir)],
-            env=self.server.env,
+            [
+                sys.executable, "-m", "modelmill", "worker",
+                "--data-dir", str(data_dir or self.server.data_dir),
+            ],
+            env=self.server.env if env is None else env,
             stdout=log,
             stderr=subprocess.STDOUT,
-        )
+        )  # fmt: skip
         log.close()
         self.processes.append(process)
         return process

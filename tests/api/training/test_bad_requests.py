@@ -78,8 +78,6 @@ def test_unknown_template_of_a_type_that_needs_one(tapi: Api, refused: Any) -> N
     assert_status(
         unknown, codes.MODEL_TRAINING_INVALID_PARAMS, "MMClassification_Nope", "visual-classifier"
     )
-    missing = refused("classifier")
-    assert_status(missing, codes.MODEL_TRAINING_INVALID_PARAMS, "template", "visual-classifier")
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from modelmill.services import annotations
 @rpc
 def PostAnnotations(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
-    items = [(a.id, a.input_id, convert.labels(a.data)) for a in request.annotations]
+    items = [(a.id, a.input_id, convert.annotation_labels(a.data)) for a in request.annotations]
     results = annotations.post_annotations(api.env, scope, items)
     answers = []
     for result, message in zip(results, request.annotations, strict=True):

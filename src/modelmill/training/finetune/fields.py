@@ -6,7 +6,7 @@ Light on purpose (no torch): the API process imports it to answer ListModelTypes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import Field
 from pydantic.json_schema import JsonDict
@@ -60,6 +60,18 @@ def seed_field() -> int:
     )
 
 
+MixedPrecision = Literal["auto", "bf16", "fp16", "off"]
+
+
+def mixed_precision_field() -> MixedPrecision:
+    return Field(  # type: ignore[no-any-return]
+        "auto",
+        description="Mixed precision on a GPU: auto trains in bfloat16 where the GPU has it "
+        "(Ampere and newer), else in float16 with loss scaling; bf16 or fp16 ask for one; off "
+        "trains in float32. A CPU always trains in float32.",
+    )
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     """The hyperparameters of the shared training loop (finetune/loop.py)."""
@@ -72,6 +84,7 @@ class LoopSettings:
     patience: int  # epochs without a better validation loss before stopping; 0 = never stop early
     seed: int
     exclusive: bool  # softmax over concepts (True) or one sigmoid per concept
+    mixed_precision: MixedPrecision = "off"
 
     @classmethod
     def of(cls, params: LoopParams, exclusive: bool) -> LoopSettings:
@@ -86,6 +99,7 @@ class LoopSettings:
             patience=params.early_stopping_patience,
             seed=params.seed,
             exclusive=exclusive,
+            mixed_precision=params.mixed_precision,
         )
 
 
@@ -100,3 +114,4 @@ class LoopParams(Protocol):
     warmup_epochs: float
     early_stopping_patience: int
     seed: int
+    mixed_precision: MixedPrecision

@@ -6,6 +6,7 @@ loss of a batch, the validation metrics) is the task's `Objective`; batches are 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -15,11 +16,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from clarifai_grpc.grpc.api.status import status_code_pb2
 from torch import nn
 
 from modelmill.training.checkpoint_keys import LOOP_KEY
 from modelmill.training.checkpoints import BEST_DIR, LAST_DIR, save_checkpoint
-from modelmill.training.contract import Objective, TrainContext
+from modelmill.training.contract import DataError, Objective, TrainContext
 from modelmill.training.finetune.fields import LoopSettings
 
 REPORT_INTERVAL_S = 2.0  # progress reports between epoch ends, at most this often
@@ -109,6 +111,24 @@ def learning_rate_at(step: int, total_steps: int, warmup_steps: int, peak: float
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def autocast_dtype(setting: str, device: str) -> torch.dtype | None:
+    """The dtype mixed precision trains in on `device` (None: float32). A CPU always trains in
+    float32; a GPU in bfloat16 where it has it (auto, bf16), else float16 with loss scaling."""
+    if setting == "off" or not device.startswith("cuda"):
+        return None
+    if setting == "fp16":
+        return torch.float16
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if setting == "bf16":
+        raise DataError(
+            status_code_pb2.MODEL_TRAINING_INVALID_PARAMS,
+            f"This GPU ({torch.cuda.get_device_name()}) has no bfloat16; set mixed_precision "
+            "to auto or fp16.",
+        )
+    return torch.float16
+
+
 def _optimizer(model: nn.Module, settings: LoopSettings) -> torch.optim.AdamW:
     # No weight decay on biases and normalisation scales (1-D): decaying them only hurts.
     decay: list[nn.Parameter] = []
@@ -172,6 +192,15 @@ def fit(
         _Throttle(CANCEL_CHECK_INTERVAL_S),
     )
     started, steps_run = time.monotonic(), 0
+    precision = autocast_dtype(settings.mixed_precision, ctx.device)
+    # float16 needs its gradients scaled so that small ones do not underflow; bfloat16 does not.
+    scaler = torch.amp.GradScaler("cuda") if precision == torch.float16 else None
+    ctx.log.info("training on %s in %s", ctx.device, precision or torch.float32)
+
+    def autocast() -> contextlib.AbstractContextManager[Any]:
+        if precision is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=precision)
 
     def eta_s(step: int) -> float:
         per_step = (time.monotonic() - started) / max(1, steps_run)
@@ -189,10 +218,16 @@ def fit(
             rate = learning_rate_at(step, total_steps, warmup_steps, settings.learning_rate)
             for group in optimizer.param_groups:
                 group["lr"] = rate
-            loss = objective.loss(model, batch)
+            with autocast():
+                loss = objective.loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             running += loss.detach()  # read back only when reporting: no device sync per step
             count += 1
             steps_run += 1
@@ -209,7 +244,8 @@ def fit(
         record = {"epoch": float(epoch + 1), "loss": float(running) / max(1, count)}
         if data.validation_batches is not None:
             model.eval()
-            record.update(objective.validate(model, data.validation_batches()))
+            with autocast():
+                record.update(objective.validate(model, data.validation_batches()))
         _update_state(state, record, settings, objective)
         # best/ first: a crash between the two leaves last/ at the previous epoch, replayed
         # exactly on resume, rather than a last/ that believes in a best/ never written.

@@ -23,6 +23,8 @@ DROPOUT_SUFFIXES = ("dropout", "dropout_prob", "dropout_rate", "pdrop")
 TOKENIZER_KEYS = {"max_length", "model_max_length", "pretrained_model_name_or_path"}
 TOKENIZER_IGNORED = {"padding", "truncation", "padding_side", "use_fast"}
 TRAINER_KEYS = {
+    "fp16",  # mixed precision on a GPU, as transformers' Trainer takes it
+    "bf16",
     "num_train_epochs",
     "per_device_train_batch_size",
     "learning_rate",
@@ -40,7 +42,7 @@ TRAINER_IGNORED = {
     "output_dir", "overwrite_output_dir", "logging_dir", "logging_steps", "logging_strategy",
     "save_strategy", "save_steps", "save_total_limit", "eval_strategy", "evaluation_strategy",
     "eval_steps", "per_device_eval_batch_size", "load_best_model_at_end",
-    "metric_for_best_model", "greater_is_better", "report_to", "fp16", "bf16",
+    "metric_for_best_model", "greater_is_better", "report_to",
     "dataloader_num_workers", "disable_tqdm", "push_to_hub", "optim", "lr_scheduler_type",
 }  # fmt: skip
 PEFT_KEYS = {"r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora",
@@ -132,6 +134,11 @@ def _advanced(params: AdvancedParams, data_exclusive: bool) -> TextSettings:
         patience=int(trainer["early_stopping_patience"]),
         seed=int(trainer["seed"]),
         exclusive=exclusive,
+        mixed_precision="bf16"
+        if trainer.get("bf16")
+        else "fp16"
+        if trainer.get("fp16")
+        else "auto",
     )
     base = str(model["pretrained_model_name_or_path"])
     return TextSettings(

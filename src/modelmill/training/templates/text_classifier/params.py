@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelmill.training.finetune.fields import (
     OUTPUT_CONFIG,
+    MixedPrecision,
+    mixed_precision_field,
     patience_field,
     seed_field,
     validation_fraction_field,
@@ -67,6 +69,7 @@ class FineTuneParams(BaseModel):
     early_stopping_patience: int = patience_field(2)
     validation_fraction: float = validation_fraction_field(0.2)
     seed: int = seed_field()
+    mixed_precision: MixedPrecision = mixed_precision_field()
     concepts_mutually_exclusive: bool = Field(
         False, description=EXCLUSIVE_DESCRIPTION, json_schema_extra=OUTPUT_CONFIG
     )

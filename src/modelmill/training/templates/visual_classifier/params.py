@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field
 
 from modelmill.training.finetune.fields import (
     OUTPUT_CONFIG,
+    MixedPrecision,
+    mixed_precision_field,
     patience_field,
     seed_field,
     validation_fraction_field,
@@ -102,6 +104,7 @@ class VisualClassifierParams(BaseModel):
     early_stopping_patience: int = patience_field(5)
     validation_fraction: float = validation_fraction_field(0.2)
     seed: int = seed_field()
+    mixed_precision: MixedPrecision = mixed_precision_field()
     concepts_mutually_exclusive: bool = Field(
         False,
         description="Each image has exactly one of the concepts (softmax); otherwise any "

@@ -102,7 +102,7 @@ def train_classifier(
 
     save = checkpoint_saver(model, meta)
 
-    images = ImageBatches(examples, p.image_size)
+    images = ImageBatches(examples, p.image_size, pin=ctx.device == "cuda")
     values = torch.from_numpy(targets.values).to(ctx.device)
     mask = torch.from_numpy(targets.mask).to(ctx.device)
 
@@ -110,13 +110,13 @@ def train_classifier(
         batches = training_batches(epoch_order(train_rows, generator), p.batch_size)
         for rows, pixels in zip(batches, images.batches(batches), strict=True):
             pixels = flip_images(pixels, p.flip_probability, p.flip_direction, generator)
-            batch = normalise_images(pixels.to(ctx.device), mean, std)
+            batch = normalise_images(pixels.to(ctx.device, non_blocking=True), mean, std)
             yield batch, values[rows], mask[rows]
 
     def validation_batches() -> Iterator[Any]:
         batches = list(batched(val_rows, p.batch_size))
         for rows, pixels in zip(batches, images.batches(batches), strict=True):
-            batch = normalise_images(pixels.to(ctx.device), mean, std)
+            batch = normalise_images(pixels.to(ctx.device, non_blocking=True), mean, std)
             yield batch, values[rows], mask[rows]
 
     loop_data = LoopData(

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
-from modelmill.services import Env
+from modelmill.store.env import Env
 from modelmill.store.tables import Job, utcnow
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -45,8 +45,14 @@ def claim(env: Env, owner: str) -> Job | None:
         with env.db.session() as session:
             # Background embedding yields to trainings: a training embeds what it needs itself.
             background_last = case((Job.kind == "embed", 1), else_=0)
+            # SKIP LOCKED (PostgreSQL; SQLite, which locks the whole file, ignores it): workers
+            # each take a different row instead of queueing on the same one and losing the race.
             job = session.scalar(
-                select(Job).where(_claimable()).order_by(background_last, Job.pk).limit(1)
+                select(Job)
+                .where(_claimable())
+                .order_by(background_last, Job.pk)
+                .limit(1)
+                .with_for_update(skip_locked=True)
             )
             if job is None:
                 return None

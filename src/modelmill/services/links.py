@@ -15,6 +15,12 @@ class Links:
     base_url: str
 
     def blob(self, key: str) -> str:
+        """The store's own presigned URL where clients can reach the store, else ours."""
+        settings = self.env.settings
+        if settings.blob_direct_links:
+            direct = self.env.blobs.presigned_url(key, settings.blob_link_expiry_s)
+            if direct is not None:
+                return direct
         return f"{self.base_url}/blobs/{key}?sig={sign(self.env, 'blob:' + key)}"
 
     def train_log(self, model_version_pk: int) -> str:
