@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonDict
 
 from modelmill.training.finetune.fields import (
+    MixedPrecision,
+    mixed_precision_field,
     seed_field,
     validation_fraction_field,
     warmup_epochs_field,
@@ -120,6 +122,7 @@ class VisualDetectorParams(BaseModel):
     )
     validation_fraction: float = validation_fraction_field(0.2)
     seed: int = seed_field()
+    mixed_precision: MixedPrecision = mixed_precision_field()
     detection_threshold: float = Field(
         0.25,
         ge=0.0,
