@@ -133,3 +133,15 @@ def test_batched_nms_scripts_for_onnx_export():
     boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10.0]])
     kept = scripted(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 0, 1]), 0.5)
     assert kept.tolist() == [0, 2]
+
+
+def test_roi_align_samples_bfloat16_maps_at_float32_positions():
+    """Under bfloat16 autocast (GPU mixed precision) the maps come in bfloat16: the result is
+    bfloat16, sampled where the float32 one samples."""
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(1, 4, 20, 20, generator=generator)
+    rois = torch.tensor([[0.0, 100.3, 40.7, 150.9, 120.2]])  # far from 0: bfloat16 rounds these
+    exact = roi_align_reference(features, rois, 0.125, 3, 3, 2, True)
+    half = roi_align_reference(features.bfloat16(), rois, 0.125, 3, 3, 2, True)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), exact, atol=0.05, rtol=0.02)

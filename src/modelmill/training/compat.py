@@ -78,11 +78,14 @@ def roi_align_reference(
     image and sampling grid, so memory stays at the samples, not a copy of the map per RoI.
     """
     _, channels, height, width = features.shape
-    out = features.new_zeros((rois.shape[0], channels, pooled_height, pooled_width))
+    # Coordinates and sampling in float32 at least: under bfloat16 autocast the feature maps
+    # come in bfloat16, whose 8-bit mantissa would move sample points by whole pixels.
+    compute = torch.promote_types(features.dtype, torch.float32)
+    out = features.new_zeros((rois.shape[0], channels, pooled_height, pooled_width), dtype=compute)
     if rois.shape[0] == 0:
-        return out
+        return out.to(features.dtype)
     offset = 0.5 if aligned else 0.0
-    boxes = rois[:, 1:].to(features.dtype) * spatial_scale - offset
+    boxes = rois[:, 1:].to(compute) * spatial_scale - offset
     start_x, start_y = boxes[:, 0], boxes[:, 1]
     roi_w, roi_h = boxes[:, 2] - start_x, boxes[:, 3] - start_y
     if not aligned:  # the legacy kernel forces RoIs of at least one pixel
@@ -105,7 +108,7 @@ def roi_align_reference(
             0,
             chosen,
             _sample_bins(
-                features[image : image + 1],
+                features[image : image + 1].to(compute),
                 start_x[chosen],
                 start_y[chosen],
                 roi_w[chosen],
@@ -114,7 +117,7 @@ def roi_align_reference(
                 (samples_h, samples_w),
             ),
         )
-    return out
+    return out.to(features.dtype)
 
 
 def _unique_rows(groups: torch.Tensor) -> list[tuple[int, int, int]]:
