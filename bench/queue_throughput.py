@@ -24,9 +24,9 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.engine import make_url
 
-from modelmill.store import queue
 from modelmill.services import Env
 from modelmill.settings import Settings
+from modelmill.store import queue
 from modelmill.store.tables import Job
 
 WORKER_COUNTS = (1, 2, 4)

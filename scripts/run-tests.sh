@@ -6,16 +6,18 @@
 #   PYTEST_ARGS="-x -k inputs" scripts/run-tests.sh default
 #
 # Each test runs in exactly one tier (a slow postgres test runs in the postgres tier).
-# A tier that collects no tests (pytest exit 5) counts as passed. The postgres tier uses
+# A tier that collects no tests (pytest exit 5) counts as passed, except under CI=true, where it
+# fails: a marker typo or a broken conftest must not pass as an empty tier. The postgres tier uses
 # MODELMILL_TEST_POSTGRES_URL when set, else starts a throwaway server with scripts/postgres.sh.
 # A tier this machine cannot run (no PostgreSQL, no Chromium) is skipped with a note, except under
 # CI=true, where it fails: CI runs every tier.
-# Writes test-artifacts/junit-TIER.xml and test-artifacts/summary.txt.
+# Writes test-artifacts/junit-TIER.xml and test-artifacts/summary.txt (MODELMILL_TEST_ARTIFACTS
+# names another folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python=${MODELMILL_TEST_PYTHON:-.venv/bin/python}
-artifacts=test-artifacts
+artifacts=${MODELMILL_TEST_ARTIFACTS:-test-artifacts}
 chromium=${MODELMILL_CHROMIUM:-/usr/bin/chromium}
 tiers=("$@")
 [ ${#tiers[@]} -gt 0 ] || tiers=(default slow postgres browser)
@@ -101,7 +103,12 @@ for tier in "${tiers[@]}"; do
   all_skipped=$((all_skipped + skipped))
   case $rc in
     0) verdict=ok ;;
-    5) verdict="ok (no tests)" ;;
+    5)
+      if [ "${CI:-}" = true ]; then
+        verdict="FAILED (no tests collected)"; failed_tiers+=("$tier")
+      else
+        verdict="ok (no tests)"
+      fi ;;
     *) verdict="FAILED (pytest exit $rc)"; failed_tiers+=("$tier") ;;
   esac
   summary+=("$(printf '%-9s %-24s %4d passed %3d failed %3d skipped %5ds' \

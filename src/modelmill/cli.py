@@ -1,4 +1,5 @@
-"""The `modelmill` command: serve, token, and the tools that run without a server."""
+"""The `modelmill` command: serve, token, and the tools that run without a server; the API
+client commands (import, train, status, predict, export, dataset) live in modelmill.client."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from modelmill.client.commands import register as register_client_commands
 from modelmill.settings import Settings
 
 app = typer.Typer(
@@ -18,6 +20,7 @@ app = typer.Typer(
 )
 token_app = typer.Typer(help="Create and revoke personal access tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+register_client_commands(app)
 # Piped into a log file, rich would fit everything to 80 columns and cut the calibration
 # tables' numbers short; a terminal (or COLUMNS) sets its own width.
 LOG_WIDTH = 160

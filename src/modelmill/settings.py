@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     secret_key: str = Field(
         "", description="Signs links and sessions; empty means a key kept in DATA_DIR/secret.key."
     )
+    link_ttl_s: float = Field(
+        3600.0, gt=0, description="How long a signed link (blob, train log) works, in seconds."
+    )
     weights_dir: Path | None = Field(
         None, description="Pretrained weights folder; empty means DATA_DIR/weights."
     )
@@ -105,7 +108,17 @@ class Settings(BaseSettings):
         4.0, ge=0, description="Hourly price training estimates show their cost at."
     )
     allow_url_inputs: bool = Field(False, description="Let inputs name a URL the server fetches.")
+    url_allowed_hosts: str = Field(
+        "",
+        description="Comma-separated hosts or networks (10.0.0.0/8) URL inputs may reach although "
+        "they are loopback, private or link-local; empty means public addresses only.",
+    )
     url_timeout_s: float = Field(10.0, description="Time limit for fetching one URL input.")
+    max_request_bytes: int = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="Largest HTTP request body (REST calls, web uploads), in bytes.",
+    )
     max_input_bytes: int = Field(20_000_000, description="Largest image or fetched file, in bytes.")
     max_image_pixels: int = Field(
         89_478_485, description="Largest image, in pixels (guards decompression bombs)."

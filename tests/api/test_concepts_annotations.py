@@ -9,7 +9,7 @@ import pytest
 from clarifai_grpc.grpc.api import resources_pb2 as pb
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 
-from api.helpers import assert_ok, assert_status, box, image_input, png, text_input
+from api.helpers import assert_ok, assert_status, bomb_png, box, image_input, png, text_input
 from conftest import Api
 
 
@@ -327,3 +327,31 @@ def test_annotation_with_blank_text_is_rejected(api: Api) -> None:
 
     assert_status(reply.annotations[0].status, codes.ANNOTATION_INVALID_ARGUMENT, "text")
     assert annotations_of(api, "q") == []
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000], ids=["100M-pixels", "400M-pixels"])
+def test_a_mask_bomb_is_refused_with_a_status_not_an_internal_error(api: Api, side: int) -> None:
+    """A few-KB PNG mask of 100 or 400 million pixels: refused before decoding (400M is above
+    twice Pillow's own limit, where Pillow raised and the server answered INTERNAL_SERVER_ISSUE)."""
+    assert_ok(api.PostInputs(inputs=[image_input("img")]))
+    bomb = pb.Mask(image=pb.Image(base64=bomb_png(side, side)))
+    region = pb.Region(region_info=pb.RegionInfo(mask=bomb))
+
+    annotated = api.PostAnnotations(
+        annotations=[pb.Annotation(input_id="img", data=pb.Data(regions=[region]))]
+    )
+    labelled = api.PostInputs(
+        inputs=[
+            pb.Input(
+                id="with-mask", data=pb.Data(image=pb.Image(base64=png(8, 8)), regions=[region])
+            ),
+            text_input("fine", "fine"),
+        ]
+    )
+
+    assert_status(
+        annotated.annotations[0].status, codes.ANNOTATION_INVALID_ARGUMENT, "mask", "pixels"
+    )
+    assert annotations_of(api) == []
+    assert_status(labelled.inputs[0].status, codes.INPUT_INVALID_ARGUMENT, "mask", "pixels")
+    assert labelled.inputs[1].status.code == codes.INPUT_DOWNLOAD_SUCCESS

@@ -33,11 +33,13 @@ def machines(tmp_path: Path) -> Iterator[tuple[Env, Env]]:
         env.db.dispose()
 
 
-def running_job(env: Env) -> int:
+def running_job(env: Env) -> tuple[int, str]:
+    """A claimed job, and its claim's token (what fences every write to it)."""
     with env.db.session() as session:
         pk = queue.enqueue(session, "train", {}).pk
-    assert queue.claim(env, "somewhere:1:abc") is not None
-    return pk
+    claimed = queue.claim(env, "somewhere:1:abc")
+    assert claimed is not None
+    return pk, claimed.lease_owner
 
 
 def job(env: Env, pk: int) -> Job:
@@ -52,9 +54,9 @@ def append(path: Path, text: str) -> None:
 
 def test_publishing_keeps_one_current_copy(machines: tuple[Env, Env]) -> None:
     a, _ = machines
-    pk = running_job(a)
+    pk, token = running_job(a)
     path = log_path(a.settings, pk)
-    publisher = LogPublisher(a, pk, path)
+    publisher = LogPublisher(a, pk, path, token)
     append(path, "attempt 1 of 3\n")
     publisher.publish()
     first = job(a, pk).log_key
@@ -70,11 +72,11 @@ def test_publishing_keeps_one_current_copy(machines: tuple[Env, Env]) -> None:
 
 def test_a_job_resumed_on_another_machine_continues_its_log(machines: tuple[Env, Env]) -> None:
     a, b = machines
-    pk = running_job(a)
+    pk, token = running_job(a)
     append(log_path(a.settings, pk), "attempt 1 of 3\n")
-    LogPublisher(a, pk, log_path(a.settings, pk)).publish()
+    LogPublisher(a, pk, log_path(a.settings, pk), token).publish()
 
-    on_b = LogPublisher(b, pk, log_path(b.settings, pk))
+    on_b = LogPublisher(b, pk, log_path(b.settings, pk), token)
     on_b.resume()
     append(log_path(b.settings, pk), "attempt 2 of 3\n")
     on_b.stop()
@@ -86,11 +88,11 @@ def test_the_reader_prefers_the_live_file_only_while_it_is_the_freshest(
     machines: tuple[Env, Env],
 ) -> None:
     a, b = machines
-    pk = running_job(a)
+    pk, token = running_job(a)
     append(log_path(a.settings, pk), "attempt 1 of 3\nline the publish missed\n")
     # Machine B resumed the job from an older copy and has written more since.
     append(log_path(b.settings, pk), "attempt 1 of 3\nattempt 2 of 3\nepoch 1\nepoch 2\n")
-    LogPublisher(b, pk, log_path(b.settings, pk)).publish()
+    LogPublisher(b, pk, log_path(b.settings, pk), token).publish()
 
     assert read_log(a, job(a, pk)).endswith(b"epoch 2\n")  # A's file is stale: the copy wins
     assert read_log(b, job(b, pk)).endswith(b"epoch 2\n")
@@ -100,10 +102,10 @@ def test_the_reader_prefers_the_live_file_only_while_it_is_the_freshest(
 
 def test_an_ended_job_is_read_from_its_published_copy(machines: tuple[Env, Env]) -> None:
     a, b = machines
-    pk = running_job(a)
+    pk, token = running_job(a)
     append(log_path(b.settings, pk), "the whole log\n")
-    LogPublisher(b, pk, log_path(b.settings, pk)).stop()
-    assert queue.finish(a, pk, "somewhere:1:abc", queue.DONE)
+    LogPublisher(b, pk, log_path(b.settings, pk), token).stop()
+    assert queue.finish(a, pk, token, queue.DONE)
     append(log_path(a.settings, pk), "a stale file of an earlier attempt, longer than the log\n")
 
     assert read_log(a, job(a, pk)) == b"the whole log\n"
@@ -112,4 +114,20 @@ def test_an_ended_job_is_read_from_its_published_copy(machines: tuple[Env, Env])
 def test_a_job_without_any_log_has_none(machines: tuple[Env, Env]) -> None:
     a, _ = machines
 
-    assert read_log(a, job(a, running_job(a))) is None
+    pk, _ = running_job(a)
+    assert read_log(a, job(a, pk)) is None
+
+
+def test_a_claim_that_lost_the_job_cannot_replace_its_log(machines: tuple[Env, Env]) -> None:
+    a, _ = machines
+    pk, token = running_job(a)
+    path = log_path(a.settings, pk)
+    append(path, "attempt 1 of 3\n")
+    LogPublisher(a, pk, path, token).publish()
+    kept = job(a, pk).log_key
+
+    append(path, "written after the lease was lost\n")
+    LogPublisher(a, pk, path, "somewhere:1:abc/an-older-claim").publish()
+
+    assert job(a, pk).log_key == kept
+    assert a.blobs.get(kept) == b"attempt 1 of 3\n"

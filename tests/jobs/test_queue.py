@@ -61,7 +61,8 @@ def test_claim_takes_the_oldest_queued_job_under_a_lease(env: Env) -> None:
 
     job = queue.claim(env, "worker-a")
     assert job is not None and job.pk == first
-    assert (job.state, job.attempts, job.lease_owner) == (queue.RUNNING, 1, "worker-a")
+    assert (job.state, job.attempts) == (queue.RUNNING, 1)
+    assert (job.lease_owner or "").startswith("worker-a/")
     assert job.started_at is not None
     lease = job.lease_expires_at.replace(tzinfo=None) - utcnow().replace(tzinfo=None)
     assert timedelta(seconds=LEASE_S - 5) < lease <= timedelta(seconds=LEASE_S)
@@ -81,7 +82,8 @@ def test_background_embedding_waits_behind_trainings(env: Env) -> None:
 def test_a_held_lease_is_not_claimed_and_the_heartbeat_extends_it(env: Env) -> None:
     job_pk = enqueue(env)
     claimed = queue.claim(env, "worker-a")
-    assert claimed is not None
+    assert claimed is not None and claimed.lease_owner
+    token = claimed.lease_owner
     assert queue.claim(env, "worker-b") is None
 
     with env.db.session() as session:  # pretend the lease is nearly over
@@ -90,44 +92,80 @@ def test_a_held_lease_is_not_claimed_and_the_heartbeat_extends_it(env: Env) -> N
             .where(Job.pk == job_pk)
             .values(lease_expires_at=utcnow() + timedelta(seconds=1))
         )
-    assert queue.heartbeat(env, job_pk, "worker-a")
+    assert queue.heartbeat(env, job_pk, token)
     extended = queue.get(env, job_pk).lease_expires_at
     assert extended.replace(tzinfo=None) > (utcnow() + timedelta(seconds=LEASE_S - 5)).replace(
         tzinfo=None
     )
     assert queue.claim(env, "worker-b") is None
     assert not queue.heartbeat(env, job_pk, "worker-b"), "only the owner extends a lease"
+    assert not queue.heartbeat(env, job_pk, "worker-a"), "only with the claim's token"
 
 
 def test_a_lapsed_lease_is_claimed_again_and_fences_out_the_old_owner(env: Env) -> None:
     job_pk = enqueue(env)
-    assert queue.claim(env, "worker-a") is not None
+    first = queue.claim(env, "worker-a")
+    assert first is not None and first.lease_owner
     expire(env, job_pk)
 
     taken = queue.claim(env, "worker-b")
-    assert taken is not None and taken.pk == job_pk
-    assert (taken.state, taken.attempts, taken.lease_owner) == (queue.RUNNING, 2, "worker-b")
+    assert taken is not None and taken.pk == job_pk and taken.lease_owner
+    assert (taken.state, taken.attempts) == (queue.RUNNING, 2)
 
     # The first worker was only slow, not dead: it learns it lost the job and cannot end it.
-    assert not queue.heartbeat(env, job_pk, "worker-a")
-    assert not queue.finish(env, job_pk, "worker-a", queue.DONE)
-    queue.release(env, job_pk, "worker-a", "crashed")
-    assert queue.get(env, job_pk).state == queue.RUNNING
+    stale = first.lease_owner
+    assert not queue.heartbeat(env, job_pk, stale)
+    assert not queue.finish(env, job_pk, stale, queue.DONE)
+    queue.release(env, job_pk, stale, "crashed")
+    with pytest.raises(queue.LeaseLost):
+        queue.set_checkpoint(env, job_pk, "stale-checkpoint", stale)
+    assert not queue.set_log(env, job_pk, "stale-log", stale)
+    job = queue.get(env, job_pk)
+    assert (job.state, job.checkpoint_key, job.log_key) == (queue.RUNNING, None, None)
 
-    assert queue.heartbeat(env, job_pk, "worker-b")
-    assert queue.finish(env, job_pk, "worker-b", queue.DONE)
+    assert queue.heartbeat(env, job_pk, taken.lease_owner)
+    assert queue.finish(env, job_pk, taken.lease_owner, queue.DONE)
     done = queue.get(env, job_pk)
     assert (done.state, done.lease_expires_at) == (queue.DONE, None)
     assert done.finished_at is not None
 
 
+def test_each_claim_has_its_own_token_even_by_the_same_worker(env: Env) -> None:
+    """A worker that lost a job's lease and then claimed the same job again must not be able
+    to write with its first claim: owner names alone would match."""
+    job_pk = enqueue(env)
+    first = queue.claim(env, "worker-a")
+    assert first is not None and first.lease_owner
+    expire(env, job_pk)
+    second = queue.claim(env, "worker-a")
+    assert second is not None and second.lease_owner and second.pk == job_pk
+
+    assert first.lease_owner != second.lease_owner
+    assert not queue.heartbeat(env, job_pk, first.lease_owner)
+    with pytest.raises(queue.LeaseLost):
+        queue.set_checkpoint(env, job_pk, "from-the-first-claim", first.lease_owner)
+    assert not queue.finish(env, job_pk, first.lease_owner, queue.DONE)
+    queue.set_checkpoint(env, job_pk, "from-the-second-claim", second.lease_owner)
+    assert queue.get(env, job_pk).checkpoint_key == "from-the-second-claim"
+
+
+def test_a_long_worker_name_still_fits_its_claim_token(env: Env) -> None:
+    enqueue(env)
+    owner = "a-very-long-kubernetes-pod-host-name-0123456789abcdef:4242:0a1b2c3d"
+    claimed = queue.claim(env, owner)
+    assert claimed is not None and claimed.lease_owner
+    assert len(claimed.lease_owner) <= queue.LEASE_OWNER_CHARS
+    assert queue.heartbeat(env, claimed.pk, claimed.lease_owner)
+
+
 def test_a_finished_job_stays_finished(env: Env) -> None:
     job_pk = enqueue(env)
-    assert queue.claim(env, "worker-a") is not None
-    assert queue.finish(env, job_pk, "worker-a", queue.FAILED, "bad data")
+    claimed = queue.claim(env, "worker-a")
+    assert claimed is not None and claimed.lease_owner
+    assert queue.finish(env, job_pk, claimed.lease_owner, queue.FAILED, "bad data")
 
-    assert not queue.finish(env, job_pk, "worker-a", queue.DONE), "finish is once"
-    assert not queue.heartbeat(env, job_pk, "worker-a")
+    assert not queue.finish(env, job_pk, claimed.lease_owner, queue.DONE), "finish is once"
+    assert not queue.heartbeat(env, job_pk, claimed.lease_owner)
     assert queue.claim(env, "worker-b") is None
     job = queue.get(env, job_pk)
     assert (job.state, job.error) == (queue.FAILED, "bad data")
@@ -135,8 +173,9 @@ def test_a_finished_job_stays_finished(env: Env) -> None:
 
 def test_release_puts_a_crashed_job_back_with_the_reason(env: Env) -> None:
     job_pk = enqueue(env)
-    assert queue.claim(env, "worker-a") is not None
-    queue.release(env, job_pk, "worker-a", "the training process exited with code -9")
+    claimed = queue.claim(env, "worker-a")
+    assert claimed is not None and claimed.lease_owner
+    queue.release(env, job_pk, claimed.lease_owner, "the training process exited with code -9")
 
     released = queue.get(env, job_pk)
     assert (released.state, released.lease_owner, released.lease_expires_at) == (
@@ -155,7 +194,9 @@ def test_cancel_flag_and_checkpoint_are_stored(env: Env) -> None:
     with env.db.session() as session:
         session.execute(update(Job).where(Job.pk == job_pk).values(cancel_requested=True))
     assert queue.is_cancel_requested(env, job_pk)
-    queue.set_checkpoint(env, job_pk, "blob-key")
+    claimed = queue.claim(env, "worker-a")
+    assert claimed is not None and claimed.lease_owner
+    queue.set_checkpoint(env, job_pk, "blob-key", claimed.lease_owner)
     assert queue.get(env, job_pk).checkpoint_key == "blob-key"
     assert queue.find(env, job_pk + 1000) is None
 
@@ -170,7 +211,7 @@ def test_concurrent_workers_take_each_job_exactly_once(settings: Settings, env: 
         own = Env.open(settings, migrate=False)  # its own engine, as another process has
         try:
             while (job := queue.claim(own, owner)) is not None:
-                assert queue.finish(own, job.pk, owner, queue.DONE)
+                assert queue.finish(own, job.pk, job.lease_owner or "", queue.DONE)
                 with lock:
                     taken.append(job.pk)
         except BaseException as error:  # surfaced by the main thread

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 
 from modelmill.domain.errors import ApiError
+from modelmill.services.inputs import InputResult, NewInput
 from modelmill.settings import Settings
 from modelmill.web import uploads
 from web.helpers import concept_zip, png, texts_csv
@@ -46,3 +48,38 @@ def test_images_get_the_chosen_concept_and_empty_files_an_error() -> None:
 def test_a_concept_id_people_cannot_use_is_refused() -> None:
     with pytest.raises(ApiError, match="has characters ids cannot hold"):
         uploads.check_concept("two words")
+
+
+def test_uploaded_files_are_read_from_their_spool_one_at_a_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    archive = tmp_path / "set.zip"
+    archive.write_bytes(concept_zip(per_concept=2))
+    too_big = tmp_path / "huge.png"
+    too_big.write_bytes(b"\0" * 100_000)
+    settings = Settings(max_input_bytes=50_000)
+
+    with archive.open("rb") as zipped, too_big.open("rb") as huge:
+        items = list(uploads.read_files([("set.zip", zipped), ("huge.png", huge)], "", settings))
+
+    names = [i.name for i in items if i.spec]
+    assert names == [f"set.zip: colours/{c}/{n}.png" for c in ("red", "blue") for n in (0, 1)] + [
+        "set.zip: colours/red/broken.png"
+    ]
+    assert items[-1].name == "huge.png" and "100000 bytes" in items[-1].error
+
+
+def test_a_batch_is_stored_once_it_holds_the_byte_budget(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Many large files are stored in several small batches, not held 128 at a time."""
+    stored: list[int] = []
+
+    def post_inputs(env, app, specs):  # type: ignore[no-untyped-def]
+        stored.append(sum(len(s.image_bytes) for s in specs))
+        return [InputResult(s.id, codes.INPUT_DOWNLOAD_SUCCESS) for s in specs], "job"
+
+    monkeypatch.setattr(uploads, "post_inputs", post_inputs)
+    monkeypatch.setattr(uploads, "MAX_BATCH_BYTES", 3_000)
+    items = (uploads.Item(f"{n}.png", NewInput(image_bytes=b"x" * 1_000)) for n in range(10))
+
+    report = uploads.store(None, None, items)  # type: ignore[arg-type]
+
+    assert report.added == 10
+    assert stored == [3_000, 3_000, 3_000, 1_000]

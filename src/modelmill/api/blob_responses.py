@@ -34,11 +34,13 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def blob_response(blobs: BlobStore, key: str, range_header: str | None) -> Response:
+def blob_response(
+    blobs: BlobStore, key: str, range_header: str | None, media_type: str | None = None
+) -> Response:
     try:
         path = blobs.path(key)
-        if path is not None:
-            return FileResponse(path, headers=IMMUTABLE)  # Starlette answers ranges itself
+        if path is not None:  # Starlette answers ranges itself
+            return FileResponse(path, media_type=media_type, headers=IMMUTABLE)
         size = blobs.size(key)
     except KeyError:
         return JSONResponse({"status": {"description": "No such blob"}}, HTTP_NOT_FOUND)
@@ -51,8 +53,10 @@ def blob_response(blobs: BlobStore, key: str, range_header: str | None) -> Respo
     headers = {**IMMUTABLE, "Accept-Ranges": "bytes"}
     if wanted is None:
         headers["Content-Length"] = str(size)
-        return StreamingResponse(blobs.stream(key), headers=headers, media_type=None)
+        return StreamingResponse(blobs.stream(key), headers=headers, media_type=media_type)
     start, end = wanted
     headers["Content-Length"] = str(end - start)
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    return StreamingResponse(blobs.stream(key, start, end), HTTP_PARTIAL, headers=headers)
+    return StreamingResponse(
+        blobs.stream(key, start, end), HTTP_PARTIAL, headers=headers, media_type=media_type
+    )

@@ -9,12 +9,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from modelmill.api import convert
 from modelmill.api.blob_responses import blob_response
+from modelmill.api.body_limit import BodyLimit
+from modelmill.api.hosted import add_hosted_routes
 from modelmill.api.rest import HeadersContext, RestGateway
 from modelmill.api.rpc import authorization
 from modelmill.api.servicer import Servicer, implemented_methods
 from modelmill.domain.errors import ApiError
 from modelmill.services import training
-from modelmill.services.signing import verify
+from modelmill.services.blob_reads import check_blob_readable
+from modelmill.services.signing import check_link
 
 
 def _error(error: ApiError, http_status: int = 400) -> JSONResponse:
@@ -40,18 +43,28 @@ def create_http_app(servicer: Servicer) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/blobs/{key}")
-    def blob(key: str, request: Request, sig: str = "") -> Response:
-        if not verify(env, "blob:" + key, sig):
+    def blob(key: str, request: Request, sig: str = "", exp: str = "", kid: str = "") -> Response:
+        """With a signed link, the blob; else only with a key whose apps reference it."""
+        try:
+            check_link(env, "blob:" + key, sig, exp, kid)
+        except ApiError as link_error:
             try:
-                servicer.authenticate(authorization(HeadersContext(request)))
+                principal = servicer.authenticate(authorization(HeadersContext(request)))
+            except ApiError as key_error:
+                # A link was sent: say what is wrong with it rather than ask for a key.
+                return _error(link_error if sig else key_error, 401)
+            try:
+                check_blob_readable(env, principal, key)
             except ApiError as error:
-                return _error(error, 401)
+                return _error(error, 404)
         return blob_response(env.blobs, key, request.headers.get("range"))
 
     @app.get("/logs/{version_pk}")
-    def log(version_pk: int, sig: str = "") -> Response:
-        if not verify(env, f"log:{version_pk}", sig):
-            return PlainTextResponse("This link is not valid.", 403)
+    def log(version_pk: int, sig: str = "", exp: str = "", kid: str = "") -> Response:
+        try:
+            check_link(env, f"log:{version_pk}", sig, exp, kid)
+        except ApiError as error:
+            return PlainTextResponse(error.description, 403)
         try:
             return PlainTextResponse(training.train_log(env, version_pk))
         except ApiError as error:
@@ -77,5 +90,7 @@ def create_http_app(servicer: Servicer) -> FastAPI:
             }
         )
 
+    add_hosted_routes(app, env)
     app.add_api_route("/v2/{path:path}", gateway, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    app.add_middleware(BodyLimit, max_bytes=env.settings.max_request_bytes)
     return app

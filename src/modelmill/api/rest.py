@@ -212,6 +212,14 @@ class RestGateway:
             _apply_default_floats(payload, route.input_descriptor)
             message_class = message_factory.GetMessageClass(route.input_descriptor)
             message = json_format.ParseDict(payload, message_class(), ignore_unknown_fields=True)
+        except RecursionError:
+            # JSON nested deeper than Python's recursion limit: no Clarifai message is that deep.
+            response = reply(
+                status=status(
+                    codes.CONN_BAD_REQUEST_FORMAT,
+                    "The request body is nested too deeply to be a Clarifai request.",
+                )
+            )
         except (ValueError, TypeError, AttributeError, json_format.ParseError) as error:
             response = reply(
                 status=status(

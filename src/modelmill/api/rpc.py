@@ -13,11 +13,18 @@ from typing import Any, Protocol
 from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from google.protobuf import message_factory
+from sqlalchemy import exc as sql_errors
 
 from modelmill.api.convert import status
 from modelmill.domain.errors import ApiError
 
 log = logging.getLogger("modelmill.api")
+# Errors that mean "the database cannot be reached", not "this call is wrong".
+DATABASE_UNAVAILABLE = (
+    sql_errors.OperationalError,
+    sql_errors.InterfaceError,
+    sql_errors.TimeoutError,
+)
 
 
 class CallContext(Protocol):
@@ -53,6 +60,17 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             return response
         except ApiError as error:
             return reply(status=status(error.code, error.description, error.details))
+        except DATABASE_UNAVAILABLE:
+            # The database is down or unreachable: the call's transaction did not commit, and
+            # the client should try again rather than report a bug.
+            log.warning("%s: the database is unavailable", name, exc_info=True)
+            return reply(
+                status=status(
+                    codes.DATABASE_FAIL_TO_GET_CONNECTIONS,
+                    "The server's database is unavailable just now; nothing of this call was "
+                    "saved. Try again shortly.",
+                )
+            )
         except Exception:
             log.exception("%s failed", name)
             return reply(

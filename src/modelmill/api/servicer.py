@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any
 
 from clarifai_grpc.grpc.api import service_pb2_grpc
@@ -14,14 +16,31 @@ from modelmill.api.handlers import (
     estimates,
     inputs,
     models,
+    searches,
     training,
 )
 from modelmill.services import AppScope, Env, auth
 from modelmill.services.links import Links
 from modelmill.services.paging import Page
 from modelmill.services.predictions import PredictorCache
+from modelmill.services.searches import VectorIndexCache
 
-HANDLER_MODULES = [apps, inputs, concepts, annotations, datasets, models, training, estimates]
+# The key of the call being served, set by `authenticate`. Links read it so that every handler's
+# `api.links` signs with the caller's key without each handler (and helper) threading the
+# principal through to the converters; each call runs in its own thread/context.
+_CALLER_KEY: ContextVar[int] = ContextVar("caller_key", default=0)
+
+HANDLER_MODULES = [
+    apps,
+    inputs,
+    concepts,
+    annotations,
+    datasets,
+    models,
+    training,
+    estimates,
+    searches,
+]
 
 
 class Servicer(service_pb2_grpc.V2Servicer):
@@ -29,11 +48,20 @@ class Servicer(service_pb2_grpc.V2Servicer):
 
     def __init__(self, env: Env) -> None:
         self.env = env
-        self.links = Links(env, env.settings.resolved_public_url)
+        self._links = Links(env, env.settings.resolved_public_url)
         self.predictors = PredictorCache(env)
+        self.search_indexes = VectorIndexCache()
+
+    @property
+    def links(self) -> Links:
+        """Links signed for the current caller: they die with its key (and expire anyway)."""
+        return replace(self._links, key_pk=_CALLER_KEY.get())
 
     def authenticate(self, authorization: str | None) -> auth.Principal:
-        return auth.authenticate(self.env, authorization)
+        _CALLER_KEY.set(0)
+        principal = auth.authenticate(self.env, authorization)
+        _CALLER_KEY.set(principal.key_pk)
+        return principal
 
     def scope(self, user_app_id: Any, principal: auth.Principal) -> AppScope:
         app_id = user_app_id.app_id

@@ -1,7 +1,13 @@
-"""The child process of one job: sets up its log, runs the job's kind, records how it ended."""
+"""The child process of one job: sets up its log, runs the job's kind, records how it ended.
+
+An error is permanent (a bug, bad data: the job fails at once, with the reason) unless it is
+transient (the database or the disk was briefly unavailable): then the job goes back to the
+queue and is tried again, up to MODELMILL_JOB_MAX_ATTEMPTS attempts in all.
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -10,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+from sqlalchemy import exc as sql_errors
 
 from modelmill.domain import model_versions as lifecycle
 from modelmill.jobs.logs import LogPublisher
@@ -20,6 +27,33 @@ from modelmill.store import queue
 from modelmill.store.tables import Evaluation, Export, Job, ModelVersion, utcnow
 
 PARENT_CHECK_S = 1.0
+# Errors that say "not now" rather than "never": a lost or locked database connection, a network
+# hiccup, a full or busy disk. Anything else would fail the same way again.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sql_errors.OperationalError,
+    sql_errors.InterfaceError,
+    sql_errors.TimeoutError,  # no pooled connection came free
+    ConnectionError,
+    TimeoutError,
+)
+TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EAGAIN, errno.EBUSY, errno.EIO, errno.EDQUOT}
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying again later may succeed; looks through the chain of causes, as libraries
+    often wrap a database or disk error in their own."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TRANSIENT_ERRORS):
+            return True
+        if isinstance(current, sql_errors.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, OSError) and current.errno in TRANSIENT_ERRNOS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _die_with_parent(parent: int) -> None:
@@ -56,7 +90,7 @@ def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
     settings = Settings(**settings_values)
     env = Env.open(settings, migrate=False)
     path = log_path(settings, job_pk)
-    publisher = LogPublisher(env, job_pk, path)
+    publisher = LogPublisher(env, job_pk, path, owner)
     publisher.resume()  # before the handler appends: an earlier attempt may have run elsewhere
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -80,12 +114,35 @@ def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
     state, error_text = queue.DONE, ""
     try:
         kinds()[job.kind](env, job, owner, log)
-    except Exception as error:  # a bug or bad data: retrying would fail the same way
+    except queue.LeaseLost:
+        # Another claim holds the job now: it records the outcome; this process writes nothing.
+        log.warning("this attempt lost the job to another worker; stopping")
+        publisher.stop(publish=False)
+        return
+    except Exception as error:
         log.exception("job failed")
-        fail_for_good(env, job, f"{type(error).__name__}: {error}. The train log has the details.")
+        if is_transient(error) and job.attempts < job.max_attempts:
+            log.warning(
+                "a temporary error (%s); the job goes back to the queue for attempt %s of %s",
+                type(error).__name__,
+                job.attempts + 1,
+                job.max_attempts,
+            )
+            handler.flush()
+            publisher.stop()
+            queue.release(env, job_pk, owner, f"temporary error: {type(error).__name__}")
+            return
+        if is_transient(error):
+            reason = (
+                f"The job failed {job.attempts} times with temporary errors (last: "
+                f"{type(error).__name__}); it will not be retried. The train log has the details."
+            )
+        else:  # a bug or bad data: retrying would fail the same way
+            reason = f"{type(error).__name__}: {error}. The train log has the details."
+        fail_for_good(env, job, reason)
         state, error_text = queue.FAILED, str(error)
-    handler.flush()
     # Keep the log before ending the job: once the job ends, the worker stops watching us.
+    handler.flush()
     publisher.stop()
     queue.finish(env, job_pk, owner, state, error_text)
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from modelmill.services import Env
 from modelmill.store import queue
-from modelmill.store.tables import Job
 
 # How stale a log read on another machine may be; each publish is one small blob write.
 PUBLISH_EVERY_S = 3.0
@@ -20,12 +19,14 @@ log = logging.getLogger("modelmill.jobs.logs")
 
 
 class LogPublisher:
-    """Keeps Job.log_key pointing at the latest copy of the job's log file; the copy it replaces
-    is deleted (a log's content is its job's alone, so no other row shares the blob)."""
+    """Keeps Job.log_key pointing at the latest copy of the job's log file, while this claim
+    (`token`) holds the job: a claim that lost the job cannot overwrite its successor's log. The
+    copy it replaces is deleted (a log's content is its job's alone: no other row shares it)."""
 
-    def __init__(self, env: Env, job_pk: int, path: Path) -> None:
-        self.env, self.job_pk, self.path = env, job_pk, path
+    def __init__(self, env: Env, job_pk: int, path: Path, token: str) -> None:
+        self.env, self.job_pk, self.path, self.token = env, job_pk, path, token
         self._published_size = -1
+        self._key: str | None = None  # the copy Job.log_key names
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="log-publisher", daemon=True)
 
@@ -33,9 +34,9 @@ class LogPublisher:
         """Start the local file from the published log when an earlier attempt of this job ran
         on another machine (or in another data dir)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = self._key = queue.get(self.env, self.job_pk).log_key
         if self.path.exists():
             return
-        key = queue.get(self.env, self.job_pk).log_key
         if key:
             # KeyError: replaced by a newer copy meanwhile, so another attempt has it in hand
             with contextlib.suppress(KeyError):
@@ -44,12 +45,13 @@ class LogPublisher:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the periodic publishing and publish the final log."""
+    def stop(self, publish: bool = True) -> None:
+        """Stop the periodic publishing and publish the final log (unless the job was lost)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        self.publish()
+        if publish:
+            self.publish()
 
     def _loop(self) -> None:
         while not self._stop.wait(PUBLISH_EVERY_S):
@@ -65,12 +67,11 @@ class LogPublisher:
         if size == self._published_size:
             return
         key = self.env.blobs.put_file(self.path)
-        with self.env.db.session() as session:
-            row = session.get(Job, self.job_pk)
-            if row is None:  # the version, and so its job, was deleted meanwhile
+        if not queue.set_log(self.env, self.job_pk, key, self.token):
+            # Another claim holds the job, or its version (and so the job) was deleted.
+            if key != self._key:
                 self.env.blobs.delete(key)
-                return
-            previous, row.log_key = row.log_key, key
-        if previous and previous != key:
-            self.env.blobs.delete(previous)
-        self._published_size = size
+            return
+        if self._key and self._key != key:
+            self.env.blobs.delete(self._key)
+        self._key, self._published_size = key, size

@@ -205,7 +205,7 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
                 log.info("incremental training from an earlier version's checkpoint")
 
         def save_checkpoint() -> None:
-            queue.set_checkpoint(env, job.pk, put_tree(env.blobs, checkpoints))
+            queue.set_checkpoint(env, job.pk, put_tree(env.blobs, checkpoints), owner)
 
         keys = {item["id"]: content_key(item) for item in snapshot}
         cancelled = _checker(env, job.pk)

@@ -54,7 +54,9 @@ def post_annotations(
                         f"Input '{input_id}' does not exist in app '{app.app_id}'; "
                         "add the input before annotating it.",
                     )
-                result.labels = check_labels(data, codes.ANNOTATION_INVALID_ARGUMENT)
+                result.labels = check_labels(
+                    data, codes.ANNOTATION_INVALID_ARGUMENT, env.settings.max_image_pixels
+                )
                 if not result.labels:
                     raise ApiError(
                         codes.ANNOTATION_INVALID_ARGUMENT,

@@ -1,4 +1,4 @@
-"""Apps of a user: create, get and list."""
+"""Apps of a user: create, get, list, patch and delete; and the user itself."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from sqlalchemy import select
 
 from modelmill.domain.errors import ApiError
 from modelmill.domain.ids import check_id
-from modelmill.services import Env
+from modelmill.services import AppScope, Env
 from modelmill.services.auth import Principal, check_user
 from modelmill.services.paging import Page
-from modelmill.store.tables import App
+from modelmill.store.tables import App, User
 
 
 def create_apps(
@@ -55,4 +55,70 @@ def get_app(env: Env, app_pk: int) -> App:
     with env.db.session() as session:
         row = session.get(App, app_pk)
     assert row is not None  # resolve_app found it
+    return row
+
+
+def _check_unlimited(principal: Principal, verb: str) -> None:
+    if principal.app_ids:
+        raise ApiError(
+            codes.CONN_INSUFFICIENT_SCOPES,
+            f"This key is limited to some apps; it cannot {verb} apps. Use a key made without "
+            "--app.",
+        )
+
+
+def patch_apps(
+    env: Env,
+    principal: Principal,
+    user_id: str,
+    patches: list[tuple[str, str, str]],
+    action: str = "overwrite",
+) -> list[App]:
+    """PatchApps / PatchApp: (id, name, description); empty fields stay as they are, and with
+    action "remove" the named ones are cleared (a name falls back to the id). All apps must
+    exist, or nothing changes."""
+    check_user(principal, user_id)
+    _check_unlimited(principal, "patch")
+    ids = [app_id for app_id, _, _ in patches]
+    if not ids:
+        raise ApiError(codes.CONN_INVALID_REQUEST, "Send the apps to patch in 'apps'.")
+    with env.db.session() as session:
+        rows = {
+            r.id: r
+            for r in session.scalars(
+                select(App).where(App.user_pk == principal.user_pk, App.id.in_(ids))
+            )
+        }
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise ApiError(
+                codes.CONN_DOES_NOT_EXIST,
+                f"Apps {', '.join(missing)} do not exist for user '{principal.user_id}'; "
+                "nothing was patched.",
+            )
+        remove = action == "remove"
+        for app_id, name, description in patches:
+            if name:
+                rows[app_id].name = app_id if remove else name
+            if description:
+                rows[app_id].description = "" if remove else description
+        return [rows[i] for i in ids]
+
+
+def delete_app(env: Env, principal: Principal, app: AppScope) -> None:
+    """DeleteApp: the app and everything in it (inputs, datasets, models, their jobs). Blobs are
+    content-addressed and may be shared, so they stay."""
+    _check_unlimited(principal, "delete")
+    with env.db.session() as session:
+        row = session.get(App, app.app_pk)
+        if row is not None:
+            session.delete(row)
+
+
+def get_user(env: Env, principal: Principal, user_id: str) -> User:
+    """GetUser: the key's own user ('me' names it too)."""
+    check_user(principal, user_id)
+    with env.db.session() as session:
+        row = session.get(User, principal.user_pk)
+    assert row is not None  # the key was just checked against it
     return row

@@ -26,6 +26,7 @@ class Principal:
     user_pk: int
     user_id: str
     app_ids: tuple[str, ...] = ()
+    key_pk: int = 0  # the key's row: signed links it makes die with it
 
 
 def _hash(token: str) -> str:
@@ -74,6 +75,13 @@ def revoke_token(env: Env, token: str) -> bool:
     return True
 
 
+def key_is_live(env: Env, key_pk: int) -> bool:
+    """Whether the key with this row exists and is not revoked."""
+    with env.db.session() as session:
+        key = session.get(ApiKey, key_pk)
+        return key is not None and key.revoked_at is None
+
+
 def authenticate(env: Env, authorization: str | None) -> Principal:
     """The caller behind an `authorization: Key <PAT>` value, or CONN_KEY_INVALID."""
     if not authorization:
@@ -100,7 +108,7 @@ def authenticate(env: Env, authorization: str | None) -> Principal:
             codes.CONN_KEY_INVALID,
             f"The API key was revoked at {key.revoked_at:%Y-%m-%d %H:%M} UTC; create a new one.",
         )
-    return Principal(user.pk, user.id, tuple(key.app_ids or ()))
+    return Principal(user.pk, user.id, tuple(key.app_ids or ()), key.pk)
 
 
 def check_user(principal: Principal, user_id: str) -> None:

@@ -53,6 +53,16 @@ class EmbeddingCache:
                     result[start + i] = known[key]
         return result
 
+    def stored(self, embedder_id: str) -> dict[str, np.ndarray]:
+        """The vectors already cached for `keys`' inputs, by input id; computes nothing."""
+        embedder = get_embedder(embedder_id)
+        tag = f"{embedder.id}@{embedder.version}"
+        by_key: dict[str, np.ndarray] = {}
+        unique = sorted(set(self.keys.values()))
+        for start in range(0, len(unique), BATCH):
+            by_key.update(self._lookup(tag, unique[start : start + BATCH]))
+        return {i: by_key[k] for i, k in self.keys.items() if k in by_key}
+
     def _lookup(self, tag: str, keys: list[str]) -> dict[str, np.ndarray]:
         if not keys:
             return {}

@@ -95,18 +95,30 @@ def create_evaluation(
 
 
 def get_evaluation(
-    env: Env, app: AppScope, evaluation_id: str
+    env: Env, app: AppScope, evaluation_id: str, model_id: str = "", version_id: str = ""
 ) -> tuple[Evaluation, Model, ModelVersion]:
+    """One evaluation; when `model_id` (and `version_id`) are given, only one of that model
+    (version): GetModelVersionEvaluation names them and must not answer another version's."""
     with env.db.session() as session:
-        row = session.scalar(
-            select(Evaluation).where(
-                Evaluation.app_pk == app.app_pk, Evaluation.id == evaluation_id
-            )
+        query = select(Evaluation).where(
+            Evaluation.app_pk == app.app_pk, Evaluation.id == evaluation_id
         )
+        where = f"app '{app.app_id}'"
+        if model_id:
+            model = find_model(session, app, model_id)
+            versions = select(ModelVersion.pk).where(ModelVersion.model_pk == model.pk)
+            where = f"model '{model_id}'"
+            if version_id:
+                versions = versions.where(
+                    ModelVersion.pk == find_version(session, model, version_id).pk
+                )
+                where = f"version '{version_id}' of model '{model_id}'"
+            query = query.where(Evaluation.model_version_pk.in_(versions))
+        row = session.scalar(query)
         if row is None:
             raise ApiError(
                 codes.EVALUATION_INVALID_ARGUMENT,
-                f"Evaluation '{evaluation_id}' does not exist in app '{app.app_id}'.",
+                f"Evaluation '{evaluation_id}' does not exist in {where}.",
             )
         version = session.get(ModelVersion, row.model_version_pk)
         assert version is not None

@@ -7,33 +7,29 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
-import re
-import urllib.error
-import urllib.request
-import warnings
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
-from PIL import Image, UnidentifiedImageError
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelmill.domain.errors import ApiError
 from modelmill.domain.ids import check_id, new_id
-from modelmill.services import AppScope, Env
+from modelmill.services import AppScope, Env, url_fetch
 from modelmill.services.concepts import ensure_concepts
+from modelmill.services.images import decode_image
 from modelmill.services.labels import check_labels, concept_names
 from modelmill.services.paging import Page
 from modelmill.settings import Settings
 from modelmill.store.tables import Annotation, Dataset, DatasetInput, Input, InputsAddJob, Job
 
+log = logging.getLogger("modelmill.inputs")
 MAX_BATCH = 128
 # The words Clarifai puts in `details` of a duplicate; the SDK's dataset upload compares them.
 DUPLICATE_DETAILS = "Input has a duplicate ID."
-_BASE64_TEXT = re.compile(rb"^[A-Za-z0-9+/=\r\n]+$")
 
 
 @dataclass
@@ -77,22 +73,16 @@ class _Checked:
 
 
 def fetch_url(url: str, settings: Settings) -> bytes:
-    """Download a URL input within the size and time limits."""
+    """Download a URL input within the size and time limits, from public addresses only."""
     if not settings.allow_url_inputs:
         raise ApiError(
             codes.INPUT_INVALID_URL,
             "This server does not fetch URL inputs; send the content as bytes (base64 in JSON).",
             "Start the server with MODELMILL_ALLOW_URL_INPUTS=true to allow URLs.",
         )
-    if not url.startswith(("http://", "https://")):
-        raise ApiError(
-            codes.INPUT_INVALID_URL, f"Only http and https URLs are fetched, not {url!r}."
-        )
-    try:
-        with urllib.request.urlopen(url, timeout=settings.url_timeout_s) as response:  # noqa: S310
-            data = response.read(settings.max_input_bytes + 1)
-    except (urllib.error.URLError, TimeoutError, ValueError, OSError) as error:
-        raise ApiError(codes.INPUT_INVALID_URL, f"Could not fetch {url}: {error}.") from None
+    data = url_fetch.fetch(
+        url, settings.url_allowed_hosts, settings.url_timeout_s, settings.max_input_bytes
+    )
     if len(data) > settings.max_input_bytes:
         raise ApiError(
             codes.INPUT_OVER_LIMIT,
@@ -110,38 +100,8 @@ def inspect_image(data: bytes, settings: Settings) -> tuple[str, int, int]:
             codes.INPUT_OVER_LIMIT,
             f"The image is {len(data)} bytes; the limit is {settings.max_input_bytes}.",
         )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > settings.max_image_pixels:
-                raise ApiError(
-                    codes.INPUT_OVER_LIMIT,
-                    f"The image is {width}x{height} = {width * height} pixels; the limit is "
-                    f"{settings.max_image_pixels} pixels.",
-                )
-            image.load()
-    except Image.DecompressionBombError as error:
-        raise ApiError(codes.INPUT_OVER_LIMIT, f"The image has too many pixels: {error}") from None
-    except UnidentifiedImageError:
-        hint = ""
-        if _BASE64_TEXT.match(data[:4096]):
-            hint = (
-                " The bytes look like base64 text: base64-encode the image once (JSON) or "
-                "send raw bytes (gRPC), not both."
-            )
-        raise ApiError(
-            codes.INPUT_UNSUPPORTED_FORMAT,
-            "The bytes are not an image modelmill can read (JPEG, PNG, GIF, WebP, BMP, TIFF)."
-            + hint,
-        ) from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ApiError(
-            codes.INPUT_UNSUPPORTED_FORMAT,
-            f"The image could not be decoded ({error}); it may be truncated or corrupt.",
-        ) from None
-    return Image.MIME.get(image.format or "", "application/octet-stream"), width, height
+    decoded = decode_image(data, settings.max_image_pixels)
+    return decoded.mime, decoded.width, decoded.height
 
 
 def _check_text(text: str, settings: Settings) -> str:
@@ -161,7 +121,7 @@ def check_input(spec: NewInput, settings: Settings) -> _Checked:
             codes.INPUT_UNSUPPORTED_FORMAT,
             f"{spec.unsupported.capitalize()} inputs are not supported; send images or texts.",
         )
-    labels = check_labels(spec.labels, codes.INPUT_INVALID_ARGUMENT)
+    labels = check_labels(spec.labels, codes.INPUT_INVALID_ARGUMENT, settings.max_image_pixels)
     if spec.image_bytes is not None or spec.image_url:
         data = (
             spec.image_bytes
@@ -229,9 +189,23 @@ def post_inputs(
             result.details = error.details
 
     # Blobs are written before the transaction, so it holds SQLite's write lock only briefly.
-    for _, item in checked:
-        if item.image is not None:
+    stored_blobs = []
+    for result, item in checked:
+        if item.image is None:
+            stored_blobs.append((result, item))
+            continue
+        try:
             item.blob_key = env.blobs.put(item.image)
+        except OSError:  # the blob store is full or unreachable: this input is not stored
+            log.exception("could not store the image of input %s", result.id)
+            result.code = codes.INPUT_STORAGE_HOST_FAILED
+            result.description = (
+                "The server could not store the image (its storage is full or unavailable); "
+                "nothing of this input was kept. Try again later."
+            )
+            continue
+        stored_blobs.append((result, item))
+    checked = stored_blobs
     dataset_ids = sorted({d for _, c in checked for d in c.spec.dataset_ids})
     for attempt in range(2):
         try:
@@ -252,6 +226,9 @@ def _store(
     job_id: str,
     batch_size: int,
 ) -> None:
+    for result, _ in checked:
+        # A retry after a lost race starts clean: rows of a rolled-back attempt were never stored.
+        result.row, result.labels = None, {}
     with env.db.session() as session:
         datasets = {
             d.id: d.pk

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 from typing import Any
-
-from PIL import Image, UnidentifiedImageError
 
 from modelmill.domain.errors import ApiError
 from modelmill.domain.ids import check_id
+from modelmill.services.images import ImageCodes, decode_image
 
 
 def check_concepts(concepts: list[dict[str, Any]], code: int) -> list[dict[str, Any]]:
@@ -43,8 +41,9 @@ def _check_unit(name: str, value: float, code: int) -> None:
         )
 
 
-def check_region(region: dict[str, Any], code: int) -> dict[str, Any]:
-    """One region: a bounding box, a polygon or a mask, with its concepts."""
+def check_region(region: dict[str, Any], code: int, max_image_pixels: int) -> dict[str, Any]:
+    """One region: a bounding box, a polygon or a mask (an image of at most `max_image_pixels`),
+    with its concepts."""
     info = region.get("region_info") or {}
     box, polygon, mask = info.get("bounding_box"), info.get("polygon"), info.get("mask")
     if box is not None:
@@ -75,9 +74,10 @@ def check_region(region: dict[str, Any], code: int) -> dict[str, Any]:
     elif mask is not None:
         encoded = ((mask.get("image") or {}).get("base64")) or ""
         try:
-            Image.open(io.BytesIO(base64.b64decode(encoded, validate=True))).load()
-        except (binascii.Error, UnidentifiedImageError, OSError, ValueError):
-            raise ApiError(code, "A region mask is not a readable image (send a PNG).") from None
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(code, "A region mask is not valid base64 (send a PNG).") from None
+        decode_image(data, max_image_pixels, ImageCodes(code, code), what="A region mask")
         info = {"mask": {"image": {"base64": encoded}}}
     else:
         raise ApiError(code, "A region needs a bounding_box, a polygon or a mask.")
@@ -88,13 +88,16 @@ def check_region(region: dict[str, Any], code: int) -> dict[str, Any]:
     return checked
 
 
-def check_labels(data: dict[str, Any], code: int) -> dict[str, Any]:
-    """The labels of a Data dict, checked and normalised; empty dict when there are none."""
+def check_labels(data: dict[str, Any], code: int, max_image_pixels: int) -> dict[str, Any]:
+    """The labels of a Data dict, checked and normalised; empty dict when there are none.
+    Region masks are decoded within `max_image_pixels` (MODELMILL_MAX_IMAGE_PIXELS)."""
     labels: dict[str, Any] = {}
     if data.get("concepts"):
         labels["concepts"] = check_concepts(data["concepts"], code)
     if data.get("regions"):
-        labels["regions"] = [check_region(region, code) for region in data["regions"]]
+        labels["regions"] = [
+            check_region(region, code, max_image_pixels) for region in data["regions"]
+        ]
     if "text" in data:
         raw = (data["text"] or {}).get("raw")
         if not isinstance(raw, str) or not raw.strip():

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from modelmill.domain.errors import ApiError
@@ -99,12 +99,20 @@ def get_model(
 
 
 def list_models(
-    env: Env, app: AppScope, page: Page, model_type_id: str = ""
+    env: Env, app: AppScope, page: Page, model_type_id: str = "", name: str = ""
 ) -> list[tuple[Model, ModelVersion | None]]:
+    """ListModels and PostModelsSearches: `name` matches part of a model's id or name, in any
+    case."""
     with env.db.session() as session:
         query = select(Model).where(Model.app_pk == app.app_pk)
         if model_type_id:
             query = query.where(Model.model_type_id == model_type_id)
+        if name:
+            wanted = name.lower()
+            query = query.where(
+                func.lower(Model.id).contains(wanted, autoescape=True)
+                | func.lower(Model.name).contains(wanted, autoescape=True)
+            )
         models = list(session.scalars(page.apply(query.order_by(Model.pk))))
         return [(m, newest_version(session, m)) for m in models]
 

@@ -90,13 +90,24 @@ def trained_version(
 def inference_params(
     version: ModelVersion, output_config: dict[str, Any], params: dict[str, Any]
 ) -> dict[str, Any]:
-    """The version's stored inference settings, overridden by the request's."""
-    merged = {
-        **(version.output_info.get("output_config") or {}),
-        **(version.output_info.get("params") or {}),
-    }
-    merged.update({k: v for k, v in output_config.items() if v not in (None, [], 0, 0.0, "")})
-    merged.update(params)
+    """The version's stored inference settings, overridden by the request's.
+
+    The `clarifai` SDK sends back the version's stored output_info (from GetModel) with the
+    caller's overrides merged in; a request value equal to the stored one is that echo, not a
+    choice, so it must not outrank an override the caller made in the other section
+    (an echoed `params.max_concepts` against a new `output_config.max_concepts`).
+    """
+    stored_config = version.output_info.get("output_config") or {}
+    stored_params = version.output_info.get("params") or {}
+    merged = {**stored_config, **stored_params}
+    merged.update(
+        {
+            k: v
+            for k, v in output_config.items()
+            if v not in (None, [], 0, 0.0, "") and stored_config.get(k) != v
+        }
+    )
+    merged.update({k: v for k, v in params.items() if stored_params.get(k) != v})
     return merged
 
 

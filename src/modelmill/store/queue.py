@@ -1,11 +1,15 @@
 """The job queue: rows in the `jobs` table claimed under a lease that a heartbeat keeps alive.
 
 Claims are optimistic (a conditional UPDATE that must touch exactly one row), so they are safe
-across processes and machines on SQLite and PostgreSQL alike.
+across processes and machines on SQLite and PostgreSQL alike. Every claim gets a new token,
+kept in `lease_owner` ("worker/claim"); every later write to the job (heartbeat, checkpoint, log,
+finish, release) names that token and is refused once the job was claimed again, even by the
+same worker: a process that lost its lease cannot overwrite its successor's work.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +20,23 @@ from modelmill.store.env import Env
 from modelmill.store.tables import Job, utcnow
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+CLAIM_ID_CHARS = 12
+LEASE_OWNER_CHARS = 64  # the jobs.lease_owner column
+
+
+class LeaseLost(Exception):
+    """This claim no longer holds the job: its lease lapsed and another claim took it, or it
+    ended. The process working under the claim must stop without writing anything more."""
+
+
+def _claim_token(owner: str) -> str:
+    """'worker/claim-id', cut to fit the column: the claim id is what makes it unique."""
+    room = LEASE_OWNER_CHARS - 1 - CLAIM_ID_CHARS
+    return f"{owner[:room]}/{uuid.uuid4().hex[:CLAIM_ID_CHARS]}"
+
+
+def _held(job_pk: int, token: str):  # type: ignore[no-untyped-def]
+    return (Job.pk == job_pk) & (Job.lease_owner == token) & (Job.state == RUNNING)
 
 
 def enqueue(
@@ -39,7 +60,8 @@ def _claimable():  # type: ignore[no-untyped-def]
 
 
 def claim(env: Env, owner: str) -> Job | None:
-    """Take the oldest queued job, or one whose worker went silent; None when there is none."""
+    """Take the oldest queued job, or one whose worker went silent; None when there is none.
+    The job's `lease_owner` is this claim's token: pass it to every later call."""
     lease = timedelta(seconds=env.settings.job_lease_s)
     for _ in range(5):
         with env.db.session() as session:
@@ -62,7 +84,7 @@ def claim(env: Env, owner: str) -> Job | None:
                 .where(Job.pk == job.pk, Job.attempts == job.attempts, _claimable())
                 .values(
                     state=RUNNING,
-                    lease_owner=owner,
+                    lease_owner=_claim_token(owner),
                     lease_expires_at=now + lease,
                     attempts=job.attempts + 1,
                     started_at=job.started_at or now,
@@ -79,34 +101,34 @@ def claim(env: Env, owner: str) -> Job | None:
     return None
 
 
-def heartbeat(env: Env, job_pk: int, owner: str) -> bool:
-    """Extend the lease; False if this owner lost the job (to another worker, or it ended)."""
+def heartbeat(env: Env, job_pk: int, token: str) -> bool:
+    """Extend the lease; False if this claim lost the job (to another claim, or it ended)."""
     with env.db.session() as session:
         extended = session.execute(
             update(Job)
-            .where(Job.pk == job_pk, Job.lease_owner == owner, Job.state == RUNNING)
+            .where(_held(job_pk, token))
             .values(lease_expires_at=utcnow() + timedelta(seconds=env.settings.job_lease_s))
         ).rowcount
     return extended == 1
 
 
-def finish(env: Env, job_pk: int, owner: str, state: str, error: str = "") -> bool:
-    """End a job this owner holds; False if the lease was lost meanwhile."""
+def finish(env: Env, job_pk: int, token: str, state: str, error: str = "") -> bool:
+    """End a job this claim holds; False if the lease was lost meanwhile."""
     with env.db.session() as session:
         done = session.execute(
             update(Job)
-            .where(Job.pk == job_pk, Job.lease_owner == owner, Job.state == RUNNING)
+            .where(_held(job_pk, token))
             .values(state=state, error=error, finished_at=utcnow(), lease_expires_at=None)
         ).rowcount
     return done == 1
 
 
-def release(env: Env, job_pk: int, owner: str, error: str) -> None:
+def release(env: Env, job_pk: int, token: str, error: str) -> None:
     """Give a job back to the queue after a crash, to be tried again."""
     with env.db.session() as session:
         session.execute(
             update(Job)
-            .where(Job.pk == job_pk, Job.lease_owner == owner, Job.state == RUNNING)
+            .where(_held(job_pk, token))
             .values(state=QUEUED, error=error, lease_owner=None, lease_expires_at=None)
         )
 
@@ -128,6 +150,18 @@ def is_cancel_requested(env: Env, job_pk: int) -> bool:
         return bool(session.scalar(select(Job.cancel_requested).where(Job.pk == job_pk)))
 
 
-def set_checkpoint(env: Env, job_pk: int, key: str) -> None:
+def set_checkpoint(env: Env, job_pk: int, key: str, token: str) -> None:
+    """Record the job's latest checkpoint; LeaseLost if this claim no longer holds the job."""
     with env.db.session() as session:
-        session.execute(update(Job).where(Job.pk == job_pk).values(checkpoint_key=key))
+        stored = session.execute(
+            update(Job).where(_held(job_pk, token)).values(checkpoint_key=key)
+        ).rowcount
+    if stored != 1:
+        raise LeaseLost(f"job {job_pk} is no longer held by {token}")
+
+
+def set_log(env: Env, job_pk: int, key: str, token: str) -> bool:
+    """Keep the job's log blob; False when this claim no longer holds the job."""
+    with env.db.session() as session:
+        stored = session.execute(update(Job).where(_held(job_pk, token)).values(log_key=key))
+    return stored.rowcount == 1

@@ -71,7 +71,7 @@ class Input(Base):
     app_pk: Mapped[int] = mapped_column(ForeignKey("apps.pk", ondelete="CASCADE"))
     id: Mapped[str] = mapped_column(ID)
     kind: Mapped[str] = mapped_column(String(16))  # "image" or "text"
-    blob_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    blob_key: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
     mime: Mapped[str] = mapped_column(String(64), default="")
     width: Mapped[int] = mapped_column(default=0)
     height: Mapped[int] = mapped_column(default=0)
@@ -267,7 +267,7 @@ class Export(Base):
     )
     status_code: Mapped[int] = mapped_column(Integer)
     status_description: Mapped[str] = mapped_column(Text, default="")
-    blob_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    blob_key: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
     size: Mapped[int] = mapped_column(default=0)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

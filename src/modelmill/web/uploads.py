@@ -1,6 +1,8 @@
 """Uploaded files → inputs: images and .txt files (labelled with the chosen concept), a zip of
 folders named by concept, or a CSV of texts and labels (columns text,concepts). Inputs are
 stored through services.inputs in batches; every file or row that fails gets its own message.
+Files are read from the parser's disk spool one at a time, and a batch is stored once it holds
+MAX_BATCH_BYTES, so an upload never sits in memory whole.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 
@@ -23,6 +25,9 @@ from modelmill.settings import Settings
 
 CSV_CONCEPT_SEPARATORS = re.compile(r"[|;,]")
 MAX_ARCHIVE_MEMBERS = 50_000
+# A batch is stored when it holds this many bytes of content, even before MAX_BATCH inputs:
+# 128 inputs of 20 MB each would otherwise sit in memory together.
+MAX_BATCH_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -94,11 +99,12 @@ def _csv(name: str, data: bytes, concept: str, settings: Settings) -> Iterator[I
         )
 
 
-def _zip(name: str, data: bytes, concept: str, settings: Settings) -> Iterator[Item]:
+def _zip(name: str, data: bytes | IO[bytes], concept: str, settings: Settings) -> Iterator[Item]:
     """Each file's folder names its concept ('cats/1.jpg' is a cat); files at the top level get
-    the chosen concept. Hidden files and macOS resource folders are skipped."""
+    the chosen concept. Hidden files and macOS resource folders are skipped. Members are
+    extracted one at a time, as they are stored."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
     except zipfile.BadZipFile:
         yield Item(name, error="The file is not a readable zip archive.")
         return
@@ -138,7 +144,7 @@ def _zip(name: str, data: bytes, concept: str, settings: Settings) -> Iterator[I
         yield from reader(label, content, folder_concept, settings)
 
 
-READERS: dict[str, Callable[[str, bytes, str, Settings], Iterator[Item]]] = {
+READERS: dict[str, Callable[[str, Any, str, Settings], Iterator[Item]]] = {
     ".zip": _zip,
     ".csv": _csv,
     ".txt": _text,
@@ -151,22 +157,51 @@ def check_concept(concept: str) -> str:
     return check_id(concept, "concept", codes.INPUT_INVALID_ARGUMENT) if concept else ""
 
 
-def read_files(files: list[tuple[str, bytes]], concept: str, settings: Settings) -> Iterator[Item]:
-    """The inputs in uploaded files: (file name, content) pairs; other files are read as images."""
-    for name, data in files:
-        if not data:
+def _size(file: IO[bytes]) -> int:
+    file.seek(0, io.SEEK_END)
+    size = file.tell()
+    file.seek(0)
+    return size
+
+
+def read_files(
+    files: list[tuple[str, bytes | IO[bytes]]], concept: str, settings: Settings
+) -> Iterator[Item]:
+    """The inputs in uploaded files: (file name, content or open file) pairs; other files are
+    read as images. Open files are read only when their turn comes, zips member by member."""
+    for name, content in files:
+        size = len(content) if isinstance(content, bytes) else _size(content)
+        if not size:
             yield Item(name, error="The file is empty (0 bytes).")
             continue
         reader = READERS.get(PurePosixPath(name).suffix.lower(), _image)
+        if reader is _zip:
+            yield from _zip(name, content, concept, settings)
+            continue
+        if size > settings.max_input_bytes:
+            yield Item(
+                name,
+                error=f"The file is {size} bytes; the limit for one input "
+                f"is {settings.max_input_bytes}.",
+            )
+            continue
+        data = content if isinstance(content, bytes) else content.read()
         yield from reader(name, data, concept, settings)
+
+
+def _content_bytes(spec: NewInput) -> int:
+    return len(spec.image_bytes or b"") + len((spec.text or "").encode())
 
 
 def store(env: Env, app: AppScope, items: Iterator[Item]) -> UploadReport:
     """Store the items' inputs in batches of the API's batch size; collects every failure."""
     report = UploadReport()
     batch: list[Item] = []
+    batch_bytes = 0
 
     def flush() -> None:
+        nonlocal batch_bytes
+        batch_bytes = 0
         if not batch:
             return
         results, _ = post_inputs(env, app, [item.spec for item in batch if item.spec is not None])
@@ -182,7 +217,8 @@ def store(env: Env, app: AppScope, items: Iterator[Item]) -> UploadReport:
             report.errors.append({"file": item.name, "error": item.error})
             continue
         batch.append(item)
-        if len(batch) == MAX_BATCH:
+        batch_bytes += _content_bytes(item.spec)
+        if len(batch) == MAX_BATCH or batch_bytes >= MAX_BATCH_BYTES:
             flush()
     flush()
     return report

@@ -93,6 +93,16 @@ def test_unknown_template_of_a_type_that_needs_one(tapi: Api, refused: Any) -> N
             {"train_params": {"invalid_data_tolerance_percent": 150}},
             ["invalid_data_tolerance_percent"],
         ),
+        (
+            {"train_params": {"invalid_data_tolerance_percent": "lots"}},
+            ["invalid_data_tolerance_percent", "'lots'", "number"],
+        ),
+        (
+            {"train_params": {"max_training_minutes": "an hour"}},
+            ["max_training_minutes", "'an hour'", "number"],
+        ),
+        ({"train_params": {"max_training_minutes": [5]}}, ["max_training_minutes", "number"]),
+        ({"train_params": {"max_training_minutes": "nan"}}, ["max_training_minutes", "nan"]),
     ],
     ids=[
         "enum-value",
@@ -102,6 +112,10 @@ def test_unknown_template_of_a_type_that_needs_one(tapi: Api, refused: Any) -> N
         "max-concepts-int",
         "unknown-embedder",
         "tolerance-range",
+        "tolerance-text",
+        "cap-text",
+        "cap-list",
+        "cap-nan",
     ],
 )
 def test_bad_hyperparameters(

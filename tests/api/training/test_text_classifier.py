@@ -11,6 +11,7 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import requests
@@ -312,6 +313,24 @@ def test_training_stores_cross_validation_metrics(client: Api, topics: Topics) -
     assert (
         len(full.test_set) == 3 * TRAIN_PER_TOPIC
     )  # every input scored by a head that did not see it
+
+
+def test_model_version_evaluation_answers_only_for_the_version_it_names(
+    client: Api, topics: Topics
+) -> None:
+    def get(model_id: str, version_id: str) -> Any:
+        return client.GetModelVersionEvaluation(
+            model_id=model_id, model_version_id=version_id, evaluation_id=topics.v1.id
+        )
+
+    own = assert_ok(get("topics", topics.v1.id)).eval_metrics
+    assert own.id == topics.v1.id and own.model.model_version.id == topics.v1.id
+
+    other_version = get("topics", topics.v2.id)
+    assert_status(other_version, codes.EVALUATION_INVALID_ARGUMENT, topics.v1.id, topics.v2.id)
+    assert not other_version.eval_metrics.id
+    assert_status(get("no-such-model", topics.v1.id), codes.MODEL_DOES_NOT_EXIST, "no-such-model")
+    assert_status(get("topics", "no-such-version"), codes.MODEL_DOES_NOT_EXIST, "no-such-version")
 
 
 def wait_for_evaluation(

@@ -1,15 +1,17 @@
-"""Datasets, dataset inputs and dataset versions with their metrics groups."""
+"""Datasets, dataset inputs and dataset versions with their metrics groups and exports."""
 
 from __future__ import annotations
 
 from clarifai_grpc.grpc.api import resources_pb2 as pb
 from clarifai_grpc.grpc.api import service_pb2 as service
+from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from clarifai_grpc.grpc.api.status import status_pb2
 from google.protobuf import json_format
 
-from modelmill.api import convert
+from modelmill.api import archives, convert
 from modelmill.api.rpc import rpc
-from modelmill.services import datasets
+from modelmill.domain.errors import ApiError
+from modelmill.services import dataset_exports, datasets
 
 
 def _metadata(message) -> dict:  # type: ignore[no-untyped-def]
@@ -135,3 +137,30 @@ def ListDatasetVersionMetricsGroups(api, request, principal):  # type: ignore[no
     if request.types:
         groups = [g for g in groups if g.type in request.types]
     return service.MultiDatasetVersionMetricsGroupResponse(dataset_version_metrics_groups=groups)
+
+
+@rpc
+def PutDatasetVersionExports(api, request, principal):  # type: ignore[no-untyped-def]
+    scope = api.scope(request.user_app_id, principal)
+    answers = []
+    for export in request.exports:
+        export_format = pb.DatasetVersionExportFormat.Name(export.format)
+        inputs = dataset_exports.prepare_export(
+            api.env, scope, request.dataset_id, request.dataset_version_id, export_format
+        )
+        archive = archives.clarifai_archive(inputs, request.dataset_id, api.links)
+        key = dataset_exports.store_archive(api.env, archive)
+        answers.append(
+            pb.DatasetVersionExport(
+                format=export.format,
+                status=convert.status(codes.DATASET_VERSION_EXPORT_SUCCESS),
+                url=api.links.archive(key),
+                size=len(archive),
+            )
+        )
+    if not answers:
+        raise ApiError(
+            codes.DATASET_VERSION_EXPORT_FAILED,
+            "Name the export to make in 'exports', e.g. format CLARIFAI_DATA_PROTOBUF.",
+        )
+    return service.MultiDatasetVersionExportResponse(exports=answers)

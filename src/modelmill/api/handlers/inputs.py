@@ -1,5 +1,5 @@
 """Inputs: PostInputs, ListInputs, GetInput, DeleteInputs, DeleteInput, GetInputCount,
-GetInputsAddJob."""
+GetInputsAddJob, PatchInputs."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from clarifai_grpc.grpc.api import resources_pb2 as pb
 from clarifai_grpc.grpc.api import service_pb2 as service
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from clarifai_grpc.grpc.api.status import status_pb2
+from google.protobuf import json_format
 
 from modelmill.api import convert
 from modelmill.api.rpc import batch_status, rpc
-from modelmill.services import inputs
+from modelmill.services import inputs, relabelling
 
 
 def _add_job(job) -> pb.InputsAddJob:  # type: ignore[no-untyped-def]
@@ -93,3 +94,30 @@ def GetInputCount(api, request, principal):  # type: ignore[no-untyped-def]
 def GetInputsAddJob(api, request, principal):  # type: ignore[no-untyped-def]
     job = inputs.get_add_job(api.env, api.scope(request.user_app_id, principal), request.id)
     return service.SingleInputsAddJobResponse(inputs_add_job=_add_job(job))
+
+
+def _input_patch(message: pb.Input) -> relabelling.InputPatch:
+    data = message.data
+    other = [kind for kind in ("image", "text", "video", "audio") if data.HasField(kind)]
+    if data.regions:
+        other.append("regions")
+    if message.dataset_ids:
+        other.append("dataset_ids (PostDatasetInputs adds inputs to a dataset)")
+    return relabelling.InputPatch(
+        id=message.id,
+        metadata=json_format.MessageToDict(data.metadata) if data.HasField("metadata") else None,
+        concepts=convert.concept_labels(data.concepts) if data.concepts else None,
+        other=", ".join(other),
+    )
+
+
+@rpc
+def PatchInputs(api, request, principal):  # type: ignore[no-untyped-def]
+    scope = api.scope(request.user_app_id, principal)
+    ids = relabelling.patch_inputs(
+        api.env, scope, [_input_patch(m) for m in request.inputs], request.action
+    )
+    rows = [inputs.get_input_with_labels(api.env, scope, input_id) for input_id in ids]
+    return service.MultiInputResponse(
+        inputs=[convert.input_(row, labels, scope, api.links) for row, labels in rows]
+    )

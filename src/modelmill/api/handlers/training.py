@@ -25,6 +25,17 @@ def _output_config(config: pb.OutputConfig) -> dict:
     }
 
 
+def _inference_settings(model: pb.Model) -> tuple[dict, dict]:
+    """The request's output_config and params from `model.output_info` and, where the SDK puts
+    them, `model.model_version.output_info`; for each setting the version's wins, as on Clarifai."""
+    output_config: dict = {}
+    params: dict = {}
+    for info in (model.output_info, model.model_version.output_info):
+        output_config.update({k: v for k, v in _output_config(info.output_config).items() if v})
+        params.update(_struct(info, "params"))
+    return output_config, params
+
+
 @rpc
 def PostModelVersions(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
@@ -65,7 +76,7 @@ def PostModelVersions(api, request, principal):  # type: ignore[no-untyped-def]
 @rpc
 def PostModelOutputs(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
-    output_info = request.model.output_info
+    output_config, params = _inference_settings(request.model)
     model, version, results = predictions.predict(
         api.env,
         api.predictors,
@@ -73,8 +84,8 @@ def PostModelOutputs(api, request, principal):  # type: ignore[no-untyped-def]
         request.model_id,
         request.version_id or request.model.model_version.id,
         [convert.new_input(message) for message in request.inputs],
-        _output_config(output_info.output_config),
-        _struct(output_info, "params"),
+        output_config,
+        params,
     )
     names = {c.id: c.name for c in models.model_concepts(api.env, scope, model.id, version.id)}
     outputs = []
@@ -159,7 +170,9 @@ def GetEvaluation(api, request, principal):  # type: ignore[no-untyped-def]
 @rpc
 def GetModelVersionEvaluation(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
-    item = evaluations.get_evaluation(api.env, scope, request.evaluation_id)
+    item = evaluations.get_evaluation(
+        api.env, scope, request.evaluation_id, request.model_id, request.model_version_id
+    )
     return service.SingleEvalMetricsResponse(
         eval_metrics=_evaluation(api, scope, *item, _fields(request))
     )

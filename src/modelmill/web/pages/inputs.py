@@ -72,7 +72,8 @@ def upload(request: Request, web: Web, app: CurrentApp, form: Form) -> Response:
                 "folders named by concept, or a .csv with columns text,concepts.",
             )
         concept = uploads.check_concept(concept)
-        contents = [(f.filename or "upload", f.file.read()) for f in files]
+        # The parser spooled the files to disk; they are read one at a time from there.
+        contents = [(f.filename or "upload", f.file) for f in files]
         report = uploads.store(
             web.env, app, uploads.read_files(contents, concept, web.env.settings)
         )
