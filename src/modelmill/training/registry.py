@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 
 from modelmill.training.contract import Task, Template
 from modelmill.training.tasks.classification import CLASSIFICATION
+from modelmill.training.tasks.detection import DETECTION
 from modelmill.training.tasks.generation import GENERATION
 from modelmill.training.tasks.segmentation import SEGMENTATION
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
@@ -39,6 +40,12 @@ from modelmill.training.templates.visual_classifier import (
     EFFICIENTNET_LITE0_CLASSIFIER,
     RESNET50_CLASSIFIER,
 )
+from modelmill.training.templates.visual_detector import (
+    FASTER_RCNN_DETECTOR,
+    RETINANET_DETECTOR,
+    SSD_DETECTOR,
+    YOLOF_DETECTOR,
+)
 from modelmill.training.templates.visual_segmenter import (
     FPN_SEGMENTER,
     SEGFORMER_SEGMENTER,
@@ -54,6 +61,10 @@ TEMPLATES: list[Template] = [
     BERT_FINE_TUNE,
     HUGGINGFACE_ADVANCED,
     GPT_NEO_125M_LORA,
+    RETINANET_DETECTOR,
+    FASTER_RCNN_DETECTOR,
+    SSD_DETECTOR,
+    YOLOF_DETECTOR,
     UNET_SEGMENTER,
     FPN_SEGMENTER,
     SEGFORMER_SEGMENTER,
@@ -104,6 +115,7 @@ MODEL_TYPES: dict[str, ModelTypeInfo] = {
             "Detect bounding box regions in images and classify them.",
             ("image",),
             ("regions[...].region_info.bounding_box", "regions[...].data.concepts"),
+            DETECTION,
         ),
         ModelTypeInfo(
             "visual-embedder",

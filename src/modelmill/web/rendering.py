@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
 
 from modelmill.domain import model_versions as lifecycle
+from modelmill.web.detection_view import detection_view
 from modelmill.web.evaluation import evaluation_view
 
 WEB_DIR = Path(__file__).parent
@@ -132,5 +133,7 @@ def create_templates() -> Jinja2Templates:
     environment.tests["running"] = is_running
     environment.tests["trained"] = lambda code: code == lifecycle.TRAINED
     # Views the task partials (templates/partials/) build from a version's EvalMetrics.
-    environment.globals.update(static_url=static_url, classification_view=evaluation_view)
+    environment.globals.update(
+        static_url=static_url, classification_view=evaluation_view, detection_view=detection_view
+    )
     return templates
