@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from modelmill.training.contract import Task, Template
+from modelmill.training.tasks.anomaly import ANOMALY
 from modelmill.training.tasks.classification import CLASSIFICATION
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
 from modelmill.training.templates.text_classifier import (
@@ -26,6 +27,7 @@ from modelmill.training.templates.text_classifier import (
     GPT_NEO_125M_LORA,
     HUGGINGFACE_ADVANCED,
 )
+from modelmill.training.templates.visual_anomaly import PADIM, PATCHCORE
 from modelmill.training.templates.visual_classifier import (
     EFFICIENTNET_B0_CLASSIFIER,
     EFFICIENTNET_LITE0_CLASSIFIER,
@@ -41,6 +43,8 @@ TEMPLATES: list[Template] = [
     BERT_FINE_TUNE,
     HUGGINGFACE_ADVANCED,
     GPT_NEO_125M_LORA,
+    PATCHCORE,
+    PADIM,
 ]
 
 
@@ -105,6 +109,7 @@ MODEL_TYPES: dict[str, ModelTypeInfo] = {
             "Score images for anomalies and draw an anomaly heatmap.",
             ("image",),
             ("concepts", "heatmaps"),
+            ANOMALY,
         ),
         ModelTypeInfo(
             "text-classifier",
