@@ -45,8 +45,8 @@ PIXEL_ON = 127  # a mask or heatmap pixel above this is "on"
 # Sample data: crops of scikit-image's textures, with defects pasted from another texture.
 NORMAL_TEXTURE, DEFECT_TEXTURE, EXTRA_NORMAL_TEXTURE = "brick", "gravel", "grass"
 ANOMALOUS_EVERY = 3  # one sample input in three is anomalous
-DEFECT_SIDE = (0.2, 0.35)  # a defect's side as a fraction of the image's shorter side
-CROP_SIDE = (0.5, 0.8)  # a sample crop's side as a fraction of the texture's side
+DEFECT_SIDE = (0.12, 0.2)  # a defect's side as a fraction of the image's shorter side
+CROP_SIDE = 0.5  # a sample crop's side as a fraction of the texture's (one scale: one camera)
 NORMAL_CONCEPT = "normal"
 
 
@@ -292,8 +292,8 @@ def textured_image(
 
 
 def _crop(source: np.ndarray, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """A random square-ish crop of `source`, resized to (height, width)."""
-    side = round(min(source.shape) * rng.uniform(*CROP_SIDE))
+    """A crop of `source` at a random place, resized to (height, width)."""
+    side = round(min(source.shape) * CROP_SIDE)
     top = int(rng.integers(0, source.shape[0] - side + 1))
     left = int(rng.integers(0, source.shape[1] - side + 1))
     crop = Image.fromarray(source[top : top + side, left : left + side])
