@@ -225,3 +225,22 @@ def test_check_data_needs_normal_images_and_one_normal_concept():
     ANOMALY.check_data([fine, normal_zero], ["normal"], False)
     assert ANOMALY.relevant(anomalous[0], ["normal"])
     assert not ANOMALY.relevant(Example("x", "image", load, {"cat": 1.0}), ["normal"])
+
+
+def test_version_page_partial_shows_scores_histogram_threshold_and_heatmaps(data, fitted):
+    from modelmill.web.rendering import create_templates
+
+    _, truth, _, artifacts = fitted["PatchCore"]
+    metrics = PATCHCORE.evaluate(context(artifacts.parent), data, PATCHCORE.Params(), artifacts)
+    samples = metrics["extended_metrics"]["user_metrics"]["anomaly"]["samples"]
+    assert any(s["anomalous"] for s in samples) and not all(s["anomalous"] for s in samples)
+    html = (
+        create_templates()
+        .env.get_template("partials/anomaly.html")
+        .render(metrics=metrics, input_cards=lambda ids: {})
+    )
+    assert "Image AUROC" in html and "Pixel AUROC" in html and "threshold" in html
+    assert html.count('class="overlay heatmap"') == len(samples)
+    assert html.count("<rect") == 2 * len(
+        metrics["extended_metrics"]["user_metrics"]["anomaly"]["histogram"]["normal"]
+    )

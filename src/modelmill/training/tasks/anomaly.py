@@ -15,6 +15,7 @@ gives patch features (the memory bank travels beside it).
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -39,7 +40,10 @@ DECISION_SCORE = 0.5  # calibrated scores put the chosen threshold here
 MIN_NORMAL_IMAGES = 1
 HISTOGRAM_BINS = 20
 MAX_PIXEL_SIDE = 64  # pixel AUROC compares heatmaps and masks on a grid at most this wide
-MAX_HEATMAP_SAMPLES = 8  # held-out inputs whose ids the web page shows with their scores
+MAX_HEATMAP_SAMPLES = 8  # held-out inputs the web page shows with their heatmaps
+OVERLAY_SIDE = 96  # the sample heatmaps stored in the metrics, as red overlays this wide
+OVERLAY_ALPHA = 200  # the overlay's opacity (0-255) where the heatmap is hottest
+OVERLAY_RED = (220, 30, 30)
 PIXEL_ON = 127  # a mask or heatmap pixel above this is "on"
 
 # Sample data: crops of scikit-image's textures, with defects pasted from another texture.
@@ -118,6 +122,26 @@ def heatmap_values(png: bytes, size: tuple[int, int] | None = None) -> np.ndarra
     if size is not None and image.size != size:
         image = image.resize(size, Image.Resampling.BILINEAR)
     return np.asarray(image, np.float32) / 255.0
+
+
+def overlay_base64(png: bytes | None) -> str:
+    """A heatmap as a small red RGBA PNG (opacity = heat), base64, for drawing over the image;
+    empty without a heatmap."""
+    if png is None:
+        return ""
+    heat = Image.open(io.BytesIO(png)).convert("L")
+    scale = min(1.0, OVERLAY_SIDE / max(heat.size))
+    heat = heat.resize(
+        (max(1, round(heat.width * scale)), max(1, round(heat.height * scale))),
+        Image.Resampling.BILINEAR,
+    )
+    alpha = (np.asarray(heat, np.float32) * OVERLAY_ALPHA / 255.0).astype(np.uint8)
+    rgba = np.empty((*alpha.shape, 4), np.uint8)
+    rgba[..., :3] = OVERLAY_RED
+    rgba[..., 3] = alpha
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def anomaly_score(output: Output) -> float:
@@ -222,10 +246,16 @@ class AnomalyTask:
         anomalous_first = [ids[r] for r in order if flat_truth[r] == 1]
         normal_first = [ids[r] for r in order if flat_truth[r] == 0]
         half = MAX_HEATMAP_SAMPLES // 2
+        shown = {*anomalous_first[:half], *normal_first[:half]}
         extended["samples"] = [
-            {"input_id": ids[r], "score": float(flat_scores[r]), "anomalous": bool(flat_truth[r])}
+            {
+                "input_id": ids[r],
+                "score": float(flat_scores[r]),
+                "anomalous": bool(flat_truth[r]),
+                "overlay_png_base64": overlay_base64(outputs[rows[r]].heatmap_png),
+            }
             for r in order
-            if ids[r] in {*anomalous_first[:half], *normal_first[:half]}
+            if ids[r] in shown
         ]
         result["extended_metrics"]["user_metrics"]["anomaly"] = extended
         return result
