@@ -172,8 +172,9 @@ def test_threshold_is_calibrated_to_one_half_and_the_setting_moves_it(fitted):
     for default, high, low in zip(outputs, stricter, looser, strict=True):
         assert anomaly_score(low) >= anomaly_score(default) >= anomaly_score(high)
     assert with_threshold(np.array(0.2), 0.2) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="threshold"):
+    with pytest.raises(DataError, match="threshold") as error:
         predictor.predict(examples[:1], {"threshold": 1.5})
+    assert error.value.code == status_code_pb2.MODEL_INVALID_ARGUMENT
 
 
 def test_choose_threshold_without_anomalies_sits_above_the_normals():

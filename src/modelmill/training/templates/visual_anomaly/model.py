@@ -282,9 +282,17 @@ class AnomalyPredictor:
         self.scorer = self.method.scorer(self.state)
 
     def predict(self, examples: Sequence[Example], params: dict[str, Any]) -> list[Output]:
-        threshold = float(params.get("threshold") or DECISION_SCORE)
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold is {threshold:g}; give a score between 0 and 1")
+        value = params.get("threshold")
+        try:
+            threshold = DECISION_SCORE if value is None else float(value)
+        except (TypeError, ValueError):
+            threshold = float("nan")
+        if not 0.0 < threshold < 1.0:  # NaN too
+            raise DataError(
+                codes.MODEL_INVALID_ARGUMENT,
+                f"threshold is {value!r}; give an anomaly score between 0 and 1 "
+                "(exclusive): the score at which an image counts as anomalous.",
+            )
         concepts = [ANOMALY_CONCEPT, self.normal]
         outputs = []
         for sizes, features in extract(
