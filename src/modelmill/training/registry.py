@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 from modelmill.training.contract import Task, Template
 from modelmill.training.tasks.anomaly import ANOMALY
 from modelmill.training.tasks.classification import CLASSIFICATION
+from modelmill.training.tasks.embedding import EMBEDDING
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
 from modelmill.training.templates.text_classifier import (
     BERT_FINE_TUNE,
@@ -33,6 +34,10 @@ from modelmill.training.templates.visual_classifier import (
     EFFICIENTNET_LITE0_CLASSIFIER,
     RESNET50_CLASSIFIER,
 )
+from modelmill.training.templates.visual_embedder import (
+    ANGULAR_MARGIN_EMBEDDER,
+    MULTI_SIMILARITY_EMBEDDER,
+)
 
 # The templates modelmill can train, in the order the API lists them.
 TEMPLATES: list[Template] = [
@@ -43,6 +48,8 @@ TEMPLATES: list[Template] = [
     BERT_FINE_TUNE,
     HUGGINGFACE_ADVANCED,
     GPT_NEO_125M_LORA,
+    ANGULAR_MARGIN_EMBEDDER,
+    MULTI_SIMILARITY_EMBEDDER,
     PATCHCORE,
     PADIM,
 ]
@@ -95,6 +102,8 @@ MODEL_TYPES: dict[str, ModelTypeInfo] = {
             "Turn images into embedding vectors for visual search.",
             ("image",),
             ("embeddings",),
+            EMBEDDING,
+            predicts_concepts=True,
         ),
         ModelTypeInfo(
             "visual-segmenter",
