@@ -3,8 +3,9 @@ loss pulls together; a model answers an L2-normalised embedding per input.
 
 Metrics: retrieval among the held-out inputs (each one a query against all the others):
 recall@1 and @5 (a neighbour among the k nearest shares its concept) and mAP@R
-(pytorch-metric-learning's AccuracyCalculator), overall, and separately on concepts the
-training never saw when the template held some out; in extended_metrics. The test set lists
+(pytorch-metric-learning's AccuracyCalculator), overall, and separately for queries of concepts
+the training saw and of concepts it never saw (when the template held some out), each searched
+among all held-out inputs; in extended_metrics. The test set lists
 each input's nearest neighbour's concept as its prediction (value: the cosine similarity).
 """
 
@@ -36,24 +37,34 @@ def first_concept(example: Example, concepts: Sequence[str]) -> str | None:
     return next((c for c in concepts if labels.get(c, 0.0) > POSITIVE_AT), None)
 
 
-def retrieval_metrics(embeddings: np.ndarray, labels: Sequence[int]) -> dict[str, float]:
-    """recall@k and mAP@R with every input a query against all the others; needs two inputs."""
+def retrieval_metrics(
+    embeddings: np.ndarray, labels: Sequence[int], queries: Sequence[int] | None = None
+) -> dict[str, float]:
+    """recall@k and mAP@R of the `queries` rows (default: all), each searched among all the
+    other rows; needs two rows."""
     import torch
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
     vectors = np.asarray(embeddings, np.float32)
     classes = np.asarray(labels)
-    similarity = vectors @ vectors.T
-    np.fill_diagonal(similarity, -np.inf)
+    rows = np.arange(len(classes)) if queries is None else np.asarray(queries)
+    similarity = vectors[rows] @ vectors.T
+    similarity[np.arange(len(rows)), rows] = -np.inf  # a query is not its own neighbour
     order = np.argsort(-similarity, axis=1, kind="stable")
     result: dict[str, float] = {}
     for k in RECALL_AT:
         top = order[:, : min(k, len(classes) - 1)]
-        result[f"recall_at_{k}"] = float((classes[top] == classes[:, None]).any(axis=1).mean())
+        result[f"recall_at_{k}"] = float((classes[top] == classes[rows, None]).any(axis=1).mean())
     calculator = AccuracyCalculator(include=("mean_average_precision_at_r",), k="max_bin_count")
-    tensor = torch.from_numpy(vectors)
-    label_tensor = torch.from_numpy(classes)
-    accuracies = calculator.get_accuracy(tensor, label_tensor, tensor, label_tensor, True)
+    # the references start with the queries, as AccuracyCalculator wants them to
+    references = np.concatenate([rows, np.setdiff1d(np.arange(len(classes)), rows)])
+    accuracies = calculator.get_accuracy(
+        torch.from_numpy(vectors[rows]),
+        torch.from_numpy(classes[rows]),
+        torch.from_numpy(vectors[references]),
+        torch.from_numpy(classes[references]),
+        ref_includes_query=True,
+    )
     result["map_at_r"] = float(accuracies["mean_average_precision_at_r"])
     return result
 
@@ -123,12 +134,13 @@ class EmbeddingTask:
             groups["unseen"] = [r for r, c in enumerate(labels) if c in unseen]
             user["unseen_concepts"] = sorted(unseen)
         index = {c: n for n, c in enumerate(concepts)}
-        for group, members in groups.items():
-            classes = [index[labels[r]] for r in members]
-            if len(members) < 2 or len(set(classes)) < 2:
-                notes.append(f"{group}: retrieval needs two inputs of two concepts; too few")
-                continue
-            user[group] = retrieval_metrics(vectors[members], classes)
+        classes = [index[c] for c in labels]
+        if len(rows) < 2 or len(set(classes)) < 2:
+            notes.append("retrieval needs held-out inputs of two concepts or more; too few")
+            groups = {}
+        for group, members in groups.items():  # queries of the group among every input
+            if members:
+                user[group] = retrieval_metrics(vectors, classes, members)
         test_set = []
         if len(rows) >= 2:
             similarity = vectors @ vectors.T
