@@ -97,9 +97,7 @@ def main() -> None:
         "embedding_size": 128,
         "early_stopping_patience": 0,
     }
-    print(
-        "\n| embedder | digits (queries) | queries / held out | recall@1 | recall@5 | mAP@R | train s |"
-    )
+    print("\n| embedder | queries | queries / held out | recall@1 | recall@5 | mAP@R | train s |")
     print("|---|---|--:|--:|--:|--:|--:|")
     throughput = ""
     for template in (ANGULAR_MARGIN_EMBEDDER, MULTI_SIMILARITY_EMBEDDER):
