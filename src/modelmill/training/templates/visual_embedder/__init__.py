@@ -17,7 +17,6 @@ ANGULAR_MARGIN_EMBEDDER = VisualEmbedder(
     "additive angular margin loss (ArcFace) on the images' concepts: L2-normalised embeddings "
     "for visual search.",
     aliases=("Clarifai_ResNet_AngularMargin",),
-    recommended=True,
 )
 MULTI_SIMILARITY_EMBEDDER = VisualEmbedder(
     "Lite0_MultiSimilarity",
@@ -25,7 +24,8 @@ MULTI_SIMILARITY_EMBEDDER = VisualEmbedder(
     MultiSimilarityParams,
     "EfficientNet-Lite0 fine-tuned with a multi-similarity loss on the pairs a multi-"
     "similarity miner picks in class-balanced batches: no per-concept centres, so it suits "
-    "many concepts with few images each.",
+    "many concepts with few images each. Recommended: it retrieved best in bench/embedder.py.",
+    recommended=True,
 )
 
 __all__ = ["ANGULAR_MARGIN_EMBEDDER", "MULTI_SIMILARITY_EMBEDDER", "VisualEmbedder"]
