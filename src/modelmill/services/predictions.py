@@ -18,7 +18,7 @@ from modelmill.services.inputs import MAX_BATCH, NewInput, check_input
 from modelmill.services.models import find_model, find_version
 from modelmill.store.blobs import get_tree
 from modelmill.store.tables import Model, ModelVersion
-from modelmill.training.contract import Example, Output, Predictor
+from modelmill.training.contract import DataError, Example, Output, Predictor
 from modelmill.training.registry import find_template
 
 CACHED_PREDICTORS = 8
@@ -161,9 +161,14 @@ def predict(
             errors[index] = error
             examples.append(None)
     good = [e for e in examples if e is not None]
-    outputs = iter(
-        predictor.predict(good, inference_params(version, output_config, params)) if good else []
-    )
+    try:
+        outputs = iter(
+            predictor.predict(good, inference_params(version, output_config, params))
+            if good
+            else []
+        )
+    except DataError as error:  # an inference setting this predictor cannot take
+        raise ApiError(error.code, error.description) from None
     return (
         model,
         version,

