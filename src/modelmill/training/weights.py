@@ -166,6 +166,24 @@ def find_timm_weights(weights: TimmWeights, weights_dir: Path | None) -> Weights
     return WeightsLookup(None, tuple(searched))
 
 
+def imagenet_weights(
+    weights: TimmWeights, weights_dir: Path | None, template: str, optional: bool = True
+) -> WeightsLocation:
+    """A timm model's ImageNet-1k weights for `template`, or a DataError (invalid params)
+    saying where they were looked for and how to provide them; with `optional`, also that
+    pretrained_weights None trains from random weights."""
+    name = weights.model_name
+    folder = weights_dir if weights_dir is not None else "the weights folder"
+    remedy = (
+        f"Put them at {folder}/{name}.safetensors (or in the Hugging Face cache as "
+        f"{weights.hub_id}), give the server internet access"
+        + (", or set pretrained_weights to None to train from random weights." if optional else ".")
+    )
+    return find_timm_weights(weights, weights_dir).require(
+        template, f"ImageNet-1k weights for {name}", remedy
+    )
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a safetensors file, or from a torch file with the weights-only unpickler
     (plain tensors only: no code in a weights file ever runs)."""

