@@ -90,6 +90,11 @@ def _advanced(params: AdvancedParams) -> GenerationSettings:
         patience=int(trainer["early_stopping_patience"]),
         seed=int(trainer["seed"]),
         exclusive=False,
+        mixed_precision="bf16"
+        if trainer.get("bf16")
+        else "fp16"
+        if trainer.get("fp16")
+        else "auto",
     )
     base = str(model["pretrained_model_name_or_path"])
     max_length = tokenizer.get("max_length", tokenizer.get("model_max_length"))
@@ -125,6 +130,7 @@ def _plain(params: CausalParams) -> GenerationSettings:
         patience=params.early_stopping_patience,
         seed=params.seed,
         exclusive=False,
+        mixed_precision=params.mixed_precision,
     )
     return GenerationSettings(
         base_model=params.base_model,

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonDict
 
 from modelmill.training.finetune.fields import (
+    MixedPrecision,
+    mixed_precision_field,
     patience_field,
     seed_field,
     validation_fraction_field,
@@ -103,6 +105,7 @@ class CausalParams(InferenceParams):
     early_stopping_patience: int = patience_field(2)
     validation_fraction: float = validation_fraction_field(0.1)
     seed: int = seed_field()
+    mixed_precision: MixedPrecision = mixed_precision_field()
     packing: bool = Field(
         True,
         description="Pack several short samples into one sequence of up to max_length tokens "

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from modelmill.training.finetune.fields import (
+    MixedPrecision,
+    mixed_precision_field,
     patience_field,
     seed_field,
     validation_fraction_field,
@@ -68,6 +70,7 @@ class EmbedderParams(BaseModel):
     early_stopping_patience: int = patience_field(5)
     validation_fraction: float = validation_fraction_field(0.2)
     seed: int = seed_field()
+    mixed_precision: MixedPrecision = mixed_precision_field()
 
 
 class AngularMarginParams(EmbedderParams):
