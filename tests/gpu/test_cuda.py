@@ -103,7 +103,7 @@ def test_running_out_of_gpu_memory_names_the_batch_size_to_try(tmp_path):
     torch.cuda.set_per_process_memory_fraction(0.02)
     try:
         with pytest.raises(DataError) as refused:
-            runner.run(plan, many, context.ctx)
+            runner.run(template, plan, many, context.ctx)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()

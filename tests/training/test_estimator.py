@@ -33,7 +33,13 @@ from modelmill.services.estimates import (
 from modelmill.settings import Settings
 from modelmill.store.tables import Job, TrainingRun, utcnow
 from modelmill.training.calibrate import calibrate
-from modelmill.training.contract import Hardware, InvalidInput, TrainContext, TrainingData
+from modelmill.training.contract import (
+    Hardware,
+    InvalidInput,
+    TrainContext,
+    TrainingData,
+    TrainResult,
+)
 from modelmill.training.estimator import (
     CALIBRATION_DIR,
     TIME_TERMS,
@@ -241,7 +247,7 @@ class TinyTemplate:
     def estimate(self, num_inputs: int, params: BaseModel, hardware: Hardware) -> float:
         return 1.0
 
-    def train(self, ctx: TrainContext, data: TrainingData, params: Any) -> Path:
+    def train(self, ctx: TrainContext, data: TrainingData, params: Any) -> TrainResult:
         side = params.image_size
         images = np.stack(
             [
@@ -255,7 +261,7 @@ class TinyTemplate:
                 batch = images[start : start + params.batch_size]
                 hidden = np.tanh(batch @ weights)
                 weights -= 1e-3 * batch.T @ (hidden * (1 - hidden**2))
-        return ctx.work_dir
+        return TrainResult(ctx.work_dir, epochs_run=params.num_epochs)
 
     def evaluate(
         self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path

@@ -205,11 +205,11 @@ def test_bad_masks_count_against_the_tolerance(tmp_path):
     )
     ctx, _ = context(tmp_path / "strict")
     with pytest.raises(DataError) as caught:
-        run(plan, [*data.examples, *bad], ctx)
+        run(FPN_SEGMENTER, plan, [*data.examples, *bad], ctx)
     assert caught.value.code == status_code_pb2.MODEL_TRAINING_INVALID_DATA_TOLERANCE_EXCEEDED
     assert "wrong-size" in caught.value.description
     lenient = TrainingPlan(**{**plan.to_json(), "tolerance_percent": 25.0})
-    outcome = run(lenient, [*data.examples, *bad], context(tmp_path / "lenient")[0])
+    outcome = run(FPN_SEGMENTER, lenient, [*data.examples, *bad], context(tmp_path / "lenient")[0])
     assert {item.input_id for item in outcome.invalid} == set(reasons)
     scored = {entry["input"]["id"] for entry in outcome.metrics["test_set"]}
     assert scored and not scored & set(reasons)

@@ -225,7 +225,7 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         )
         if ctx.device == "cuda":
             limit_gpu_memory(env.settings.resolved_gpu_memory_fraction)
-        outcome = runner.run(plan, examples, ctx)
+        outcome = runner.run(template, plan, examples, ctx)
         artifacts_key = put_tree(env.blobs, outcome.result.artifacts)
     except TrainingCancelled:
         _end(env, job, owner, codes.MODEL_TRAINING_FAILED, "Training was cancelled by the user.")

@@ -108,10 +108,12 @@ def _out_of_memory(plan: TrainingPlan, device: str) -> DataError:
     )
 
 
-def run(plan: TrainingPlan, examples: Sequence[Example], ctx: TrainContext) -> Outcome:
-    """Train and evaluate `plan` on `examples`. Raises DataError (a status for the version),
+def run(
+    template: Template, plan: TrainingPlan, examples: Sequence[Example], ctx: TrainContext
+) -> Outcome:
+    """Train and evaluate `plan` with `template` (the job's `plan.resolve()`; a calibration
+    trial's own) on `examples`. Raises DataError (a status for the version),
     TrainingCancelled, or whatever a bug raises."""
-    template = plan.resolve()
     params = template.Params.model_validate(plan.params)
     invalid = template.validate(examples, params)
     for item in invalid:

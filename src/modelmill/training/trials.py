@@ -95,7 +95,7 @@ def train_once(
         tolerance_percent=0.0,  # sample data is all usable: anything else is a bug to report
     )
     try:
-        outcome = runner.run(plan, data.examples, ctx)
+        outcome = runner.run(template, plan, data.examples, ctx)
     except DataError as error:
         raise CalibrationError(error.description) from None
     gpu = None
