@@ -148,8 +148,11 @@ def test_a_child_that_lost_its_job_writes_nothing(
     settings: Settings, env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     version_pk, job_pk = version_with_job(env, max_attempts=settings.job_max_attempts)
+    held: dict[str, Any] = {}
 
     def checkpoint_after_losing_the_lease(env: Env, job: Any, token: str, log: Any) -> None:
+        # The attempt's start was published while the child held the job.
+        held["log_key"] = queue.get(env, job.pk).log_key
         with env.db.session() as session:  # another worker takes over meanwhile
             session.get(type(job), job.pk).lease_owner = "worker-b/other-claim"
         queue.set_checkpoint(env, job.pk, "stale", token)
@@ -162,5 +165,6 @@ def test_a_child_that_lost_its_job_writes_nothing(
 
     after = queue.get(env, job_pk)
     assert (after.state, after.lease_owner) == (queue.RUNNING, "worker-b/other-claim")
-    assert after.checkpoint_key is None and after.log_key is None
+    assert held["log_key"] is not None
+    assert after.checkpoint_key is None and after.log_key == held["log_key"]  # nothing since
     assert version_status(env, version_pk)[0] == codes.MODEL_QUEUED_FOR_TRAINING

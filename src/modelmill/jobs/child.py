@@ -98,7 +98,6 @@ def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
     log.setLevel(logging.INFO)
     log.addHandler(handler)
     job = queue.get(env, job_pk)
-    publisher.start()
     import torch  # every kind of job computes with it
 
     torch.set_num_threads(settings.resolved_job_threads)
@@ -111,6 +110,11 @@ def run_job(settings_values: dict[str, Any], job_pk: int, owner: str) -> None:
         owner,
         torch.get_num_threads(),
     )
+    # Published at once, then every few seconds: a worker killed in the first seconds still
+    # leaves the attempt's start in the blob store for the next owner's log to continue.
+    handler.flush()
+    publisher.publish()
+    publisher.start()
     state, error_text = queue.DONE, ""
     try:
         kinds()[job.kind](env, job, owner, log)
