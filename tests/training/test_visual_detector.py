@@ -289,7 +289,7 @@ def test_bad_boxes_are_invalid_inputs_with_reasons(data):
 def test_bad_annotations_over_the_tolerance_stop_training_before_it_starts(data, tmp_path):
     examples = [*data.examples[:8], *_bad_examples(data)]
     with pytest.raises(DataError) as refused:
-        run(_plan(tolerance=10.0), examples, context(tmp_path))
+        run(RETINANET_DETECTOR, _plan(tolerance=10.0), examples, context(tmp_path))
     assert refused.value.code == status_code_pb2.MODEL_TRAINING_INVALID_DATA_TOLERANCE_EXCEEDED
     assert "outside" in refused.value.description
     assert not (tmp_path / "checkpoints" / "best").exists()
@@ -297,7 +297,7 @@ def test_bad_annotations_over_the_tolerance_stop_training_before_it_starts(data,
 
 def test_bad_annotations_within_the_tolerance_are_skipped(data, tmp_path):
     examples = [*data.examples[:12], *_bad_examples(data)[:1]]
-    outcome = run(_plan(tolerance=10.0), examples, context(tmp_path))
+    outcome = run(RETINANET_DETECTOR, _plan(tolerance=10.0), examples, context(tmp_path))
     assert [item.input_id for item in outcome.invalid] == ["outside"]
     assert "mean_avg_precision_iou_50" in outcome.metrics["summary"]
 
