@@ -50,6 +50,24 @@ def validation_fraction_field(default: float) -> float:
     )
 
 
+def weight_decay_field(default: float) -> float:
+    return Field(  # type: ignore[no-any-return]
+        default,
+        ge=0.0,
+        le=1.0,
+        description="Decoupled weight decay (AdamW) on weights; not on biases and norms.",
+    )
+
+
+def momentum_field() -> float:
+    return Field(  # type: ignore[no-any-return]
+        0.9,
+        ge=0.0,
+        le=0.999,
+        description="Momentum of the optimizer (AdamW's first-moment decay, beta1).",
+    )
+
+
 def seed_field() -> int:
     return Field(  # type: ignore[no-any-return]
         0,

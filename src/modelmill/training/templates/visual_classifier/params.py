@@ -12,10 +12,12 @@ from modelmill.training.finetune.fields import (
     OUTPUT_CONFIG,
     MixedPrecision,
     mixed_precision_field,
+    momentum_field,
     patience_field,
     seed_field,
     validation_fraction_field,
     warmup_epochs_field,
+    weight_decay_field,
 )
 
 
@@ -67,18 +69,8 @@ class VisualClassifierParams(BaseModel):
     batch_size: int = batch_size_field(32)
     num_epochs: int = num_epochs_field(15)
     per_item_lrate: float = per_item_lrate_field(3.125e-05)
-    weight_decay: float = Field(
-        0.01,
-        ge=0.0,
-        le=1.0,
-        description="Decoupled weight decay (AdamW) on weights; not on biases and norms.",
-    )
-    momentum: float = Field(
-        0.9,
-        ge=0.0,
-        le=0.999,
-        description="Momentum of the optimizer (AdamW's first-moment decay, beta1).",
-    )
+    weight_decay: float = weight_decay_field(0.01)
+    momentum: float = momentum_field()
     pretrained_weights: Literal["ImageNet-1k", "None"] = Field(
         "ImageNet-1k",
         description="Start from ImageNet-1k weights (found in the weights folder, a local "

@@ -14,9 +14,11 @@ from pydantic.json_schema import JsonDict
 from modelmill.training.finetune.fields import (
     MixedPrecision,
     mixed_precision_field,
+    momentum_field,
     seed_field,
     validation_fraction_field,
     warmup_epochs_field,
+    weight_decay_field,
 )
 from modelmill.training.templates.visual_classifier.params import (
     batch_size_field,
@@ -99,18 +101,8 @@ class VisualDetectorParams(BaseModel):
         description="Chance that a training image is mirrored left to right (boxes follow).",
         json_schema_extra={"step": 0.05},
     )
-    weight_decay: float = Field(
-        1e-4,
-        ge=0.0,
-        le=1.0,
-        description="Decoupled weight decay (AdamW) on weights; not on biases and norms.",
-    )
-    momentum: float = Field(
-        0.9,
-        ge=0.0,
-        le=0.999,
-        description="Momentum of the optimizer (AdamW's first-moment decay, beta1).",
-    )
+    weight_decay: float = weight_decay_field(1e-4)
+    momentum: float = momentum_field()
     warmup_epochs: float = warmup_epochs_field(1.0)
     early_stopping_patience: int = Field(
         8,
