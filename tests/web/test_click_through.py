@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 import requests
 
 from web.helpers import COLOURS, USER, concept_zip, create_app, png, sign_in, texts_csv
@@ -47,7 +48,7 @@ def test_train_a_model_with_the_click_of_a_button(
     shoot(page, "02-apps")
     page.get_by_role("button", name="Create app").click()
     page.wait_for_url("**/apps/colours")
-    assert page.get_by_text("Created app 'colours'.").is_visible()
+    expect(page.get_by_text("Created app 'colours'.")).to_be_visible()
     shoot(page, "03-app")
 
     page.get_by_role("navigation", name="App sections").get_by_role("link", name="Inputs").click()
@@ -74,8 +75,8 @@ def test_train_a_model_with_the_click_of_a_button(
     # Exactly the seed's fields for transfer learning.
     for label in ("Dataset", "Base embed_model", "Concepts mutually_exclusive", "Enrich dataset"):
         assert page.get_by_label(label, exact=True).count() == 1, label
-    assert page.get_by_role("group", name="Concepts").is_visible()
-    assert page.get_by_text("Inference settings", exact=True).is_visible()
+    expect(page.get_by_role("group", name="Concepts")).to_be_visible()
+    expect(page.get_by_text("Inference settings", exact=True)).to_be_visible()
     page.get_by_role("checkbox", name="red").check()
     page.get_by_role("checkbox", name="blue").check()
     page.get_by_label("Concepts mutually_exclusive").check()
@@ -97,10 +98,10 @@ def test_train_a_model_with_the_click_of_a_button(
     page.wait_for_url(re.compile(r".*/versions/[0-9a-f]{32}$"))
     shoot(page, "08-version-training")
     page.wait_for_selector("[data-status='Trained']", timeout=TRAINING_TIMEOUT_MS)
-    assert page.locator("#confusion-matrix svg").is_visible()
+    expect(page.locator("#confusion-matrix svg")).to_be_visible()
     assert page.locator("#roc-curve svg polyline").count() == 2
     assert page.locator("#pr-curve svg polyline").count() == 2
-    assert page.get_by_role("heading", name="Sample predictions").is_visible()
+    expect(page.get_by_role("heading", name="Sample predictions")).to_be_visible()
     shoot(page, "09-version-trained")
 
     page.set_input_files(
@@ -226,10 +227,10 @@ def test_datasets_add_inputs_and_show_version_metrics(
     page.wait_for_url("**/datasets/reds")
     page.get_by_label("Inputs to add").select_option("red")
     page.get_by_role("button", name="Add inputs").click()
-    assert page.get_by_text("Added 3 inputs").is_visible()
+    expect(page.get_by_text("Added 3 inputs")).to_be_visible()
     page.get_by_label("Description (optional)").fill("three reds")
     page.get_by_role("button", name="Create version").click()
-    assert page.get_by_text("Created version").is_visible()
+    expect(page.get_by_text("Created version")).to_be_visible()
     row = page.locator("table.table tbody tr").first
     assert "three reds" in row.inner_text() and "\t3" in row.inner_text()
     row.locator("summary").click()
@@ -242,5 +243,5 @@ def test_datasets_add_inputs_and_show_version_metrics(
     page.get_by_label("Add ticked inputs to").select_option("reds")
     page.get_by_role("button", name="Add to dataset").click()
     page.wait_for_url("**/datasets/reds")
-    assert page.get_by_text("Added 1 of 1 inputs").is_visible()
+    expect(page.get_by_text("Added 1 of 1 inputs")).to_be_visible()
     assert "4 inputs" in page.locator(".page-head").inner_text()

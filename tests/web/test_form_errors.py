@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from modelmill.training.registry import model_type_specs
 from web.helpers import COLOURS, create_app, png, sign_in
@@ -93,7 +94,7 @@ def test_tolerance_150_for_a_deep_template(
     page.get_by_role("link", name="Create New Model Version").click()
     for label in ("Dataset", "Invalid data_tolerance_percent", "Template"):
         assert page.get_by_label(label, exact=True).count() == 1, label
-    assert page.get_by_text("Training and inference settings").is_visible()
+    expect(page.get_by_text("Training and inference settings")).to_be_visible()
     page.get_by_role("checkbox", name="red").check()
     page.get_by_label("Invalid data_tolerance_percent").fill("150")
     page.get_by_role("button", name="Train Model").click()
