@@ -153,6 +153,14 @@ def calibrate(
             "are made)."
         ),
     ] = None,
+    busy_machine: Annotated[
+        bool,
+        typer.Option(
+            help="Time each trial once, without first waiting for other work on the machine to "
+            "stop (the time it waited for a CPU is still taken off): for a machine that is never "
+            "quiet. Say so beside the figures."
+        ),
+    ] = False,
 ) -> None:
     """Time short real trainings of each template on this machine (synthetic data) and fit its
     training-time estimate for this hardware; finished trainings refine it later."""
@@ -167,6 +175,7 @@ def calibrate(
 
     from modelmill.services import Env, calibrations
     from modelmill.training.calibrate import fit_report
+    from modelmill.training.trials import Quiet
 
     env = Env.open(_settings(data_dir))
     try:
@@ -191,7 +200,10 @@ def calibrate(
             if not console.is_terminal:  # a log file gets a line per trial instead of a bar
                 console.print(f"{key} [{done}/{total}] {what}", highlight=False)
 
-        results = calibrations.calibrate_templates(env, chosen, overrides, time_scale, on_trial)
+        quiet = Quiet(wait_s=0.0, attempts=1) if busy_machine else None
+        results = calibrations.calibrate_templates(
+            env, chosen, overrides, time_scale, on_trial, quiet
+        )
     for result in results:
         title = f"{result.template.model_type_id}/{result.template.name}/{result.kind}"
         if result.skipped:
