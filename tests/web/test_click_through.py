@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
 import requests
+from playwright.sync_api import expect
 
 from web.helpers import COLOURS, USER, concept_zip, create_app, png, sign_in, texts_csv
 
