@@ -37,6 +37,7 @@ class ImportedImage:
     input_id: str
     image_path: Path
     boxes: tuple[ImportedBox, ...]
+    clipped: int = 0  # of its boxes, how many stuck out of the image and were clipped
 
     @property
     def concepts(self) -> list[str]:
@@ -144,7 +145,7 @@ def read_coco(annotation_file: Path, images_dir: Path) -> DetectionImport:
         if not (width > 0 and height > 0):
             result.invalid.append(Rejected(name, "image entry has no positive width and height"))
             continue
-        found = []
+        found, clipped_before = [], result.clipped
         for annotation in boxes.get(image.get("id"), []):
             source = f"{name} annotation {annotation.get('id', '?')}"
             concept = categories.get(annotation.get("category_id"))
@@ -163,7 +164,11 @@ def read_coco(annotation_file: Path, images_dir: Path) -> DetectionImport:
             )
             if box is not None:
                 found.append(ImportedBox(concept, box))
-        result.records.append(ImportedImage(input_id_of(name, taken), path, tuple(found)))
+        result.records.append(
+            ImportedImage(
+                input_id_of(name, taken), path, tuple(found), result.clipped - clipped_before
+            )
+        )
     return result
 
 
@@ -208,7 +213,7 @@ def read_yolo(
                 Rejected(label_file.name, f"no image named {label_file.stem}.* in {images_dir}")
             )
             continue
-        found = []
+        found, clipped_before = [], result.clipped
         for number, line in enumerate(label_file.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
@@ -227,7 +232,11 @@ def read_yolo(
             box = fraction_box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, result, source)
             if box is not None:
                 found.append(ImportedBox(names[int(klass)], box))
-        result.records.append(ImportedImage(input_id_of(image.name, taken), image, tuple(found)))
+        result.records.append(
+            ImportedImage(
+                input_id_of(image.name, taken), image, tuple(found), result.clipped - clipped_before
+            )
+        )
     return result
 
 
@@ -268,7 +277,7 @@ def read_voc(xml_files: Iterable[Path], images_dir: Path) -> DetectionImport:
         if not (width > 0 and height > 0):
             result.invalid.append(Rejected(xml_file.name, "no positive size/width and size/height"))
             continue
-        found = []
+        found, clipped_before = [], result.clipped
         for number, obj in enumerate(root.findall("object"), start=1):
             source = f"{xml_file.name} object {number}"
             concept = (obj.findtext("name") or "").strip()
@@ -284,5 +293,9 @@ def read_voc(xml_files: Iterable[Path], images_dir: Path) -> DetectionImport:
             )
             if box is not None:
                 found.append(ImportedBox(concept, box))
-        result.records.append(ImportedImage(input_id_of(name, taken), image, tuple(found)))
+        result.records.append(
+            ImportedImage(
+                input_id_of(name, taken), image, tuple(found), result.clipped - clipped_before
+            )
+        )
     return result
