@@ -54,6 +54,17 @@ def test_a_zipped_yolo_dataset_becomes_inputs_with_boxes_and_refusals() -> None:
     assert "no image named c.*" in refused["shapes.zip: c.txt"]
 
 
+def test_a_zipped_dataset_with_a_file_over_the_limit_is_not_read() -> None:
+    settings = Settings(max_input_bytes=100)
+    items = list(uploads.read_files([("shapes.zip", yolo_zip())], "", settings))
+    assert all(i.spec is None for i in items)
+    assert {i.name for i in items} == {
+        "shapes.zip: shapes/images/a.png",
+        "shapes.zip: shapes/images/b.png",
+    }
+    assert "the limit for one input is 100" in items[0].error
+
+
 def test_annotation_files_alone_ask_for_a_zip_with_their_images() -> None:
     (item,) = uploads.read_files([("instances.json", b"{}")], "", SETTINGS)
     assert item.spec is None and "upload one .zip" in item.error

@@ -174,12 +174,12 @@ def _zip(name: str, data: bytes | IO[bytes], concept: str, settings: Settings) -
     top = tops.pop() if len(tops) == 1 and all(len(p.parts) > 1 for p in paths) else ""
     layout = detect_layout(p.relative_to(top) if top else p for p in paths)
     if layout is not None:
-        too_big = [
+        oversized = [
             item
             for m in members
             if (item := _too_big(f"{name}: {m.filename}", m.file_size, settings))
         ]
-        yield from too_big or _annotated(name, archive, members, layout, top)
+        yield from oversized or _annotated(name, archive, members, layout, top)
         return
     for member in members:
         path = PurePosixPath(member.filename)
