@@ -84,6 +84,7 @@ def test_formats_are_told_by_the_path(tmp_path: Path) -> None:
     ("files", "layout"),
     [
         (["cat/a.jpg", "b.png"], "imagefolder"),
+        (["cat/a.jpg", "cat/notes.json", "cat/a.xml", "cat/classes.txt"], "imagefolder"),
         (["annotations/instances.json", "images/a.jpg"], "coco"),
         (["labels/a.txt", "classes.txt", "images/a.jpg"], "yolo"),
         (["Annotations/a.xml", "JPEGImages/a.jpg"], "voc"),

@@ -78,17 +78,21 @@ def mask_region(region: MaskRegion) -> dict[str, Any]:
 
 def detect_layout(paths: Iterable[PurePath]) -> str | None:
     """The layout of a folder from its files' paths relative to it; None when it holds no
-    annotations a layout names (plain images, e.g. an ImageFolder tree)."""
+    annotations where a layout keeps them (plain images, e.g. an ImageFolder tree)."""
     files = list(paths)
     folders = {p.parts[0] for p in files if len(p.parts) > 1}
-    suffixes = {p.suffix.lower() for p in files}
+
+    def annotated(suffix: str, folder: str) -> bool:
+        """A file with `suffix` at the top or in `folder`/, where the readers look for it."""
+        return any(p.suffix.lower() == suffix and p.parts[:-1] in ((), (folder,)) for p in files)
+
     if folders & set(MASK_FOLDERS):
         return "masks"
-    if ".json" in suffixes:
+    if annotated(".json", "annotations"):
         return "coco"
-    if ".xml" in suffixes:
+    if annotated(".xml", "Annotations"):
         return "voc"
-    if any(p.name in YOLO_CLASS_FILES for p in files):
+    if any(p.name in YOLO_CLASS_FILES and p.parts[:-1] in ((), ("labels",)) for p in files):
         return "yolo"
     return None
 
