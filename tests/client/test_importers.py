@@ -87,6 +87,7 @@ def test_formats_are_told_by_the_path(tmp_path: Path) -> None:
         (["cat/a.jpg", "cat/notes.json", "cat/a.xml", "cat/classes.txt"], "imagefolder"),
         (["annotations/instances.json", "images/a.jpg"], "coco"),
         (["labels/a.txt", "classes.txt", "images/a.jpg"], "yolo"),
+        (["data.yaml", "train/labels/a.txt", "train/images/a.jpg"], "yolo"),
         (["Annotations/a.xml", "JPEGImages/a.jpg"], "voc"),
         (["images/a.jpg", "masks/a.png", "classes.txt"], "masks"),
         (["JPEGImages/a.jpg", "SegmentationClass/a.png", "classes.txt"], "masks"),

@@ -4,7 +4,9 @@ PostInputs takes), so the command line and the web upload import them alike.
 
 Layouts (ROOT is the folder; a COCO import may also name its JSON file):
 - coco: ROOT/*.json or ROOT/annotations/*.json (one file), images in ROOT/images or ROOT
-- yolo: ROOT/labels/*.txt (or ROOT/*.txt), classes.txt or obj.names, images in ROOT/images or ROOT
+- yolo: ROOT/labels/**.txt with images at the same place in ROOT/images (Ultralytics:
+  labels/train/a.txt is images/train/a.jpg), or SPLIT/labels and SPLIT/images (Roboflow), or
+  ROOT/*.txt beside the images; names from classes.txt, obj.names or data.yaml
 - voc: ROOT/Annotations/*.xml (or ROOT/*.xml), images in ROOT/JPEGImages, ROOT/images or ROOT
 - masks: ROOT/images + ROOT/masks (or VOC's JPEGImages + SegmentationClass) and ROOT/classes.txt
 """
@@ -20,6 +22,7 @@ from typing import Any
 
 from modelmill.formats.detection import (
     YOLO_CLASS_FILES,
+    YOLO_DATA_FILES,
     DetectionImport,
     ImportedBox,
     ImportFormatError,
@@ -92,7 +95,8 @@ def detect_layout(paths: Iterable[PurePath]) -> str | None:
         return "coco"
     if annotated(".xml", "Annotations"):
         return "voc"
-    if any(p.name in YOLO_CLASS_FILES and p.parts[:-1] in ((), ("labels",)) for p in files):
+    names = YOLO_CLASS_FILES + YOLO_DATA_FILES
+    if any(p.name in names and p.parts[:-1] in ((), ("labels",)) for p in files):
         return "yolo"
     return None
 
@@ -129,9 +133,18 @@ def read_coco_layout(path: Path) -> LabelledImport:
 
 
 def read_yolo_layout(root: Path) -> LabelledImport:
-    labels = _folder(root, "labels")
-    names = yolo_class_names(labels) or yolo_class_names(root)
-    return _boxes(read_yolo(labels, _folder(root, "images"), names))
+    if (root / "labels").is_dir():
+        pairs = [(root / "labels", _folder(root, "images"))]
+    else:
+        splits = sorted(p for p in root.glob("*/labels") if p.is_dir())
+        pairs = [(labels, labels.parent / "images") for labels in splits] or [(root, root)]
+    names = yolo_class_names(root / "labels") or yolo_class_names(root)
+    result, taken = DetectionImport(), set[str]()
+    for labels, images in pairs:
+        part = read_yolo(labels, images, names, taken)
+        result.records += part.records
+        result.invalid += part.invalid
+    return _boxes(result)
 
 
 def read_voc_layout(root: Path) -> LabelledImport:
