@@ -6,15 +6,20 @@ Runs in the default tier: the HTTP app in process, driven by starlette's TestCli
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from pydantic import BaseModel, Field
 
 from modelmill.api.servicer import Servicer
@@ -356,6 +361,31 @@ def test_upload_of_a_zipped_yolo_dataset_stores_the_boxes(site: Site) -> None:
     (region,) = labels["regions"]
     assert region["region_info"]["bounding_box"]["top_row"] == 0.25
     assert region["data"]["concepts"][0]["id"] == "red"
+
+
+def test_upload_of_a_zipped_mask_folder_stores_a_mask_per_class(site: Site) -> None:
+    app = site.app("shop")
+    site.sign_in()
+    indices = np.zeros((20, 40), np.uint8)
+    indices[:10] = 1
+    buffer, mask = io.BytesIO(), io.BytesIO()
+    Image.fromarray(indices, "L").save(mask, "PNG")
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("images/a.png", png(COLOURS["red"], size=(40, 20)))
+        archive.writestr("masks/a.png", mask.getvalue())
+        archive.writestr("classes.txt", "background\nsky\n")
+    reply = site.client.post(
+        "/apps/shop/inputs/upload",
+        data={"concept": "", "csrf_token": site.csrf()},
+        files=[("files", ("seg.zip", buffer.getvalue(), "application/zip"))],
+        headers={"Accept": "application/json"},
+    )
+    assert reply.json() == {"added": 1, "failed": 0, "errors": []}
+    _, labels = get_input_with_labels(site.env, app, "a")
+    (region,) = labels["regions"]
+    stored = base64.b64decode(region["region_info"]["mask"]["image"]["base64"])
+    assert ((np.asarray(Image.open(io.BytesIO(stored))) > 0) == (indices == 1)).all()
+    assert region["data"]["concepts"][0]["id"] == "sky"
 
 
 def test_training_without_concepts_shows_the_error_and_keeps_the_form(site: Site) -> None:
