@@ -29,7 +29,8 @@ import torch
 from modelmill.training.contract import Example, TrainContext, predict_all
 from modelmill.training.registry import find_template
 from modelmill.training.tasks import samples
-from modelmill.training.tasks.detection import COLOURS, DETECTION, Box, coco_evaluate, shapes_image
+from modelmill.training.tasks.coco_eval import Box, coco_evaluate
+from modelmill.training.tasks.detection import COLOURS, DETECTION, shapes_image
 
 THREADS = int(os.environ.get("MODELMILL_JOB_THREADS", "1"))
 TEST_SEED_BASE = 10_000  # test images: seeds the training sample set never uses

@@ -160,7 +160,7 @@ def test_bad_commands_say_what_to_change(
     assert bad_key.returncode == 2 and "CONN_KEY_INVALID" in bad_key.stdout
     no_format = modelmill(
         server, owner.key, "dataset", "export", "--app", app_api.app_id, "--dataset", "d",
-        "--format", "coco", "--out", str(tmp_path / "o"),
+        "--format", "parquet", "--out", str(tmp_path / "o"),
     )  # fmt: skip
     assert no_format.returncode == 2 and "imagefolder" in no_format.stdout
 

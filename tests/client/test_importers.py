@@ -76,7 +76,30 @@ def test_formats_are_told_by_the_path(tmp_path: Path) -> None:
     assert detect_format(tmp_path / "a.JSONL") == "jsonl"
     with pytest.raises(ValueError, match="--format"):
         detect_format(tmp_path / "a.txt")
-    assert set(IMPORTERS) == {"imagefolder", "csv", "jsonl"}
+    assert detect_format(tmp_path / "instances.json") == "coco"
+    assert set(IMPORTERS) == {"imagefolder", "csv", "jsonl", "coco", "yolo", "voc", "masks"}
+
+
+@pytest.mark.parametrize(
+    ("files", "layout"),
+    [
+        (["cat/a.jpg", "b.png"], "imagefolder"),
+        (["cat/a.jpg", "cat/notes.json", "cat/a.xml", "cat/classes.txt"], "imagefolder"),
+        (["annotations/instances.json", "images/a.jpg"], "coco"),
+        (["labels/a.txt", "classes.txt", "images/a.jpg"], "yolo"),
+        (["data.yaml", "train/labels/a.txt", "train/images/a.jpg"], "yolo"),
+        (["Annotations/a.xml", "JPEGImages/a.jpg"], "voc"),
+        (["images/a.jpg", "masks/a.png", "classes.txt"], "masks"),
+        (["JPEGImages/a.jpg", "SegmentationClass/a.png", "classes.txt"], "masks"),
+    ],
+)
+def test_folder_layouts_are_told_by_their_files(
+    tmp_path: Path, files: list[str], layout: str
+) -> None:
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert detect_format(tmp_path) == layout
 
 
 def test_progress_shows_percent_epoch_loss_and_eta() -> None:

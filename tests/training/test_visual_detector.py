@@ -32,14 +32,8 @@ from modelmill.training.contract import (
 )
 from modelmill.training.runner import TrainingPlan, run
 from modelmill.training.tasks import samples
-from modelmill.training.tasks.detection import (
-    AREA_BANDS,
-    COLOURS,
-    DETECTION,
-    Box,
-    coco_evaluate,
-    shapes_image,
-)
+from modelmill.training.tasks.coco_eval import AREA_BANDS, Box, coco_evaluate
+from modelmill.training.tasks.detection import COLOURS, DETECTION, shapes_image
 from modelmill.training.templates.visual_detector import (
     FASTER_RCNN_DETECTOR,
     RETINANET_DETECTOR,

@@ -39,6 +39,21 @@ def concept_zip(per_concept: int = 3) -> bytes:
     return buffer.getvalue()
 
 
+def yolo_zip() -> bytes:
+    """A zipped YOLO dataset under one top folder: a.png with a red box, b.png with none, a
+    label line of an unknown class and a label file with no image."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("shapes/classes.txt", "red\nblue\n")
+        archive.writestr("shapes/images/a.png", png(COLOURS["red"], size=(40, 20)))
+        archive.writestr("shapes/images/b.png", png(COLOURS["blue"], size=(40, 20)))
+        archive.writestr("shapes/labels/a.txt", "0 0.5 0.5 0.5 0.5\n5 0.5 0.5 0.1 0.1\n")
+        archive.writestr("shapes/labels/b.txt", "")
+        archive.writestr("shapes/labels/c.txt", "1 0.5 0.5 0.1 0.1\n")
+        archive.writestr("__MACOSX/shapes/._classes.txt", b"junk")
+    return buffer.getvalue()
+
+
 def texts_csv(rows: list[tuple[str, str]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -6,26 +6,31 @@ Runs in the default tier: the HTTP app in process, driven by starlette's TestCli
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from pydantic import BaseModel, Field
 
 from modelmill.api.servicer import Servicer
 from modelmill.server import create_app
 from modelmill.services import AppScope, Env, apps, auth, datasets, models, training
 from modelmill.services.auth import resolve_app
-from modelmill.services.inputs import NewInput, post_inputs
+from modelmill.services.inputs import NewInput, get_input_with_labels, post_inputs
 from modelmill.settings import Settings
 from modelmill.training import registry
 from modelmill.web import session as sessions
-from web.helpers import COLOURS, png
+from web.helpers import COLOURS, png, yolo_zip
 
 USER = "grace"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -338,6 +343,49 @@ def test_upload_reports_each_bad_file_as_json_for_the_script(site: Site) -> None
     assert body["added"] == 1 and body["failed"] == 1
     assert body["errors"][0]["file"] == "b.png"
     assert "not an image" in body["errors"][0]["error"]
+
+
+def test_upload_of_a_zipped_yolo_dataset_stores_the_boxes(site: Site) -> None:
+    app = site.app("shop")
+    site.sign_in()
+    reply = site.client.post(
+        "/apps/shop/inputs/upload",
+        data={"concept": "", "csrf_token": site.csrf()},
+        files=[("files", ("shapes.zip", yolo_zip(), "application/zip"))],
+        headers={"Accept": "application/json"},
+    )
+    body = reply.json()
+    assert body["added"] == 2 and body["failed"] == 2, body
+    assert "class 5 is not one of 0-1" in body["errors"][0]["error"]
+    _, labels = get_input_with_labels(site.env, app, "a")
+    (region,) = labels["regions"]
+    assert region["region_info"]["bounding_box"]["top_row"] == 0.25
+    assert region["data"]["concepts"][0]["id"] == "red"
+
+
+def test_upload_of_a_zipped_mask_folder_stores_a_mask_per_class(site: Site) -> None:
+    app = site.app("shop")
+    site.sign_in()
+    indices = np.zeros((20, 40), np.uint8)
+    indices[:10] = 1
+    buffer, mask = io.BytesIO(), io.BytesIO()
+    Image.fromarray(indices, "L").save(mask, "PNG")
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("images/a.png", png(COLOURS["red"], size=(40, 20)))
+        archive.writestr("masks/a.png", mask.getvalue())
+        archive.writestr("classes.txt", "background\nsky\n")
+    reply = site.client.post(
+        "/apps/shop/inputs/upload",
+        data={"concept": "", "csrf_token": site.csrf()},
+        files=[("files", ("seg.zip", buffer.getvalue(), "application/zip"))],
+        headers={"Accept": "application/json"},
+    )
+    assert reply.json() == {"added": 1, "failed": 0, "errors": []}
+    _, labels = get_input_with_labels(site.env, app, "a")
+    (region,) = labels["regions"]
+    stored = base64.b64decode(region["region_info"]["mask"]["image"]["base64"])
+    assert ((np.asarray(Image.open(io.BytesIO(stored))) > 0) == (indices == 1)).all()
+    assert region["data"]["concepts"][0]["id"] == "sky"
 
 
 def test_training_without_concepts_shows_the_error_and_keeps_the_form(site: Site) -> None:

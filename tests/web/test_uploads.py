@@ -1,4 +1,5 @@
-"""Reading uploads: concept folders in a zip, CSV rows of texts and labels, per-file errors."""
+"""Reading uploads: concept folders in a zip, annotated datasets in a zip, CSV rows of texts and
+labels, per-file errors."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from modelmill.domain.errors import ApiError
 from modelmill.services.inputs import InputResult, NewInput
 from modelmill.settings import Settings
 from modelmill.web import uploads
-from web.helpers import concept_zip, png, texts_csv
+from web.helpers import concept_zip, png, texts_csv, yolo_zip
 
 SETTINGS = Settings()
 
@@ -24,6 +25,49 @@ def test_zip_folders_name_the_concepts_and_macos_files_are_skipped() -> None:
     names = [item.name for item in items]
     assert "set.zip: colours/red/0.png" in names and not any("__MACOSX" in n for n in names)
     assert {tuple(concepts_of(i)) for i in items if i.spec} == {("red",), ("blue",)}
+
+
+def test_a_zipped_yolo_dataset_becomes_inputs_with_boxes_and_refusals() -> None:
+    items = list(uploads.read_files([("shapes.zip", yolo_zip())], "ignored", SETTINGS))
+    stored = {i.spec.id: i.spec.labels for i in items if i.spec is not None}
+    assert stored == {
+        "a": {
+            "regions": [
+                {
+                    "region_info": {
+                        "bounding_box": {
+                            "top_row": 0.25,
+                            "left_col": 0.25,
+                            "bottom_row": 0.75,
+                            "right_col": 0.75,
+                        }
+                    },
+                    "data": {"concepts": [{"id": "red", "name": "red", "value": 1.0}]},
+                }
+            ]
+        },
+        "b": {},
+    }
+    refused = {i.name: i.error for i in items if i.spec is None}
+    assert set(refused) == {"shapes.zip: a.txt line 2", "shapes.zip: c.txt"}
+    assert refused["shapes.zip: a.txt line 2"] == "class 5 is not one of 0-1"
+    assert "no image named c.*" in refused["shapes.zip: c.txt"]
+
+
+def test_a_zipped_dataset_with_a_file_over_the_limit_is_not_read() -> None:
+    settings = Settings(max_input_bytes=100)
+    items = list(uploads.read_files([("shapes.zip", yolo_zip())], "", settings))
+    assert all(i.spec is None for i in items)
+    assert {i.name for i in items} == {
+        "shapes.zip: shapes/images/a.png",
+        "shapes.zip: shapes/images/b.png",
+    }
+    assert "the limit for one input is 100" in items[0].error
+
+
+def test_annotation_files_alone_ask_for_a_zip_with_their_images() -> None:
+    (item,) = uploads.read_files([("instances.json", b"{}")], "", SETTINGS)
+    assert item.spec is None and "upload one .zip" in item.error
 
 
 def test_csv_rows_are_texts_with_their_concepts() -> None:

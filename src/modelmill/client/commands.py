@@ -89,7 +89,13 @@ def _params(items: list[str] | None) -> dict[str, Any]:
 
 
 def import_(
-    path: Annotated[Path, typer.Argument(help="An ImageFolder tree, a .csv or a .jsonl file.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="An ImageFolder tree, a .csv or .jsonl file, a COCO .json, or a COCO, YOLO, "
+            "VOC or mask-PNG folder."
+        ),
+    ],
     app_id: AppId,
     key: Key,
     dataset_id: Annotated[
@@ -131,6 +137,9 @@ def import_(
         f"{len(summary.refused)} refused.",
         highlight=False,
     )
+    clipped = sum(item.clipped for item in items)
+    if clipped:
+        console.print(f"  {clipped} boxes stuck out of their image: clipped to it.")
     for reason, count, examples in summary.reasons()[:SHOWN_REFUSALS]:
         console.print(f"  {count} × {reason} (e.g. {', '.join(examples)})", highlight=False)
     if summary.refused:
@@ -423,7 +432,7 @@ def dataset_export(
     app_id: AppId,
     dataset_id: Annotated[str, typer.Option("--dataset", help="Dataset id.")],
     format_name: Annotated[str, typer.Option("--format", help=", ".join(EXPORTERS))],
-    out: Annotated[Path, typer.Option(help="Folder (imagefolder) or file (jsonl, csv).")],
+    out: Annotated[Path, typer.Option(help="Folder (imagefolder, coco) or file (jsonl, csv).")],
     key: Key,
     version_id: Annotated[
         str, typer.Option("--version", help="A frozen version (default: the inputs now).")

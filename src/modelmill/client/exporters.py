@@ -1,6 +1,7 @@
 """Writing a dataset out of the API as files the importers read back: one function per format
 (EXPORTERS), fed with the dataset's current inputs (ListDatasetInputs) or a frozen version's
-(the Clarifai archive PutDatasetVersionExports writes)."""
+(the Clarifai archive PutDatasetVersionExports writes). COCO holds the regions: boxes as bbox,
+masks as RLE and polygons as polygons (each with its bbox)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from clarifai_grpc.grpc.api import resources_pb2 as pb
+from faster_coco_eval.core import mask as coco_mask
 from google.protobuf import json_format
+from PIL import Image
 
 from modelmill.client.connection import Connection
 from modelmill.client.importers import UNLABELLED_FOLDER
+from modelmill.formats.layouts import concept_label
 
 DOWNLOAD_TIMEOUT_S = 60.0
 ARCHIVE_MIMETYPE = b"application/x.clarifai-data+protobuf"
 IMAGE_SUFFIXES = {"png": ".png", "gif": ".gif", "webp": ".webp", "bmp": ".bmp", "tiff": ".tiff"}
 FILES_FOLDER = "files"  # where csv and jsonl exports keep their images, beside the file
+COCO_FILE = "annotations.json"
+COCO_IMAGES = "images"
+PIXEL_DIGITS = 2  # COCO coordinates are pixels; hundredths keep float32 fractions' precision
 
 
 @dataclass
@@ -34,6 +42,7 @@ class ExportedInput:
     concepts: list[str] = field(default_factory=list)  # positive labels, in order
     metadata: dict[str, Any] = field(default_factory=dict)
     suffix: str = ".jpg"
+    regions: list[pb.Region] = field(default_factory=list)
 
 
 def download(url: str, key: str) -> bytes:
@@ -57,6 +66,7 @@ def _exported(message: pb.Input, key: str) -> ExportedInput:
             concepts,
             metadata,
             suffix,
+            list(data.regions),
         )
     if data.text.raw or not data.text.hosted.prefix:
         raw = data.text.raw.encode()
@@ -169,8 +179,106 @@ def write_csv(inputs: Iterator[ExportedInput], out: Path) -> list[str]:
     return []
 
 
+def _category_name(concept: pb.Concept) -> str:
+    """The concept's name when `modelmill import` turns it back into the same id, else the id."""
+    name = concept.name or concept.id
+    return name if concept_label(name)["id"] == concept.id else concept.id
+
+
+def _segment(region: pb.Region, width: int, height: int) -> tuple[Any, dict[str, Any]] | None:
+    """A mask or polygon region as COCO segmentation (RLE or a pixel polygon) and its RLE."""
+    info = region.region_info
+    if info.mask.image.base64:
+        with Image.open(io.BytesIO(info.mask.image.base64)) as picture:
+            inside = (
+                np.asarray(picture.convert("L").resize((width, height), Image.Resampling.NEAREST))
+                > 0
+            )
+        rle = coco_mask.encode(np.asfortranarray(inside.astype(np.uint8)))
+        return {"size": rle["size"], "counts": rle["counts"].decode()}, rle
+    if len(info.polygon.points) >= 3:
+        outline = [
+            round(v, PIXEL_DIGITS)
+            for point in info.polygon.points
+            for v in (point.col * width, point.row * height)
+        ]
+        return [outline], coco_mask.merge(coco_mask.frPyObjects([outline], height, width))
+    return None
+
+
+def _annotation(region: pb.Region, width: int, height: int) -> dict[str, Any] | None:
+    """bbox [x, y, width, height] and area in pixels, with segmentation for masks and
+    polygons; None for a region with neither a box nor a shape."""
+    shape = _segment(region, width, height)
+    if shape is not None:
+        segmentation, rle = shape
+        x, y, w, h = (float(v) for v in coco_mask.toBbox(rle))
+        return {
+            "bbox": [x, y, w, h],
+            "area": int(coco_mask.area(rle)),
+            "segmentation": segmentation,
+        }
+    if region.region_info.HasField("bounding_box"):
+        box = region.region_info.bounding_box
+        x, y = box.left_col * width, box.top_row * height
+        w, h = (box.right_col - box.left_col) * width, (box.bottom_row - box.top_row) * height
+        bbox = [round(v, PIXEL_DIGITS) for v in (x, y, w, h)]
+        return {"bbox": bbox, "area": round(bbox[2] * bbox[3], PIXEL_DIGITS)}
+    return None
+
+
+def write_coco(inputs: Iterator[ExportedInput], out: Path) -> list[str]:
+    """OUT/annotations.json (COCO: images, categories, one annotation per region and positive
+    concept) and OUT/images/ID.jpg; the folder `modelmill import` reads back. Texts and
+    image-level concepts have no place in COCO and are listed in the notes."""
+    notes: list[str] = []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    categories: dict[str, dict[str, Any]] = {}
+    (out / COCO_IMAGES).mkdir(parents=True, exist_ok=True)
+    for item in inputs:
+        if item.kind != "image":
+            notes.append(f"{item.id}: a text input; COCO holds images only")
+            continue
+        content = item.content()
+        file_name = f"{item.id}{item.suffix}"
+        (out / COCO_IMAGES / file_name).write_bytes(content)
+        with Image.open(io.BytesIO(content)) as picture:
+            width, height = picture.size
+        if item.concepts:
+            notes.append(f"{item.id}: image-level concepts {item.concepts}; COCO holds regions")
+        image_id = len(images) + 1
+        images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
+        for region in item.regions:
+            shape = _annotation(region, width, height)
+            if shape is None:
+                notes.append(f"{item.id}: a region with no box, mask or polygon")
+                continue
+            for concept in (c for c in region.data.concepts if c.value > 0):
+                category = categories.setdefault(
+                    concept.id, {"id": len(categories) + 1, "name": _category_name(concept)}
+                )
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": category["id"],
+                        "iscrowd": 0,
+                        **shape,
+                    }
+                )
+    document = {
+        "images": images,
+        "categories": list(categories.values()),
+        "annotations": annotations,
+    }
+    (out / COCO_FILE).write_text(json.dumps(document))
+    return notes
+
+
 EXPORTERS: dict[str, Callable[[Iterator[ExportedInput], Path], list[str]]] = {
     "imagefolder": write_image_folder,
     "jsonl": write_jsonl,
     "csv": write_csv,
+    "coco": write_coco,
 }

@@ -1,6 +1,7 @@
 """Reading datasets from files: one function per format, each turning a path into ImportItems
 (content loaded lazily, labels in the Clarifai Data shape). IMPORTERS maps a format name to its
-function; adding a format (COCO, YOLO, VOC, mask folders) is one function and one entry.
+function; adding a format is one function and one entry. The annotated layouts (COCO, YOLO,
+VOC, mask folders) are read by modelmill.formats, which the web upload shares.
 
 Ids are derived from the files (relative paths, row numbers, an `id` column), so importing the
 same source again names the same inputs and the upload can skip those already stored.
@@ -15,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from modelmill.formats.layouts import LAYOUTS, detect_layout
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 UNLABELLED_FOLDER = "_unlabelled"  # images at a tree's root, or in this folder, have no concept
@@ -35,6 +38,7 @@ class ImportItem:
     metadata: dict[str, Any] = field(default_factory=dict)
     regions: list[dict[str, Any]] = field(default_factory=list)  # Clarifai Region dicts
     problem: str = ""
+    clipped: int = 0  # boxes that stuck out of the image, clipped to it
 
 
 def input_id(text: str) -> str:
@@ -153,18 +157,43 @@ def read_jsonl(path: Path) -> Iterator[ImportItem]:
             yield item
 
 
+def layout_reader(name: str) -> Callable[[Path], Iterator[ImportItem]]:
+    """The reader of an annotated layout (modelmill.formats.layouts): its images with their
+    regions, then each file or annotation it refused, as an item with the reason."""
+
+    def read(path: Path) -> Iterator[ImportItem]:
+        result = LAYOUTS[name](path)
+        for image in result.images:
+            yield ImportItem(
+                image.input_id,
+                "image",
+                _file_loader(image.path),
+                regions=image.regions,
+                clipped=image.clipped,
+            )
+        for source, reason in result.refused:
+            yield ImportItem(source, "image", _text_loader(""), problem=reason)
+
+    return read
+
+
 IMPORTERS: dict[str, Callable[[Path], Iterator[ImportItem]]] = {
     "imagefolder": read_image_folder,
     "csv": read_csv,
     "jsonl": read_jsonl,
+    **{name: layout_reader(name) for name in LAYOUTS},
 }
 
 
 def detect_format(path: Path) -> str:
-    """The format of PATH when none is named: a folder is an ImageFolder tree, else the suffix."""
+    """The format of PATH when none is named: a folder's layout (COCO, YOLO, VOC, masks) or
+    else an ImageFolder tree; a file's suffix (.json is COCO)."""
     if path.is_dir():
-        return "imagefolder"
+        files = (p.relative_to(path) for p in path.rglob("*") if p.is_file())
+        return detect_layout(files) or "imagefolder"
     suffix = path.suffix.lower().lstrip(".")
+    if suffix == "json":
+        return "coco"
     if suffix in IMPORTERS:
         return suffix
     raise ValueError(

@@ -1,8 +1,10 @@
 """Uploaded files → inputs: images and .txt files (labelled with the chosen concept), a zip of
-folders named by concept, or a CSV of texts and labels (columns text,concepts). Inputs are
-stored through services.inputs in batches; every file or row that fails gets its own message.
-Files are read from the parser's disk spool one at a time, and a batch is stored once it holds
-MAX_BATCH_BYTES, so an upload never sits in memory whole.
+folders named by concept, a zip of an annotated dataset (COCO, YOLO, Pascal VOC or mask PNGs,
+read by modelmill.formats: inputs with their boxes or masks), or a CSV of texts and labels
+(columns text,concepts). Inputs are stored through services.inputs in batches; every file, row
+or annotation that fails gets its own message. Files are read from the parser's disk spool one
+at a time, and a batch is stored once it holds MAX_BATCH_BYTES, so an upload never sits in
+memory whole.
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ from __future__ import annotations
 import csv
 import io
 import re
+import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 
 from modelmill.domain.ids import check_id
+from modelmill.formats.layouts import LAYOUTS, detect_layout
 from modelmill.services import AppScope, Env
 from modelmill.services.inputs import MAX_BATCH, NewInput, post_inputs
 from modelmill.settings import Settings
@@ -99,16 +103,65 @@ def _csv(name: str, data: bytes, concept: str, settings: Settings) -> Iterator[I
         )
 
 
+def _annotation_file(name: str, data: bytes, concept: str, settings: Settings) -> Iterator[Item]:
+    yield Item(
+        name,
+        error="Annotation files are read with their images: upload one .zip holding the "
+        "annotations and the images (a COCO, YOLO, Pascal VOC or mask-PNG folder).",
+    )
+
+
+def _too_big(label: str, size: int, settings: Settings) -> Item | None:
+    if size <= settings.max_input_bytes:
+        return None
+    return Item(
+        label,
+        error=f"The file is {size} bytes; the limit for one input is {settings.max_input_bytes}.",
+    )
+
+
+def _annotated(
+    name: str, archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], layout: str, top: str
+) -> Iterator[Item]:
+    """A zipped dataset layout: extracted to a temporary folder (removed once every input is
+    read), parsed, and each image yielded with its regions; each refusal with its reason."""
+    with tempfile.TemporaryDirectory(prefix="modelmill-upload-") as folder:
+        for member in members:
+            archive.extract(member, folder)
+        try:
+            result = LAYOUTS[layout](Path(folder, top))
+        except (ValueError, OSError) as error:
+            yield Item(name, error=f"The {layout} dataset could not be read: {error}")
+            return
+        for image in result.images:
+            spec = NewInput(
+                id=image.input_id,
+                image_bytes=image.path.read_bytes(),
+                labels={"regions": image.regions} if image.regions else {},
+            )
+            yield Item(f"{name}: {image.path.relative_to(folder)}", spec)
+        for source, reason in result.refused:
+            yield Item(f"{name}: {source}", error=reason)
+
+
 def _zip(name: str, data: bytes | IO[bytes], concept: str, settings: Settings) -> Iterator[Item]:
     """Each file's folder names its concept ('cats/1.jpg' is a cat); files at the top level get
     the chosen concept. Hidden files and macOS resource folders are skipped. Members are
-    extracted one at a time, as they are stored."""
+    extracted one at a time, as they are stored. A zip of an annotated dataset layout (under
+    one top folder or none) is read as that layout instead."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
     except zipfile.BadZipFile:
         yield Item(name, error="The file is not a readable zip archive.")
         return
-    members = [m for m in archive.infolist() if not m.is_dir()]
+    members = [
+        m
+        for m in archive.infolist()
+        if not m.is_dir()
+        and not any(
+            part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(m.filename).parts
+        )
+    ]
     if len(members) > MAX_ARCHIVE_MEMBERS:
         yield Item(
             name,
@@ -116,10 +169,20 @@ def _zip(name: str, data: bytes | IO[bytes], concept: str, settings: Settings) -
             f"{MAX_ARCHIVE_MEMBERS} per upload.",
         )
         return
+    paths = [PurePosixPath(m.filename) for m in members]
+    tops = {p.parts[0] for p in paths}
+    top = tops.pop() if len(tops) == 1 and all(len(p.parts) > 1 for p in paths) else ""
+    layout = detect_layout(p.relative_to(top) if top else p for p in paths)
+    if layout is not None:
+        oversized = [
+            item
+            for m in members
+            if (item := _too_big(f"{name}: {m.filename}", m.file_size, settings))
+        ]
+        yield from oversized or _annotated(name, archive, members, layout, top)
+        return
     for member in members:
         path = PurePosixPath(member.filename)
-        if any(part.startswith(".") or part == "__MACOSX" for part in path.parts):
-            continue
         label = f"{name}: {member.filename}"
         reader = READERS.get(path.suffix.lower(), _image)
         if reader in (_zip, _csv):
@@ -128,12 +191,8 @@ def _zip(name: str, data: bytes | IO[bytes], concept: str, settings: Settings) -
                 error="Archives and CSV files inside a zip are not read; upload them on their own.",
             )
             continue
-        if member.file_size > settings.max_input_bytes:
-            yield Item(
-                label,
-                error=f"The file is {member.file_size} bytes; the limit for one input "
-                f"is {settings.max_input_bytes}.",
-            )
+        if too_big := _too_big(label, member.file_size, settings):
+            yield too_big
             continue
         folder_concept = path.parent.name if len(path.parts) > 1 else concept
         try:
@@ -148,6 +207,8 @@ READERS: dict[str, Callable[[str, Any, str, Settings], Iterator[Item]]] = {
     ".zip": _zip,
     ".csv": _csv,
     ".txt": _text,
+    ".json": _annotation_file,
+    ".xml": _annotation_file,
 }
 
 
@@ -178,12 +239,8 @@ def read_files(
         if reader is _zip:
             yield from _zip(name, content, concept, settings)
             continue
-        if size > settings.max_input_bytes:
-            yield Item(
-                name,
-                error=f"The file is {size} bytes; the limit for one input "
-                f"is {settings.max_input_bytes}.",
-            )
+        if too_big := _too_big(name, size, settings):
+            yield too_big
             continue
         data = content if isinstance(content, bytes) else content.read()
         yield from reader(name, data, concept, settings)

@@ -1,5 +1,5 @@
-"""Inputs: the paged grid, uploads (files, a zip of concept folders, a CSV of texts) and adding
-chosen inputs to a dataset."""
+"""Inputs: the paged grid, uploads (files, a zip of concept folders or of an annotated dataset,
+a CSV of texts) and adding chosen inputs to a dataset."""
 
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def upload(request: Request, web: Web, app: CurrentApp, form: Form) -> Response:
         if not files:
             raise form_error(
                 "Choose at least one file to upload: images, .txt files, a .zip of "
-                "folders named by concept, or a .csv with columns text,concepts.",
+                "folders named by concept or of a COCO, YOLO, VOC or mask-PNG dataset, or a "
+                ".csv with columns text,concepts.",
             )
         concept = uploads.check_concept(concept)
         # The parser spooled the files to disk; they are read one at a time from there.

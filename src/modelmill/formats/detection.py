@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 YOLO_CLASS_FILES = ("classes.txt", "obj.names")
+YOLO_DATA_FILES = ("data.yaml", "data.yml", "dataset.yaml")  # Ultralytics, Roboflow: `names`
 YOLO_FIELDS = 5  # class cx cy w h
 MIN_SIDE = 1e-6  # a clipped box thinner than this share of the image has no area
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -37,6 +40,7 @@ class ImportedImage:
     input_id: str
     image_path: Path
     boxes: tuple[ImportedBox, ...]
+    clipped: int = 0  # of its boxes, how many stuck out of the image and were clipped
 
     @property
     def concepts(self) -> list[str]:
@@ -144,7 +148,7 @@ def read_coco(annotation_file: Path, images_dir: Path) -> DetectionImport:
         if not (width > 0 and height > 0):
             result.invalid.append(Rejected(name, "image entry has no positive width and height"))
             continue
-        found = []
+        found, clipped_before = [], result.clipped
         for annotation in boxes.get(image.get("id"), []):
             source = f"{name} annotation {annotation.get('id', '?')}"
             concept = categories.get(annotation.get("category_id"))
@@ -163,19 +167,45 @@ def read_coco(annotation_file: Path, images_dir: Path) -> DetectionImport:
             )
             if box is not None:
                 found.append(ImportedBox(concept, box))
-        result.records.append(ImportedImage(input_id_of(name, taken), path, tuple(found)))
+        result.records.append(
+            ImportedImage(
+                input_id_of(name, taken), path, tuple(found), result.clipped - clipped_before
+            )
+        )
     return result
 
 
 # ---- YOLO -------------------------------------------------------------------------------------
 
 
-def yolo_class_names(labels_dir: Path) -> list[str] | None:
+def yolo_class_names(folder: Path) -> list[str] | None:
+    """Class names in `folder`: classes.txt or obj.names (one a line), or an Ultralytics
+    data.yaml's `names` (a list, or a map from class number to name); None when it has none."""
     for name in YOLO_CLASS_FILES:
-        path = labels_dir / name
+        path = folder / name
         if path.is_file():
             return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    for name in YOLO_DATA_FILES:
+        path = folder / name
+        if path.is_file():
+            return _yaml_names(path)
     return None
+
+
+def _yaml_names(path: Path) -> list[str]:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ImportFormatError(f"{path.name} is not readable YAML: {error}") from error
+    names = document.get("names") if isinstance(document, dict) else None
+    if isinstance(names, dict) and set(names) == set(range(len(names))):
+        names = [names[number] for number in range(len(names))]
+    if not isinstance(names, list) or not names:
+        raise ImportFormatError(
+            f"{path.name} has no 'names': a list of class names, or a map from class number "
+            "(0, 1, ...) to name"
+        )
+    return [str(name) for name in names]
 
 
 def _image_for(stem: str, images_dir: Path) -> Path | None:
@@ -187,32 +217,39 @@ def _image_for(stem: str, images_dir: Path) -> Path | None:
 
 
 def read_yolo(
-    labels_dir: Path, images_dir: Path, class_names: Sequence[str] | None = None
+    labels_dir: Path,
+    images_dir: Path,
+    class_names: Sequence[str] | None = None,
+    taken: set[str] | None = None,
 ) -> DetectionImport:
-    """YOLO txt: one file per image (same stem), lines of `class cx cy width height` as
-    fractions of the image. Class names from `class_names`, else classes.txt / obj.names in
-    `labels_dir`. An image with an empty label file is a negative (a record with no boxes)."""
+    """YOLO txt: one file per image (same stem, same folder under `images_dir` as the label
+    file's under `labels_dir`: labels/train/a.txt is images/train/a.jpg), lines of
+    `class cx cy width height` as fractions of the image. Class names from `class_names`, else
+    classes.txt / obj.names / data.yaml in `labels_dir`. An image with an empty label file is a
+    negative (a record with no boxes). Input ids are unique among `taken` (which they join)."""
     names = list(class_names) if class_names is not None else yolo_class_names(labels_dir)
     if not names:
         raise ImportFormatError(
             f"No class names for the YOLO labels in {labels_dir.name}: add classes.txt (one "
-            "name per line, in class-number order) or pass the names."
+            "name per line, in class-number order) or a data.yaml with 'names'."
         )
     result = DetectionImport()
-    taken: set[str] = set()
-    label_files = sorted(p for p in labels_dir.glob("*.txt") if p.name not in YOLO_CLASS_FILES)
+    taken = set() if taken is None else taken
+    label_files = sorted(p for p in labels_dir.rglob("*.txt") if p.name not in YOLO_CLASS_FILES)
     for label_file in label_files:
-        image = _image_for(label_file.stem, images_dir)
+        relative = label_file.relative_to(labels_dir)
+        folder = images_dir / relative.parent
+        image = _image_for(label_file.stem, folder)
         if image is None:
             result.invalid.append(
-                Rejected(label_file.name, f"no image named {label_file.stem}.* in {images_dir}")
+                Rejected(str(relative), f"no image named {label_file.stem}.* in {folder}")
             )
             continue
-        found = []
+        found, clipped_before = [], result.clipped
         for number, line in enumerate(label_file.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
-            source = f"{label_file.name} line {number}"
+            source = f"{relative} line {number}"
             fields = line.split()
             if len(fields) < YOLO_FIELDS:
                 result.invalid.append(Rejected(source, "expected: class cx cy width height"))
@@ -227,7 +264,11 @@ def read_yolo(
             box = fraction_box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, result, source)
             if box is not None:
                 found.append(ImportedBox(names[int(klass)], box))
-        result.records.append(ImportedImage(input_id_of(image.name, taken), image, tuple(found)))
+        result.records.append(
+            ImportedImage(
+                input_id_of(image.name, taken), image, tuple(found), result.clipped - clipped_before
+            )
+        )
     return result
 
 
@@ -268,7 +309,7 @@ def read_voc(xml_files: Iterable[Path], images_dir: Path) -> DetectionImport:
         if not (width > 0 and height > 0):
             result.invalid.append(Rejected(xml_file.name, "no positive size/width and size/height"))
             continue
-        found = []
+        found, clipped_before = [], result.clipped
         for number, obj in enumerate(root.findall("object"), start=1):
             source = f"{xml_file.name} object {number}"
             concept = (obj.findtext("name") or "").strip()
@@ -284,5 +325,9 @@ def read_voc(xml_files: Iterable[Path], images_dir: Path) -> DetectionImport:
             )
             if box is not None:
                 found.append(ImportedBox(concept, box))
-        result.records.append(ImportedImage(input_id_of(name, taken), image, tuple(found)))
+        result.records.append(
+            ImportedImage(
+                input_id_of(name, taken), image, tuple(found), result.clipped - clipped_before
+            )
+        )
     return result

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modelmill.services.importers.segmentation import (
+from modelmill.formats.segmentation import (
     ClassesError,
     parse_mask_folders,
     read_classes,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from modelmill.services.importers.detection import (
+from modelmill.formats.detection import (
     ImportFormatError,
     read_coco,
     read_voc,
