@@ -5,16 +5,19 @@ Training is in training.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from modelmill.domain import model_versions as lifecycle
 from modelmill.domain.errors import ApiError
 from modelmill.domain.ids import check_id, new_id
 from modelmill.services import AppScope, Env
 from modelmill.services.paging import Page
+from modelmill.store.blobs import get_tree
 from modelmill.store.tables import Concept, Model, ModelVersion
 from modelmill.training.registry import MODEL_TYPES, templates_of
 
@@ -46,6 +49,48 @@ def newest_version(
     if trained_only:
         query = query.where(ModelVersion.status_code == codes.MODEL_TRAINED)
     return session.scalar(query.order_by(ModelVersion.pk.desc()).limit(1))
+
+
+def trained_version(
+    env: Env, app: AppScope, model_id: str, version_id: str
+) -> tuple[Model, ModelVersion]:
+    """The named version, or the newest trained one; a clear error when there is none."""
+    with env.db.session() as session:
+        model = find_model(session, app, model_id)
+        if version_id:
+            version = find_version(session, model, version_id)
+        else:
+            version = session.scalar(
+                select(ModelVersion)
+                .where(
+                    ModelVersion.model_pk == model.pk, ModelVersion.status_code == lifecycle.TRAINED
+                )
+                .order_by(ModelVersion.pk.desc())
+                .limit(1)
+            )
+        if version is None:
+            raise ApiError(
+                codes.MODEL_UNTRAINED,
+                f"Model '{model_id}' has no trained version yet; train one (PostModelVersions) and "
+                "wait until its status is MODEL_TRAINED.",
+            )
+        if version.status_code != lifecycle.TRAINED:
+            raise ApiError(
+                codes.MODEL_UNTRAINED,
+                f"Version '{version.id}' of model '{model_id}' is not trained "
+                f"({codes.StatusCode.Name(version.status_code)}: {version.status_description}).",
+            )
+        return model, version
+
+
+def local_artifacts(env: Env, artifacts_key: str) -> Path:
+    """A trained version's artifacts as a local folder, fetched from the blob store once per
+    machine (the key names fixed content)."""
+    folder = env.settings.data_dir / "cache" / "artifacts" / artifacts_key
+    if not folder.exists():
+        get_tree(env.blobs, artifacts_key, folder.with_suffix(".tmp"))
+        folder.with_suffix(".tmp").rename(folder)
+    return folder
 
 
 def create_model(
