@@ -307,11 +307,13 @@ class TrainedEmbedder:
 
     def embed(self, items: Sequence[Any]) -> np.ndarray:
         """Embeds loaded inputs (PIL images for an image embedder) as the predictor does."""
+        if not items:
+            return np.zeros((0, self.dim), np.float32)
         examples = [
             Example(str(n), self.input_kind, lambda item=item: item) for n, item in enumerate(items)
         ]
-        outputs = self._predictor.get().predict(examples, {}) if examples else []
-        return np.asarray([o.embedding for o in outputs], np.float32).reshape(len(items), -1)
+        outputs = self._predictor.get().predict(examples, {})
+        return np.stack([np.asarray(o.embedding, np.float32) for o in outputs])
 
 
 def map_state_dict_by_position(
