@@ -217,3 +217,23 @@ def trained_embedder_choices(env: Env, app: AppScope) -> list[tuple[str, str]]:
         (reference_text(model_id, version_id=version_id), f"{model_id} (version {version_id})")
         for model_id, version_id in newest.items()
     ]
+
+
+def resolve_embedder_version(env: Env, app: AppScope, version_id: str) -> TrainedEmbedderSource:
+    """The trained embedder whose version id a search names (a rank's
+    annotation.embed_model_version_id), a model of this app, checked as a base model is."""
+    with env.db.session() as session:
+        model_id = session.scalar(
+            select(Model.id)
+            .join(ModelVersion, ModelVersion.model_pk == Model.pk)
+            .where(Model.app_pk == app.app_pk, ModelVersion.id == version_id)
+        )
+    if model_id is None:
+        raise ApiError(
+            codes.MODEL_DOES_NOT_EXIST,
+            f"No model of app '{app.app_id}' has a version '{version_id}' to embed with "
+            "(embed_model_version_id).",
+        )
+    source = resolve_base_embedder(env, app, reference_text(model_id, version_id=version_id))
+    assert source is not None  # a version was named, so it is no built-in
+    return source

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from clarifai_grpc.grpc.api import resources_pb2 as pb
+from clarifai_grpc.grpc.api import service_pb2 as service
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 
 from api.helpers import assert_ok, assert_status
@@ -64,6 +65,17 @@ def train_embedder(api: Api, seed: int) -> pb.ModelVersion:
     return train(api, "emb", train_params={**TINY_EMBEDDER, "seed": float(seed)})
 
 
+def search_by_image(api: Api, image: bytes, embed_model_version_id: str) -> Any:
+    """PostInputsSearches ranked by similarity to `image` under that embedder version."""
+    annotation = pb.Annotation(
+        data=pb.Data(image=pb.Image(base64=image)), embed_model_version_id=embed_model_version_id
+    )
+    return api.PostInputsSearches(
+        searches=[pb.Search(query=pb.Query(ranks=[pb.Rank(annotation=annotation)]))],
+        pagination=service.Pagination(page=1, per_page=3),
+    )
+
+
 def scores(api: Api, model_id: str, inputs: list[pb.Input]) -> list[float]:
     """Each input's score for each concept, in CONCEPTS order, one flat list."""
     reply = assert_ok(predict(api, model_id, [without_labels(i) for i in inputs]))
@@ -84,6 +96,13 @@ def test_a_classifier_learns_on_a_trained_embedder_and_apps_keep_theirs_apart(
     assert base.model_version.id == embedder.id
     used = version.metrics.eval_info.params["base_embed_model"]  # the embedder's scoped id
     assert used == f"{trainer.user_id}/{api.app_id}/emb@{embedder.id}"
+    # Visual search with the trained embedder: an uploaded image finds itself first.
+    uploaded = labelled_images(4, seed=1, prefix="e1")[5]
+    hits = assert_ok(search_by_image(api, uploaded.data.image.base64, embedder.id)).hits
+    assert hits[0].input.id == uploaded.id and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    wrong = search_by_image(api, uploaded.data.image.base64, version.id)  # a classifier's
+    assert_status(wrong, codes.MODEL_INVALID_ARGUMENT, "shapes", "embedding-classifier")
+
     held_out = labelled_images(4, seed=7, prefix="held-out")
     assert accuracy(api, "shapes", held_out) >= 0.75
     before = scores(api, "shapes", held_out)
@@ -142,6 +161,9 @@ def test_base_embed_models_that_cannot_work_are_refused(
     assert_status(other_user, codes.CONN_INSUFFICIENT_SCOPES, "someone-else")
     other_app = refuse(api, "shapes", classifier_version("emb", app_id="no-such-app"))
     assert_status(other_app, codes.CONN_DOES_NOT_EXIST, "no-such-app")
+
+    unknown = search_by_image(api, labelled_images(1)[0].data.image.base64, "nope")
+    assert_status(unknown, codes.MODEL_DOES_NOT_EXIST, "nope", "embed_model_version_id")
 
     # The clarifai SDK sends every field in train_info.params, where the reference is a string.
     garbled = pb.ModelVersion()
