@@ -254,7 +254,8 @@ def _build_index(
         if left:
             note = (
                 f"{len(left)} {kind} inputs have no embedding yet and were not searched; "
-                "they are embedded in the background, search again later."
+                "search again later (uploads are embedded in the background by the built-in "
+                f"embedders; each search embeds up to {EMBED_DURING_SEARCH} more)."
             )
     by_content = {keys[input_id]: vector for input_id, vector in known.items()}
     return (VectorIndex(by_content) if by_content else None), note
