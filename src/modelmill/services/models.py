@@ -5,6 +5,8 @@ Training is in training.py.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +90,17 @@ def local_artifacts(env: Env, artifacts_key: str) -> Path:
     machine (the key names fixed content)."""
     folder = env.settings.data_dir / "cache" / "artifacts" / artifacts_key
     if not folder.exists():
-        get_tree(env.blobs, artifacts_key, folder.with_suffix(".tmp"))
-        folder.with_suffix(".tmp").rename(folder)
+        # Several processes (the server, jobs) may fetch the same key at once: each into its
+        # own folder, and the first to finish wins.
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        fetched = Path(tempfile.mkdtemp(prefix=f"{artifacts_key}.", dir=folder.parent))
+        get_tree(env.blobs, artifacts_key, fetched)
+        try:
+            fetched.rename(folder)
+        except OSError:
+            if not folder.exists():
+                raise
+            shutil.rmtree(fetched, ignore_errors=True)
     return folder
 
 
