@@ -59,17 +59,11 @@ def trained_version(
     """The named version, or the newest trained one; a clear error when there is none."""
     with env.db.session() as session:
         model = find_model(session, app, model_id)
-        if version_id:
-            version = find_version(session, model, version_id)
-        else:
-            version = session.scalar(
-                select(ModelVersion)
-                .where(
-                    ModelVersion.model_pk == model.pk, ModelVersion.status_code == lifecycle.TRAINED
-                )
-                .order_by(ModelVersion.pk.desc())
-                .limit(1)
-            )
+        version = (
+            find_version(session, model, version_id)
+            if version_id
+            else newest_version(session, model, trained_only=True)
+        )
         if version is None:
             raise ApiError(
                 codes.MODEL_UNTRAINED,

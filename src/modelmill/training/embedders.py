@@ -5,6 +5,7 @@ Built-ins have bare ids; trained embedder models join under ids scoped to their 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.resources
@@ -37,7 +38,9 @@ class Embedder(Protocol):
 
     id: str
     input_kind: InputKind
-    dim: int
+
+    @property
+    def dim(self) -> int: ...
 
     @property
     def version(self) -> str: ...
@@ -288,6 +291,10 @@ class TimmImageEmbedder:
         return np.concatenate(parts)
 
 
+def _identity(item: Any) -> Any:
+    return item
+
+
 class TrainedEmbedder:
     """A trained embedder model as a base embedder: its template's predictor (`load()`, called
     once, on first use), whose outputs carry the embeddings. `version` is the digest of the
@@ -310,7 +317,8 @@ class TrainedEmbedder:
         if not items:
             return np.zeros((0, self.dim), np.float32)
         examples = [
-            Example(str(n), self.input_kind, lambda item=item: item) for n, item in enumerate(items)
+            Example(str(n), self.input_kind, functools.partial(_identity, item))
+            for n, item in enumerate(items)
         ]
         outputs = self._predictor.get().predict(examples, {})
         return np.stack([np.asarray(o.embedding, np.float32) for o in outputs])
