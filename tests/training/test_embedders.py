@@ -9,11 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
+from modelmill.training.contract import Output
 from modelmill.training.embedders import (
+    CACHE_KEY_LENGTH,
     EmbedderWeightsError,
+    TrainedEmbedder,
+    cache_key,
     default_embedder,
     get_embedder,
     map_state_dict_by_position,
+    register_embedder,
     resolve_model_dir,
     sentence_transformer_embedder,
 )
@@ -130,3 +135,41 @@ def test_model_dir_resolves_from_a_hugging_face_style_cache(tmp_path, tiny_sente
 def test_unknown_embedder_names_the_known_ones():
     with pytest.raises(KeyError, match="all-minilm-l6-v2"):
         get_embedder("nope")
+
+
+class MeanColour:
+    """A predictor whose embedding is an image's mean colour, scaled: as a template's is read."""
+
+    dim = 3
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def predict(self, examples, params):
+        return [
+            Output(embedding=self.scale * np.asarray(e.load(), np.float32).mean(axis=(0, 1)))
+            for e in examples
+        ]
+
+
+def test_trained_embedders_of_one_model_id_in_two_apps_stay_apart():
+    loads = []
+
+    def embedder(app: str, scale: float) -> TrainedEmbedder:
+        def load() -> MeanColour:
+            loads.append(app)
+            return MeanColour(scale)
+
+        return TrainedEmbedder(f"ada/{app}/emb@v1", f"{app}-digest" * 8, "image", load)
+
+    first = register_embedder(embedder("shop", 1.0))
+    second = register_embedder(embedder("lab", 2.0))
+    assert get_embedder("ada/shop/emb@v1") is first and get_embedder("ada/lab/emb@v1") is second
+    assert register_embedder(embedder("shop", 3.0)) is first  # a scoped id names fixed artifacts
+    assert cache_key(first) != cache_key(second)
+    assert max(len(cache_key(first)), len(cache_key(second))) <= CACHE_KEY_LENGTH
+    assert loads == []  # weights load on first use
+    red = Image.new("RGB", (4, 4), (200, 0, 0))
+    np.testing.assert_allclose(first.embed([red]), [[200.0, 0.0, 0.0]])
+    np.testing.assert_allclose(second.embed([red]), [[400.0, 0.0, 0.0]])
+    assert second.dim == 3 and first.embed([]).shape == (0, 3) and sorted(loads) == ["lab", "shop"]

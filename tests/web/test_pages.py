@@ -651,3 +651,29 @@ def test_a_training_version_shows_progress_and_time_left(site: Site) -> None:
         row.progress = {**row.progress, "percent": 100.0, "elapsed_s": 110.0}
     page = site.client.get(f"/apps/shop/models/colours/versions/{version.id}").text
     assert "after 1 min 50 s of training (estimated 1 min 40 s)" in page
+
+
+def test_the_settings_form_offers_the_apps_trained_embedders(site: Site) -> None:
+    from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+
+    from modelmill.store.tables import ModelVersion
+
+    app, elsewhere = site.app("vision"), site.app("elsewhere")
+    models.create_model(site.env, app, "shapes", "embedding-classifier")
+    with site.env.db.session() as session:  # an embedder of each app, trained (rows alone)
+        for scope, version_id in ((app, "mine"), (elsewhere, "theirs")):
+            model = models.create_model(site.env, scope, "emb", "visual-embedder")
+            session.add(
+                ModelVersion(
+                    model_pk=model.pk,
+                    id=version_id,
+                    status_code=codes.MODEL_TRAINED,
+                    artifacts_key="0" * 64,
+                )
+            )
+    models.create_model(site.env, app, "untrained-emb", "visual-embedder")
+    site.sign_in()
+    page = site.client.get("/apps/vision/models/shapes/versions/new").text
+    assert '<option value="efficientnet-lite0"' in page
+    assert '<option value="emb@mine"' in page
+    assert "theirs" not in page and "untrained-emb" not in page

@@ -18,6 +18,11 @@ from sqlalchemy import select
 from modelmill.domain import model_versions as lifecycle
 from modelmill.services import Env
 from modelmill.services.datasets import load_snapshot
+from modelmill.services.embedders import (
+    BASE_EMBEDDER,
+    TrainedEmbedderSource,
+    load_trained_embedder,
+)
 from modelmill.services.embeddings import EmbeddingCache
 from modelmill.services.estimates import estimate_job, record_training
 from modelmill.services.evaluations import record_training_evaluation
@@ -187,6 +192,8 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         plan.params,
     )
     try:
+        if BASE_EMBEDDER in job.payload:  # a trained embedder: services chose it, checked
+            load_trained_embedder(env, TrainedEmbedderSource.from_json(job.payload[BASE_EMBEDDER]))
         template = plan.resolve()
         params = template.Params.model_validate(plan.params)
         estimated_s = _estimate(env, template, params, snapshot, log)

@@ -19,3 +19,4 @@ class AppScope:
     user_id: str
     app_pk: int
     app_id: str
+    key_app_ids: tuple[str, ...] = ()  # the apps the caller's key is limited to; () = all

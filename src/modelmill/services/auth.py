@@ -142,4 +142,4 @@ def resolve_app(env: Env, principal: Principal, user_id: str, app_id: str) -> Ap
             codes.CONN_DOES_NOT_EXIST,
             f"App '{app_id}' does not exist for user '{principal.user_id}'.",
         )
-    return AppScope(principal.user_pk, principal.user_id, app.pk, app.id)
+    return AppScope(principal.user_pk, principal.user_id, app.pk, app.id, principal.app_ids)

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from modelmill.services import Env
 from modelmill.store.tables import Embedding
 from modelmill.training.contract import Example
-from modelmill.training.embedders import get_embedder
+from modelmill.training.embedders import cache_key, get_embedder
 
 BATCH = 256  # examples embedded and stored per round; bounds memory for large datasets
 
@@ -33,7 +33,7 @@ class EmbeddingCache:
 
     def __call__(self, examples: Sequence[Example], embedder_id: str) -> np.ndarray:
         embedder = get_embedder(embedder_id)
-        tag = f"{embedder.id}@{embedder.version}"
+        tag = cache_key(embedder)
         result = np.zeros((len(examples), embedder.dim), dtype=np.float32)
         for start in range(0, len(examples), BATCH):
             chunk = examples[start : start + BATCH]
@@ -56,7 +56,7 @@ class EmbeddingCache:
     def stored(self, embedder_id: str) -> dict[str, np.ndarray]:
         """The vectors already cached for `keys`' inputs, by input id; computes nothing."""
         embedder = get_embedder(embedder_id)
-        tag = f"{embedder.id}@{embedder.version}"
+        tag = cache_key(embedder)
         by_key: dict[str, np.ndarray] = {}
         unique = sorted(set(self.keys.values()))
         for start in range(0, len(unique), BATCH):

@@ -25,7 +25,13 @@ from modelmill.services import AppScope, Env
 from modelmill.services.datasets import find_dataset, load_snapshot, snapshot_rows
 from modelmill.services.datasets import find_version as find_dataset_version
 from modelmill.services.models import find_model
-from modelmill.services.training import TOLERANCE, TrainRequest, build_params, resolve_template
+from modelmill.services.training import (
+    TOLERANCE,
+    TrainRequest,
+    build_params,
+    resolve_base_embed_model,
+    resolve_template,
+)
 from modelmill.store.tables import Dataset, DatasetVersion, Input, Job, TrainingRun, utcnow
 from modelmill.training.contract import Hardware, InputKind, Template
 from modelmill.training.estimator import (
@@ -257,7 +263,8 @@ def estimate_training(
     with env.db.session() as session:
         model = find_model(session, app, model_id)
         template = resolve_template(model.model_type_id, template_name)
-        params_model = build_params(template, model, TrainRequest(train_params=params))
+        request, _ = resolve_base_embed_model(env, app, template, TrainRequest(train_params=params))
+        params_model = build_params(template, model, request)
         snapshot = _snapshot(env, session, app, dataset_id, dataset_version_id)
         if snapshot is not None:
             kind = _kind_trained_on(template, params_model, Counter(i["kind"] for i in snapshot))

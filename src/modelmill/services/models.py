@@ -5,16 +5,21 @@ Training is in training.py.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from modelmill.domain import model_versions as lifecycle
 from modelmill.domain.errors import ApiError
 from modelmill.domain.ids import check_id, new_id
 from modelmill.services import AppScope, Env
 from modelmill.services.paging import Page
+from modelmill.store.blobs import get_tree
 from modelmill.store.tables import Concept, Model, ModelVersion
 from modelmill.training.registry import MODEL_TYPES, templates_of
 
@@ -46,6 +51,51 @@ def newest_version(
     if trained_only:
         query = query.where(ModelVersion.status_code == codes.MODEL_TRAINED)
     return session.scalar(query.order_by(ModelVersion.pk.desc()).limit(1))
+
+
+def trained_version(
+    env: Env, app: AppScope, model_id: str, version_id: str
+) -> tuple[Model, ModelVersion]:
+    """The named version, or the newest trained one; a clear error when there is none."""
+    with env.db.session() as session:
+        model = find_model(session, app, model_id)
+        version = (
+            find_version(session, model, version_id)
+            if version_id
+            else newest_version(session, model, trained_only=True)
+        )
+        if version is None:
+            raise ApiError(
+                codes.MODEL_UNTRAINED,
+                f"Model '{model_id}' has no trained version yet; train one (PostModelVersions) and "
+                "wait until its status is MODEL_TRAINED.",
+            )
+        if version.status_code != lifecycle.TRAINED:
+            raise ApiError(
+                codes.MODEL_UNTRAINED,
+                f"Version '{version.id}' of model '{model_id}' is not trained "
+                f"({codes.StatusCode.Name(version.status_code)}: {version.status_description}).",
+            )
+        return model, version
+
+
+def local_artifacts(env: Env, artifacts_key: str) -> Path:
+    """A trained version's artifacts as a local folder, fetched from the blob store once per
+    machine (the key names fixed content)."""
+    folder = env.settings.data_dir / "cache" / "artifacts" / artifacts_key
+    if not folder.exists():
+        # Several processes (the server, jobs) may fetch the same key at once: each into its
+        # own folder, and the first to finish wins.
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        fetched = Path(tempfile.mkdtemp(prefix=f"{artifacts_key}.", dir=folder.parent))
+        get_tree(env.blobs, artifacts_key, fetched)
+        try:
+            fetched.rename(folder)
+        except OSError:
+            if not folder.exists():
+                raise
+            shutil.rmtree(fetched, ignore_errors=True)
+    return folder
 
 
 def create_model(

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
-from sqlalchemy import select
 
-from modelmill.domain import model_versions as lifecycle
 from modelmill.domain.errors import ApiError
 from modelmill.services import AppScope, Env
+from modelmill.services.embedders import load_base_embedder
 from modelmill.services.examples import image_example, text_example
 from modelmill.services.inputs import MAX_BATCH, NewInput, check_input
-from modelmill.services.models import find_model, find_version
-from modelmill.store.blobs import get_tree
+from modelmill.services.models import local_artifacts, trained_version
 from modelmill.store.tables import Model, ModelVersion
 from modelmill.training.contract import DataError, Example, Output, Predictor
 from modelmill.training.registry import find_template
@@ -44,47 +41,12 @@ class PredictorCache:
                 model.model_type_id, (version.train_info.get("params") or {}).get("template")
             )
             assert template is not None
-            folder = self.env.settings.data_dir / "cache" / "artifacts" / key
-            if not folder.exists():
-                get_tree(self.env.blobs, key, folder.with_suffix(".tmp"))
-                folder.with_suffix(".tmp").rename(folder)
-            predictor = template.load(Path(folder))
+            load_base_embedder(self.env, version)
+            predictor = template.load(local_artifacts(self.env, key))
             self._items[key] = predictor
             if len(self._items) > self.size:
                 self._items.popitem(last=False)
             return predictor
-
-
-def trained_version(
-    env: Env, app: AppScope, model_id: str, version_id: str
-) -> tuple[Model, ModelVersion]:
-    """The named version, or the newest trained one; a clear error when there is none."""
-    with env.db.session() as session:
-        model = find_model(session, app, model_id)
-        if version_id:
-            version = find_version(session, model, version_id)
-        else:
-            version = session.scalar(
-                select(ModelVersion)
-                .where(
-                    ModelVersion.model_pk == model.pk, ModelVersion.status_code == lifecycle.TRAINED
-                )
-                .order_by(ModelVersion.pk.desc())
-                .limit(1)
-            )
-        if version is None:
-            raise ApiError(
-                codes.MODEL_UNTRAINED,
-                f"Model '{model_id}' has no trained version yet; train one (PostModelVersions) and "
-                "wait until its status is MODEL_TRAINED.",
-            )
-        if version.status_code != lifecycle.TRAINED:
-            raise ApiError(
-                codes.MODEL_UNTRAINED,
-                f"Version '{version.id}' of model '{model_id}' is not trained "
-                f"({codes.StatusCode.Name(version.status_code)}: {version.status_description}).",
-            )
-        return model, version
 
 
 def inference_params(

@@ -1,5 +1,6 @@
 """Searches over an app's inputs and annotations: filters by concept, metadata, input type,
-dataset and status, ranked by visual or text similarity over the base models' cached embeddings.
+dataset and status, ranked by visual or text similarity over the base models' cached embeddings
+(the built-in one of the inputs' kind, or a trained embedder a rank names).
 
 Filters are ANDed; the values listed inside one filter (concepts, input types, datasets) are
 ORed, as on Clarifai. Similarity is exact: a numpy matrix product below FAISS_MIN_VECTORS
@@ -22,13 +23,14 @@ from sqlalchemy import select
 
 from modelmill.domain.errors import ApiError
 from modelmill.services import AppScope, Env
+from modelmill.services.embedders import resolve_embedder_version
 from modelmill.services.embeddings import EmbeddingCache
 from modelmill.services.examples import content_key, from_snapshot, image_example, text_example
 from modelmill.services.inputs import NewInput, check_input, merged_labels
 from modelmill.services.paging import Page
 from modelmill.store.tables import Annotation, Dataset, DatasetInput, Input
 from modelmill.training.contract import Example
-from modelmill.training.embedders import default_embedder
+from modelmill.training.embedders import cache_key, default_embedder, get_embedder
 
 # From this many distinct contents on, a kept faiss flat index answers faster than numpy's
 # matrix product (1.3-1.6x at 20k-100k vectors, bench/RESULTS.md); below, numpy is as fast.
@@ -66,6 +68,9 @@ class SearchQuery:
     conditions: list[Condition] = field(default_factory=list)
     similar: list[Similar] = field(default_factory=list)
     min_value: float = 0.0
+    # A trained embedder model's version whose embeddings rank by similarity; empty: the
+    # built-in embedder of the inputs' kind.
+    embed_model_version_id: str = ""
 
 
 @dataclass
@@ -249,7 +254,8 @@ def _build_index(
         if left:
             note = (
                 f"{len(left)} {kind} inputs have no embedding yet and were not searched; "
-                "they are embedded in the background, search again later."
+                "search again later (uploads are embedded in the background by the built-in "
+                f"embedders; each search embeds up to {EMBED_DURING_SEARCH} more)."
             )
     by_content = {keys[input_id]: vector for input_id, vector in known.items()}
     return (VectorIndex(by_content) if by_content else None), note
@@ -262,6 +268,7 @@ def _similarities(
     candidates: list[Input],
     count: int,
     indexes: VectorIndexCache | None,
+    embed_model_version_id: str = "",
 ) -> tuple[dict[int, float], str]:
     """The `count` best candidates' scores (by pk), averaged over the ranks, and a note on what
     was left out. A score is (1 + cosine) / 2, which for unit vectors is
@@ -277,9 +284,18 @@ def _similarities(
         )
     kind = kinds.pop()
     embedder = default_embedder(kind)  # type: ignore[arg-type]
+    if embed_model_version_id:
+        trained = resolve_embedder_version(env, app, embed_model_version_id)
+        embedder = get_embedder(trained.embedder_id)
+        if embedder.input_kind != kind:
+            raise ApiError(
+                codes.SEARCH_INVALID_REQUEST,
+                f"Model '{trained.model_id}' embeds {embedder.input_kind} inputs; rank by "
+                f"{embedder.input_kind}s to search with it, not by {kind}s.",
+            )
     of_kind = [r for r in candidates if r.kind == kind]
     keys = {r.id: content_key({"blob_key": r.blob_key, "text": r.text}) for r in of_kind}
-    fingerprint = _fingerprint(f"{embedder.id}@{embedder.version}", set(keys.values()))
+    fingerprint = _fingerprint(cache_key(embedder), set(keys.values()))
     index = indexes.get(fingerprint) if indexes is not None else None
     note = ""
     if index is None:
@@ -326,7 +342,9 @@ def _rank(
         inputs = list({h.input.pk: h.input for h in items}.values())
         # Hits past this page are never shown; annotations share inputs, so they score them all.
         wanted = page.page * page.per_page if not annotations_share_inputs else len(inputs)
-        scores, note = _similarities(env, app, query.similar, inputs, wanted, indexes)
+        scores, note = _similarities(
+            env, app, query.similar, inputs, wanted, indexes, query.embed_model_version_id
+        )
         items = [h for h in items if h.input.pk in scores]
         for hit in items:
             hit.score = scores[hit.input.pk]

@@ -4,7 +4,7 @@ create the version in MODEL_QUEUED_FOR_TRAINING and its job. Also cancelling one
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
@@ -18,11 +18,18 @@ from modelmill.domain.ids import new_id
 from modelmill.services import AppScope, Env, logs
 from modelmill.services.datasets import find_dataset, freeze, load_snapshot, snapshot_rows
 from modelmill.services.datasets import find_version as find_dataset_version
+from modelmill.services.embedders import (
+    BASE_EMBEDDER,
+    INPUT_INFO_KEY,
+    TrainedEmbedderSource,
+    resolve_base_embedder,
+)
 from modelmill.services.examples import from_snapshot
 from modelmill.services.models import find_model, find_version
 from modelmill.store import queue
 from modelmill.store.tables import Concept, Dataset, Job, Model, ModelVersion, utcnow
 from modelmill.training.contract import DataError, Task, Template
+from modelmill.training.estimator import EMBEDDER_PARAM
 from modelmill.training.registry import (
     COMMON_TRAIN_PARAMS,
     DEFAULT_INVALID_DATA_TOLERANCE_PERCENT,
@@ -53,7 +60,7 @@ class TrainRequest:
     inference_params: dict[str, Any] = field(default_factory=dict)
     output_config: dict[str, Any] = field(default_factory=dict)
     concepts: list[str] = field(default_factory=list)
-    base_embed_model: str = ""
+    base_embed_model: str = ""  # services.embedders.reference_text: a built-in's id or a model
     resume_from: tuple[str, str] | None = None  # (model id, version id)
     description: str = ""
 
@@ -153,6 +160,22 @@ def build_params(template: Template, model: Model, request: TrainRequest) -> Bas
         raise _invalid(f"Invalid parameters for template '{template.name}': {problems}.") from None
 
 
+def resolve_base_embed_model(
+    env: Env, app: AppScope, template: Template, request: TrainRequest
+) -> tuple[TrainRequest, TrainedEmbedderSource | None]:
+    """The request with the trained embedder its base_embed_model names (in input_info, or in
+    the train params, where the clarifai SDK sends every field) replaced by that embedder's
+    scoped id, now known to this process; the request as it is for a built-in one or none."""
+    if EMBEDDER_PARAM not in template.Params.model_fields:
+        return request, None
+    named = request.base_embed_model or str(request.train_params.get(EMBEDDER_PARAM) or "")
+    source = resolve_base_embedder(env, app, named)
+    if source is None:
+        return request, None
+    params = {k: v for k, v in request.train_params.items() if k != EMBEDDER_PARAM}
+    return replace(request, base_embed_model=source.embedder_id, train_params=params), source
+
+
 def _relevant_snapshot(
     env: Env, session: Session, app: AppScope, task: Task, concepts: list[str]
 ) -> list[dict[str, Any]]:
@@ -218,9 +241,10 @@ def create_version(
         for key in extras:
             if key not in fields:  # a template with its own `seed` takes it as a hyperparameter
                 params.pop(key)
-        params_model = build_params(
-            template, model, TrainRequest(**{**request.__dict__, "train_params": params})
+        request, base_embedder = resolve_base_embed_model(
+            env, app, template, replace(request, train_params=params)
         )
+        params_model = build_params(template, model, request)
         concepts = request.concepts or [
             c["id"] for c in (model.output_info.get("data") or {}).get("concepts", [])
         ]
@@ -319,9 +343,13 @@ def create_version(
                 "output_config": output_config,
                 "params": inference,
             },
-            input_info={"base_embed_model": {"id": dumped["base_embed_model"]}}
-            if dumped.get("base_embed_model")
-            else {},
+            input_info={INPUT_INFO_KEY: base_embedder.reference()}
+            if base_embedder
+            else (
+                {INPUT_INFO_KEY: {"id": dumped[EMBEDDER_PARAM]}}
+                if dumped.get(EMBEDDER_PARAM)
+                else {}
+            ),
             dataset_version_pk=version.pk,
             progress={"percent": 0.0, "total_inputs": len(snapshot)},
         )
@@ -339,7 +367,11 @@ def create_version(
         queue.enqueue(
             session,
             "train",
-            {PLAN: plan.to_json(), RESUME_FROM_VERSION: resume_pk},
+            {
+                PLAN: plan.to_json(),
+                RESUME_FROM_VERSION: resume_pk,
+                **({BASE_EMBEDDER: base_embedder.to_json()} if base_embedder else {}),
+            },
             model_version_pk=row.pk,
             max_attempts=env.settings.job_max_attempts,
         )

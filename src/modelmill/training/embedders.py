@@ -1,9 +1,11 @@
 """Base embedding models: a registry of embedders (text and image) that turn inputs into
 L2-normalised float32 vectors. Weights load lazily, once per process, from local files only.
+Built-ins have bare ids; trained embedder models join under ids scoped to their app and version.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.resources
@@ -19,13 +21,14 @@ import torch
 from PIL import Image
 
 from modelmill.training.compat import ensure_torchvision
-from modelmill.training.contract import InputKind
+from modelmill.training.contract import Example, InputKind
 
 log = logging.getLogger("modelmill")
 
 TEXT_BATCH_SIZE = 64
 IMAGE_BATCH_SIZE = 32
 _HASH_CHUNK_BYTES = 1 << 20
+CACHE_KEY_LENGTH = 128  # what the embeddings table's embedder column holds
 _NORM_EPSILON = 1e-12
 
 
@@ -35,7 +38,9 @@ class Embedder(Protocol):
 
     id: str
     input_kind: InputKind
-    dim: int
+
+    @property
+    def dim(self) -> int: ...
 
     @property
     def version(self) -> str: ...
@@ -286,6 +291,39 @@ class TimmImageEmbedder:
         return np.concatenate(parts)
 
 
+def _identity(item: Any) -> Any:
+    return item
+
+
+class TrainedEmbedder:
+    """A trained embedder model as a base embedder: its template's predictor (`load()`, called
+    once, on first use), whose outputs carry the embeddings. `version` is the digest of the
+    trained version's artifacts."""
+
+    def __init__(
+        self, id: str, version: str, input_kind: InputKind, load: Callable[[], Any]
+    ) -> None:
+        self.id = id
+        self.version = version
+        self.input_kind = input_kind
+        self._predictor = _Lazy(load)
+
+    @property
+    def dim(self) -> int:
+        return int(self._predictor.get().dim)
+
+    def embed(self, items: Sequence[Any]) -> np.ndarray:
+        """Embeds loaded inputs (PIL images for an image embedder) as the predictor does."""
+        if not items:
+            return np.zeros((0, self.dim), np.float32)
+        examples = [
+            Example(str(n), self.input_kind, functools.partial(_identity, item))
+            for n, item in enumerate(items)
+        ]
+        outputs = self._predictor.get().predict(examples, {})
+        return np.stack([np.asarray(o.embedding, np.float32) for o in outputs])
+
+
 def map_state_dict_by_position(
     source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], source_name: str
 ) -> dict[str, torch.Tensor]:
@@ -367,21 +405,24 @@ _EMBEDDERS: dict[str, Embedder] = {
 _DEFAULTS: dict[str, str] = {"text": "all-minilm-l6-v2", "image": "efficientnet-lite0"}
 
 
-def register_embedder(embedder: Embedder, *, default: bool = False) -> None:
-    """Adds (or replaces) an embedder; `default=True` makes it the default for its input kind."""
-    _EMBEDDERS[embedder.id] = embedder
-    if default:
-        _DEFAULTS[embedder.input_kind] = embedder.id
+# Trained embedder models, by scoped id, as services load them into this process.
+_TRAINED: dict[str, Embedder] = {}
+
+
+def register_embedder(embedder: Embedder) -> Embedder:
+    """Adds a trained embedder under its scoped id; the one already there if there is one
+    (a scoped id names fixed artifacts, so both are the same)."""
+    return _TRAINED.setdefault(embedder.id, embedder)
 
 
 def get_embedder(embedder_id: str) -> Embedder:
     """The embedder of that id; `KeyError` naming the known ids if there is none."""
-    try:
-        return _EMBEDDERS[embedder_id]
-    except KeyError:
+    embedder = _EMBEDDERS.get(embedder_id) or _TRAINED.get(embedder_id)
+    if embedder is None:
         raise KeyError(
             f"unknown base embed model {embedder_id!r}; known: {', '.join(sorted(_EMBEDDERS))}"
-        ) from None
+        )
+    return embedder
 
 
 def default_embedder(input_kind: InputKind) -> Embedder:
@@ -390,4 +431,15 @@ def default_embedder(input_kind: InputKind) -> Embedder:
 
 
 def embedder_ids() -> list[str]:
+    """The built-in embedders' ids."""
     return sorted(_EMBEDDERS)
+
+
+def cache_key(embedder: Embedder) -> str:
+    """What the embedding cache files this embedder's vectors under: its id and version, or a
+    digest of both when that is longer than the cache's column (a scoped id and its artifacts'
+    digest usually are)."""
+    key = f"{embedder.id}@{embedder.version}"
+    if len(key) <= CACHE_KEY_LENGTH:
+        return key
+    return f"sha256:{hashlib.sha256(key.encode()).hexdigest()}"

@@ -10,7 +10,7 @@ inference settings.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ CONCEPTS = "output_info.data.concepts"
 TEMPLATE = "train_info.params.template"
 DATASET = "train_info.params.dataset_id"
 DATASET_VERSION = "train_info.params.dataset_version_id"
+BASE_EMBED_MODEL = "input_info.base_embed_model"
 
 # The seed's names for the model type's own fields; a template's hyperparameters keep their
 # API names (num_epochs, learning_rate), which are also what the API and SDK take.
@@ -40,7 +41,7 @@ LABELS = {
     DATASET_VERSION: "Dataset version",
     CONCEPTS: "Concepts",
     TEMPLATE: "Template",
-    "input_info.base_embed_model": "Base embed_model",
+    BASE_EMBED_MODEL: "Base embed_model",
     "output_info.output_config.concepts_mutually_exclusive": "Concepts mutually_exclusive",
     "train_info.params.enrich_dataset": "Enrich dataset",
     "train_info.params.invalid_data_tolerance_percent": "Invalid data_tolerance_percent",
@@ -82,7 +83,7 @@ def _base_embed_models() -> list[tuple[str, str]]:
 
 # Fields whose choices come from elsewhere than the field's own enum options.
 CHOICES: dict[str, Callable[[], list[tuple[str, str]]]] = {
-    "input_info.base_embed_model": _base_embed_models,
+    BASE_EMBED_MODEL: _base_embed_models,
 }
 
 
@@ -214,9 +215,15 @@ def _is_inference(path: str) -> bool:
     return path.startswith("output_info.params.")
 
 
-def build_form(model_type_id: str, values: Values = None, template_name: str = "") -> SettingsForm:
+def build_form(
+    model_type_id: str,
+    values: Values = None,
+    template_name: str = "",
+    trained_embedders: Sequence[tuple[str, str]] = (),
+) -> SettingsForm:
     """The form for a model type. `values` (a submitted form) fill it; `template_name` picks the
-    template whose hyperparameters show (default: the recommended one)."""
+    template whose hyperparameters show (default: the recommended one); `trained_embedders`
+    (value, label) join the built-in base embed models."""
     spec = spec_of(model_type_id)
     form = SettingsForm(spec, top=[])
     budget = None
@@ -241,6 +248,9 @@ def build_form(model_type_id: str, values: Values = None, template_name: str = "
         else:
             form.top.append(_field(field_spec, values))
     form.top.sort(key=lambda f: _rank(f.path))
+    for field_ in form.top:
+        if field_.path == BASE_EMBED_MODEL:
+            field_.choices += trained_embedders
     if budget is not None:
         form.training.append(budget)  # the cap reads best beside the template's own settings
     return form
@@ -301,7 +311,7 @@ def train_request(form: SettingsForm) -> training.TrainRequest:
             continue
         if field_.path == CONCEPTS:
             request.concepts = value
-        elif field_.path == "input_info.base_embed_model":
+        elif field_.path == BASE_EMBED_MODEL:
             request.base_embed_model = str(value or "")
         elif field_.path in (DATASET, DATASET_VERSION) and not value:
             continue

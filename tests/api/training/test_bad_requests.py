@@ -88,7 +88,6 @@ def test_unknown_template_of_a_type_that_needs_one(tapi: Api, refused: Any) -> N
         ({"inference_params": {"min_value": 1.5}}, ["min_value"]),
         ({"inference_params": {"max_concepts": 0}}, ["max_concepts"]),
         ({"inference_params": {"max_concepts": 2.5}}, ["max_concepts"]),
-        ({"base_embed_model": "no-such-embedder"}, ["no-such-embedder"]),
         (
             {"train_params": {"invalid_data_tolerance_percent": 150}},
             ["invalid_data_tolerance_percent"],
@@ -110,7 +109,6 @@ def test_unknown_template_of_a_type_that_needs_one(tapi: Api, refused: Any) -> N
         "min-value-range",
         "max-concepts-range",
         "max-concepts-int",
-        "unknown-embedder",
         "tolerance-range",
         "tolerance-text",
         "cap-text",

@@ -60,6 +60,14 @@ def _query(searches_: list[pb.Search]) -> searches.SearchQuery:
                     "A similarity rank cannot be negated; use a negated filter to exclude inputs.",
                 )
             query.similar.append(similar)
+            embedder = rank.annotation.embed_model_version_id
+            if embedder and query.embed_model_version_id not in ("", embedder):
+                raise ApiError(
+                    codes.SEARCH_INVALID_REQUEST,
+                    "Rank with one embed_model_version_id in a search: different embedders' "
+                    "vectors cannot be compared.",
+                )
+            query.embed_model_version_id = embedder or query.embed_model_version_id
         elif rank.annotation.data.concepts or rank.annotation.data.HasField("metadata"):
             # No general concept model ranks by predicted concepts here: a label rank filters.
             query.conditions.append(_condition(rank.annotation.data, None, rank.negate))

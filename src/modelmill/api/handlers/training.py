@@ -10,7 +10,7 @@ from google.protobuf import json_format
 from modelmill.api import convert
 from modelmill.api.rpc import batch_status, rpc
 from modelmill.domain.errors import ApiError
-from modelmill.services import evaluations, exports, models, predictions, training
+from modelmill.services import embedders, evaluations, exports, models, predictions, training
 
 
 def _struct(message, field: str) -> dict:  # type: ignore[no-untyped-def]
@@ -52,6 +52,7 @@ def PostModelVersions(api, request, principal):  # type: ignore[no-untyped-def]
         if output_info.HasField("output_config")
         else {}
     )
+    base = version.input_info.base_embed_model
     resume = None
     if train_info.HasField("resume_from_model"):
         source = train_info.resume_from_model
@@ -65,7 +66,9 @@ def PostModelVersions(api, request, principal):  # type: ignore[no-untyped-def]
             inference_params=inference,
             output_config=output_config,
             concepts=[c.id for c in output_info.data.concepts],
-            base_embed_model=version.input_info.base_embed_model.id,
+            base_embed_model=embedders.reference_text(
+                base.id, base.user_id, base.app_id, base.model_version.id
+            ),
             resume_from=resume,
             description=version.description or request.description,
         ),

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.datastructures import FormData, QueryParams
 
 from modelmill.domain.errors import ApiError
-from modelmill.services import AppScope, concepts, datasets, models, training
+from modelmill.services import AppScope, concepts, datasets, embedders, models, training
 from modelmill.services.paging import MAX_PER_PAGE, Page
 from modelmill.training.registry import model_type_specs
 from modelmill.web import training_form
@@ -114,7 +114,11 @@ def _settings_page(
     error: str = "",
 ) -> Response:
     model, _ = models.get_model(web.env, app, model_id)
-    form = training_form.build_form(model.model_type_id, values)
+    form = training_form.build_form(
+        model.model_type_id,
+        values,
+        trained_embedders=embedders.trained_embedder_choices(web.env, app),
+    )
     dataset_id = str(values.get(training_form.DATASET) or "") if values else ""
     return render(
         request,

@@ -86,9 +86,11 @@ class Params(BaseModel):
     )
     base_embed_model: str = Field(
         "",
-        description="The base embedding model whose embeddings the classifier learns from; "
-        "empty means the default for the inputs' kind (all-minilm-l6-v2 for texts, "
-        "efficientnet-lite0 for images).",
+        description="The base embedding model whose embeddings the classifier learns from: a "
+        "built-in one, or a trained embedder model of this app (model id, optionally "
+        "with @version) or of another app (user_id and app_id beside it); empty means the "
+        "default for the inputs' kind (all-minilm-l6-v2 for texts, efficientnet-lite0 for "
+        "images).",
         json_schema_extra={"path": "input_info"},
     )
 
