@@ -228,7 +228,7 @@ def test_a_classifier_after_a_detector_classifies_each_region(
         api,
         "boxes",
         train_params=TINY_DETECTOR,
-        inference_params={"min_value": 0.0, "max_detections": 3.0},
+        inference_params={"detection_threshold": 0.0, "max_detections": 3.0},
     )
     create_model(api, "colours", concepts=list(COLOURS))
     train(api, "colours", train_params={"dataset_id": "patches"}, exclusive=True)
@@ -244,7 +244,7 @@ def test_a_classifier_after_a_detector_classifies_each_region(
     )
     image, _ = shapes_image(COLOURS, 96, seed=9_001)
 
-    reply = flow.predict_by_bytes(image)  # the input type read from the first node's model
+    reply = flow.predict_by_bytes(image, input_type="image")
 
     detect, classify = reply.results[0].outputs
     assert detect.data.regions, "the detector kept its three best boxes"
