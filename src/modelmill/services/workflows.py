@@ -523,6 +523,40 @@ def _passes(step: _Step, pieces: list[_Piece], output: Output) -> list[_Piece]:
     return pieces  # SAME, or a base model's embeddings: the classifier after it embeds the same
 
 
+def _matching(step: _Step, item: list[_Piece] | ApiError) -> list[_Piece] | ApiError:
+    """A request input as a first node takes it: skipped when of a kind the node does not read."""
+    if isinstance(item, ApiError) or item[0].kind in step.reads:
+        return item
+    return ApiError(
+        codes.WORKFLOW_NO_MATCHING_INPUT,
+        f"Node '{step.node.id}' reads {_describe(step.reads)} inputs, not {item[0].kind}.",
+    )
+
+
+def _outcome(
+    step: _Step, item: list[_Piece] | ApiError, done: list[tuple[_Piece, Output | ApiError]]
+) -> tuple[Output | ApiError, list[_Piece] | ApiError]:
+    """One input's output of `step` (from its pieces' results), and what the nodes after it read
+    of that input; an error goes on to them."""
+    if isinstance(item, ApiError):
+        return item, item
+    failed = next((r for _, r in done if isinstance(r, ApiError)), None)
+    if failed is not None:
+        error = ApiError(failed.code, f"Node '{step.node.id}': {failed.description}")
+        return error, error
+    outputs = [r for _, r in done if isinstance(r, Output)]
+    if REGIONS in step.content:  # the detector's regions, each with this node's concepts
+        regions = [p.region for p, _ in done if p.region is not None]
+        output = Output(
+            regions=[
+                replace(r, concepts=dict(o.concepts)) for r, o in zip(regions, outputs, strict=True)
+            ]
+        )
+    else:
+        output = outputs[0]
+    return output, _passes(step, item, output)
+
+
 def _request_pieces(env: Env, inputs: list[NewInput]) -> list[list[_Piece] | ApiError]:
     """Each request input read once (a URL fetched once), or why it cannot be read."""
     read: list[list[_Piece] | ApiError] = []
@@ -579,17 +613,10 @@ def run_workflow(
     outcomes: list[list[Output | ApiError]] = []
     for step in steps:
         node = step.node
-        incoming = passed[node.node_inputs[0]] if node.node_inputs else request
-        if not node.node_inputs:
-            incoming = [
-                ApiError(
-                    codes.WORKFLOW_NO_MATCHING_INPUT,
-                    f"Node '{node.id}' reads {_describe(step.reads)} inputs, not {item[0].kind}.",
-                )
-                if not isinstance(item, ApiError) and item[0].kind not in step.reads
-                else item
-                for item in incoming
-            ]
+        if node.node_inputs:
+            incoming = passed[node.node_inputs[0]]
+        else:
+            incoming = [_matching(step, item) for item in request]
         flat = [
             (index, piece)
             for index, item in enumerate(incoming)
@@ -600,33 +627,9 @@ def run_workflow(
         by_input: dict[int, list[tuple[_Piece, Output | ApiError]]] = defaultdict(list)
         for (index, piece), result in zip(flat, results, strict=True):
             by_input[index].append((piece, result))
-        outcome: list[Output | ApiError] = []
-        passing: list[list[_Piece] | ApiError] = []
-        for index, item in enumerate(incoming):
-            done = by_input[index]
-            failed = next((r for _, r in done if isinstance(r, ApiError)), None)
-            if isinstance(item, ApiError) or failed is not None:
-                error = item if isinstance(item, ApiError) else failed
-                assert error is not None
-                if failed is not None:
-                    error = ApiError(failed.code, f"Node '{node.id}': {failed.description}")
-                outcome.append(error)
-                passing.append(error)
-                continue
-            if REGIONS in step.content:  # the regions of a detector, with this node's concepts
-                output = Output(
-                    regions=[
-                        replace(p.region, concepts=dict(r.concepts))  # type: ignore[union-attr]
-                        for p, r in done
-                        if p.region is not None
-                    ]
-                )
-            else:
-                output = done[0][1]  # type: ignore[assignment]
-            outcome.append(output)
-            passing.append(_passes(step, item, output))
-        passed[node.id] = passing
-        outcomes.append(outcome)
+        answers = [_outcome(step, item, by_input[i]) for i, item in enumerate(incoming)]
+        outcomes.append([output for output, _ in answers])
+        passed[node.id] = [passing for _, passing in answers]
     return WorkflowRun(
         workflow,
         [s.node for s in steps],

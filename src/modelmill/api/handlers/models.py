@@ -43,7 +43,11 @@ def GetModel(api, request, principal):  # type: ignore[no-untyped-def]
     except ApiError as error:
         # The base embedding models are models of every app (workflow nodes name them).
         base = workflows.base_embed_model(request.model_id)
-        if error.code != codes.MODEL_DOES_NOT_EXIST or base is None:
+        if (
+            error.code != codes.MODEL_DOES_NOT_EXIST
+            or base is None
+            or (request.version_id not in ("", base.version_id))
+        ):
             raise
         return service.SingleModelResponse(model=convert.base_model(base, scope))
     return service.SingleModelResponse(model=_model(api, scope, row, version))
