@@ -93,6 +93,10 @@ def test_create_get_list_patch_and_delete_a_workflow(api: Api) -> None:
 
     assert_ok(api.DeleteWorkflows(ids=["texts"]))
     assert_status(api.GetWorkflow(workflow_id="texts"), codes.WORKFLOW_DOES_NOT_EXIST, "texts")
+    assert_status(api.DeleteWorkflows(ids=["texts"]), codes.WORKFLOW_DOES_NOT_EXIST, "texts")
+    more = [pb.Workflow(id=f"w{i}", nodes=[node("e", TEXT_MODEL)]) for i in range(2)]
+    assert_ok(api.PostWorkflows(workflows=more))
+    assert_ok(api.DeleteWorkflows(delete_all=True))
     assert workflow_ids(api) == ["Universal"]
 
 
