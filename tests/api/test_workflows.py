@@ -42,16 +42,23 @@ def test_the_default_workflow_embeds_each_input_with_the_base_model_of_its_kind(
     assert base.model_version.status.code == codes.MODEL_TRAINED
     assert default.nodes[1].model.model_version.id == base.model_version.id
 
+    picture = pb.Input(id="p", data=pb.Data(image=pb.Image(base64=png())))
     reply = assert_ok(
-        api.PostWorkflowResults(workflow_id="Universal", inputs=[text_input("t", "a red kite")])
+        api.PostWorkflowResults(
+            workflow_id="Universal", inputs=[text_input("t", "a red kite"), picture]
+        )
     )
-    (result,) = reply.results
-    image_node, text_node = result.outputs
-    assert (image_node.model.id, text_node.model.id) == (IMAGE_MODEL, TEXT_MODEL)
-    assert_status(image_node.status, codes.WORKFLOW_NO_MATCHING_INPUT, "image-embedding", "text")
-    vector = text_node.data.embeddings[0].vector
-    assert text_node.data.embeddings[0].num_dimensions == len(vector) == 384
-    assert math.isclose(sum(v * v for v in vector), 1.0, rel_tol=1e-4)
+    text, image = reply.results
+    assert [(o.id, o.model.id) for o in text.outputs] == [
+        ("image-embedding", IMAGE_MODEL),
+        ("text-embedding", TEXT_MODEL),
+    ]
+    assert_status(text.outputs[0].status, codes.WORKFLOW_NO_MATCHING_INPUT, "image-embedding")
+    assert_status(image.outputs[1].status, codes.WORKFLOW_NO_MATCHING_INPUT, "text-embedding")
+    for output, dimensions in ((text.outputs[1], 384), (image.outputs[0], 1280)):
+        vector = output.data.embeddings[0].vector
+        assert output.data.embeddings[0].num_dimensions == len(vector) == dimensions
+        assert math.isclose(sum(v * v for v in vector), 1.0, rel_tol=1e-4)
 
     assert_status(
         api.DeleteWorkflows(ids=["Universal"]), codes.WORKFLOW_PERMISSION_DENIED, "upload"

@@ -136,7 +136,7 @@ def _reads(model: Model, version: ModelVersion) -> frozenset[str]:
     if template is None or "base_embed_model" not in template.Params.model_fields:
         return frozenset(kinds)
     # It classifies a base model's embeddings, so it may follow that base model's node.
-    chosen = (version.input_info.get("base_embed_model") or {}).get("id")
+    chosen = ((version.input_info or {}).get("base_embed_model") or {}).get("id")
     embedders = {chosen} if chosen else {default_embedder(k).id for k in kinds}  # type: ignore[arg-type]
     return frozenset(kinds | {EMBEDDINGS + e for e in embedders})
 
