@@ -39,8 +39,17 @@ RPCS = [
     "PostModelOutputs",
     "PostModelVersionsTrainingTimeEstimate",
     "DeleteInputs",
+    "PostWorkflows",
+    "PatchWorkflows",
+    "PostWorkflowResults",
 ]
-PATH_VALUES = {"user_id": USER, "app_id": "", "dataset_id": DATASET, "model_id": MODEL}
+PATH_VALUES = {
+    "user_id": USER,
+    "app_id": "",
+    "dataset_id": DATASET,
+    "model_id": MODEL,
+    "workflow_id": "Universal",  # every app's default workflow: the base embedding models
+}
 
 
 def route_of(rpc: str, app_id: str) -> tuple[str, str]:
@@ -255,6 +264,33 @@ model = either(
         },
     )
 )
+node_ids = either(st.one_of(st.sampled_from(["a", "b"]), texts))
+workflow_node = either(
+    st.fixed_dictionaries(
+        {"id": node_ids},
+        optional={
+            "model": either(
+                st.fixed_dictionaries(
+                    {
+                        "id": either(
+                            st.sampled_from(["all-minilm-l6-v2", "efficientnet-lite0", MODEL])
+                        )
+                    },
+                    optional={"model_version": either(st.fixed_dictionaries({"id": ids}))},
+                )
+            ),
+            "node_inputs": either(
+                st.lists(st.fixed_dictionaries({"node_id": node_ids}), max_size=2)
+            ),
+        },
+    )
+)
+workflow = either(
+    st.fixed_dictionaries(
+        {"id": ids},
+        optional={"nodes": either(st.lists(workflow_node, max_size=3)), "description": texts},
+    )
+)
 BODIES: dict[str, st.SearchStrategy[Any]] = {
     "PostInputs": st.fixed_dictionaries({"inputs": either(st.lists(an_input, max_size=4))}),
     "PostAnnotations": st.fixed_dictionaries(
@@ -303,6 +339,13 @@ BODIES: dict[str, st.SearchStrategy[Any]] = {
         optional={"estimated_input_count": either(numbers)},
     ),
     "DeleteInputs": st.fixed_dictionaries({"ids": either(st.lists(ids, max_size=3))}),
+    "PostWorkflows": st.fixed_dictionaries({"workflows": either(st.lists(workflow, max_size=2))}),
+    "PatchWorkflows": st.fixed_dictionaries(
+        {"workflows": either(st.lists(workflow, max_size=2)), "action": either(texts)}
+    ),
+    "PostWorkflowResults": st.fixed_dictionaries(
+        {"inputs": either(st.lists(an_input, max_size=3))}, optional={"output_config": any_json}
+    ),
 }
 calls = st.sampled_from(RPCS).flatmap(lambda rpc: st.tuples(st.just(rpc), BODIES[rpc]))
 
@@ -351,6 +394,10 @@ class FuzzedApp:
             ),
             "annotations": len(self.get(f"annotations{pages}").get("annotations", [])),
             "versions": len(self.get(f"models/{MODEL}/versions{pages}").get("model_versions", [])),
+            "workflows": sorted(
+                json.dumps(w, sort_keys=True)
+                for w in self.get(f"workflows{pages}").get("workflows", [])
+            ),
             "dataset_versions": len(
                 self.get(f"datasets/{DATASET}/versions{pages}").get("dataset_versions", [])
             ),

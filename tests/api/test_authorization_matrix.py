@@ -39,6 +39,7 @@ RESOURCE_IDS = {
     "concept_id": "c",
     "dataset_version_id": "dv",
     "model_type_id": "embedding-classifier",
+    "workflow_id": "w",
     # Nothing of these exists: the call is refused (or not) before it is looked up.
     "version_id": "none",
     "model_version_id": "none",
@@ -95,6 +96,8 @@ def fill_app(api: Api) -> None:
             models=[pb.Model(id="m", model_type_id="embedding-classifier")],
         )
     )
+    embed = pb.WorkflowNode(id="embed", model=pb.Model(id="all-minilm-l6-v2"))
+    assert_ok(api.PostWorkflows(workflows=[pb.Workflow(id="w", nodes=[embed])]))
 
 
 def snapshot(server: Server, key: str) -> dict[str, list[str]]:
@@ -108,6 +111,7 @@ def snapshot(server: Server, key: str) -> dict[str, list[str]]:
         "annotations": sorted(
             a.id for a in assert_ok(api.ListAnnotations(per_page=100)).annotations
         ),
+        "workflows": sorted(w.id for w in assert_ok(api.ListWorkflows(per_page=100)).workflows),
         "versions": sorted(
             v.id
             for v in assert_ok(
@@ -223,6 +227,7 @@ def refused_phase(server: Server, keys: Keys) -> Iterator[dict[str, Any]]:
 def test_the_matrix_covers_every_implemented_rpc() -> None:
     assert len(RPCS) >= 50, RPCS
     assert {"PostInputs", "DeleteInputs", "PostModelVersions", "PostModelOutputs"} <= set(RPCS)
+    assert {"PostWorkflows", "DeleteWorkflows", "PostWorkflowResults"} <= set(RPCS)
 
 
 @pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s != "own app"])

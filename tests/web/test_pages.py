@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from modelmill.api.servicer import Servicer
 from modelmill.server import create_app
-from modelmill.services import AppScope, Env, apps, auth, datasets, models, training
+from modelmill.services import AppScope, Env, apps, auth, datasets, models, training, workflows
 from modelmill.services.auth import resolve_app
 from modelmill.services.inputs import NewInput, get_input_with_labels, post_inputs
 from modelmill.settings import Settings
@@ -258,6 +258,22 @@ def test_every_page_renders_with_data(site: Site) -> None:
         or 'class="region"' in grid
     )
     assert "A &lt;b&gt;bold&lt;/b&gt; review" in grid, "texts are escaped"
+
+
+def test_the_workflows_page_shows_each_node_and_what_it_reads(site: Site) -> None:
+    app = site.app("shop")
+    nodes = (workflows.Node("embed", "all-minilm-l6-v2"),)
+    spec = workflows.WorkflowSpec("search", "Text search", nodes)
+    workflows.create_workflows(site.env, app, [spec])
+    site.sign_in()
+
+    page = site.client.get("/apps/shop/workflows")
+
+    assert page.status_code == 200
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.text))
+    assert "Universal (default: runs on upload)" in text
+    assert "search Text search" in text
+    assert "embed all-minilm-l6-v2 text-embedder" in text and "the input" in text
 
 
 def test_missing_things_are_pages_with_words_not_stack_traces(site: Site) -> None:

@@ -14,6 +14,7 @@ from modelmill.services import AppScope, rows
 from modelmill.services.evaluations import light
 from modelmill.services.inputs import NewInput
 from modelmill.services.links import Links
+from modelmill.services.workflows import DEFAULT_WORKFLOW_ID, BaseEmbedModel, WorkflowView
 from modelmill.training.contract import Output
 from modelmill.training.registry import FieldSpec, ModelTypeSpec
 
@@ -82,6 +83,15 @@ def annotation_labels(data: pb.Data) -> dict[str, Any]:
     return result
 
 
+def output_config(config: pb.OutputConfig) -> dict[str, Any]:
+    """The prediction settings of an OutputConfig, as services read them."""
+    return {
+        "min_value": config.min_value,
+        "max_concepts": config.max_concepts,
+        "select_concepts": [c.id for c in config.select_concepts],
+    }
+
+
 def new_input(message: pb.Input) -> NewInput:
     data = message.data
     unsupported = next(
@@ -110,6 +120,7 @@ def app(row: rows.App, user_id: str) -> pb.App:
         name=row.name,
         description=row.description,
         user_id=user_id,
+        default_workflow_id=DEFAULT_WORKFLOW_ID,
         created_at=timestamp(row.created_at),
         modified_at=timestamp(row.modified_at),
     )
@@ -366,4 +377,49 @@ def export(row: rows.Export, links: Links) -> pb.ModelVersionExport:
     )
     if row.blob_key:
         message.url = links.blob(row.blob_key)
+    return message
+
+
+def base_model(base: BaseEmbedModel, scope: AppScope) -> pb.Model:
+    """A base embedding model as GetModel answers it: trained, in every app."""
+    return pb.Model(
+        id=base.id,
+        name=base.id,
+        model_type_id=base.model_type_id,
+        description=f"Base embedding model: {base.dim}-dimension embeddings of {base.input_kind}s",
+        app_id=scope.app_id,
+        user_id=scope.user_id,
+        model_version=pb.ModelVersion(
+            id=base.version_id,
+            status=status(codes.MODEL_TRAINED),
+            app_id=scope.app_id,
+            user_id=scope.user_id,
+        ),
+    )
+
+
+def workflow(view: WorkflowView, scope: AppScope) -> pb.Workflow:
+    message = pb.Workflow(
+        id=view.id,
+        app_id=scope.app_id,
+        user_id=scope.user_id,
+        description=view.description,
+        version=pb.WorkflowVersion(id=view.version_id, workflow_id=view.id),
+        created_at=timestamp(view.created_at),
+        modified_at=timestamp(view.modified_at),
+    )
+    for node in view.nodes:
+        message.nodes.append(
+            pb.WorkflowNode(
+                id=node.id,
+                model=pb.Model(
+                    id=node.model_id,
+                    model_type_id=node.model_type_id,
+                    app_id=scope.app_id,
+                    user_id=scope.user_id,
+                    model_version=pb.ModelVersion(id=node.version_id),
+                ),
+                node_inputs=[pb.NodeInput(node_id=i) for i in node.node_inputs],
+            )
+        )
     return message

@@ -18,6 +18,7 @@ from modelmill.api.handlers import (
     models,
     searches,
     training,
+    workflows,
 )
 from modelmill.services import AppScope, Env, auth
 from modelmill.services.links import Links
@@ -40,6 +41,7 @@ HANDLER_MODULES = [
     training,
     estimates,
     searches,
+    workflows,
 ]
 
 

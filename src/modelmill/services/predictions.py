@@ -79,6 +79,32 @@ def input_kinds(version: ModelVersion) -> set[str]:
     return set((version.input_info or {}).get("fields_map") or {})
 
 
+def read_inputs(
+    env: Env, inputs: list[NewInput], kinds: set[str], reader: str
+) -> list[Example | ApiError]:
+    """Each input as an Example, or the error that makes it unreadable; `kinds` (when not
+    empty) are the kinds of input `reader` takes."""
+    read: list[Example | ApiError] = []
+    for spec in inputs:
+        try:
+            checked = check_input(spec, env.settings)
+            kind = "image" if checked.image is not None else "text"
+            if kinds and kind not in kinds:
+                # A text embedder would embed an image's repr; an image embedder would crash.
+                raise ApiError(
+                    codes.INPUT_UNSUPPORTED_FORMAT,
+                    f"{reader} reads {' and '.join(sorted(kinds))} inputs, not {kind} inputs.",
+                )
+            read.append(
+                image_example(spec.id, checked.image)
+                if checked.image is not None
+                else text_example(spec.id, checked.text or "")
+            )
+        except ApiError as error:
+            read.append(error)
+    return read
+
+
 def predict(
     env: Env,
     cache: PredictorCache,
@@ -100,29 +126,10 @@ def predict(
         )
     model, version = trained_version(env, app, model_id, version_id)
     predictor = cache.get(model, version)
-    kinds = input_kinds(version)
-    examples: list[Example | None] = []
-    errors: dict[int, ApiError] = {}
-    for index, spec in enumerate(inputs):
-        try:
-            checked = check_input(spec, env.settings)
-            kind = "image" if checked.image is not None else "text"
-            if kinds and kind not in kinds:
-                # A text embedder would embed an image's repr; an image embedder would crash.
-                raise ApiError(
-                    codes.INPUT_UNSUPPORTED_FORMAT,
-                    f"Version '{version.id}' of model '{model_id}' reads "
-                    f"{' and '.join(sorted(kinds))} inputs, not {kind} inputs.",
-                )
-            examples.append(
-                image_example(spec.id, checked.image)
-                if checked.image is not None
-                else text_example(spec.id, checked.text or "")
-            )
-        except ApiError as error:
-            errors[index] = error
-            examples.append(None)
-    good = [e for e in examples if e is not None]
+    read = read_inputs(
+        env, inputs, input_kinds(version), f"Version '{version.id}' of model '{model_id}'"
+    )
+    good = [r for r in read if not isinstance(r, ApiError)]
     try:
         outputs = iter(
             predictor.predict(good, inference_params(version, output_config, params))
@@ -131,8 +138,4 @@ def predict(
         )
     except DataError as error:  # an inference setting this predictor cannot take
         raise ApiError(error.code, error.description) from None
-    return (
-        model,
-        version,
-        [errors[i] if e is None else next(outputs) for i, e in enumerate(examples)],
-    )
+    return model, version, [r if isinstance(r, ApiError) else next(outputs) for r in read]

@@ -288,3 +288,20 @@ class TrainingRun(Base):
         ForeignKey("model_versions.pk", ondelete="SET NULL"), default=None
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Workflow(Base):
+    """A graph of model versions (Clarifai's Workflow): `nodes` is a list of
+    {"id", "model": {"id", "model_version": {"id"}}, "node_inputs": [{"node_id"}]} in graph
+    order, each version pinned when the workflow was saved."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (UniqueConstraint("app_pk", "id"),)
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    app_pk: Mapped[int] = mapped_column(ForeignKey("apps.pk", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(ID)
+    version_id: Mapped[str] = mapped_column(ID)  # a new one each time the nodes change
+    description: Mapped[str] = mapped_column(Text, default="")
+    nodes: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

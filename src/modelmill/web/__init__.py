@@ -14,11 +14,11 @@ from modelmill.services import Env
 from modelmill.services.links import Links
 from modelmill.services.predictions import PredictorCache
 from modelmill.web.core import WebContext, WebRoute
-from modelmill.web.pages import apps, auth, datasets, inputs, models, versions
+from modelmill.web.pages import apps, auth, datasets, inputs, models, versions, workflows
 from modelmill.web.rendering import STATIC_DIR, STATIC_PREFIX, create_templates
 
 # models before versions: /versions/new must match before /versions/{version_id}.
-PAGES = [auth, apps, inputs, datasets, models, versions]
+PAGES = [auth, apps, inputs, datasets, models, versions, workflows]
 
 __all__ = ["mount_web"]
 

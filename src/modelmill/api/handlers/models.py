@@ -9,7 +9,7 @@ from clarifai_grpc.grpc.api.status import status_pb2
 from modelmill.api import convert
 from modelmill.api.rpc import rpc
 from modelmill.domain.errors import ApiError
-from modelmill.services import models
+from modelmill.services import models, workflows
 from modelmill.training.registry import model_type_specs
 
 
@@ -38,7 +38,18 @@ def PostModels(api, request, principal):  # type: ignore[no-untyped-def]
 @rpc
 def GetModel(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
-    row, version = models.get_model(api.env, scope, request.model_id, request.version_id)
+    try:
+        row, version = models.get_model(api.env, scope, request.model_id, request.version_id)
+    except ApiError as error:
+        # The base embedding models are models of every app (workflow nodes name them).
+        base = workflows.base_embed_model(request.model_id)
+        if (
+            error.code != codes.MODEL_DOES_NOT_EXIST
+            or base is None
+            or (request.version_id not in ("", base.version_id))
+        ):
+            raise
+        return service.SingleModelResponse(model=convert.base_model(base, scope))
     return service.SingleModelResponse(model=_model(api, scope, row, version))
 
 

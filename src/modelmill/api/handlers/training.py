@@ -17,21 +17,15 @@ def _struct(message, field: str) -> dict:  # type: ignore[no-untyped-def]
     return json_format.MessageToDict(getattr(message, field)) if message.HasField(field) else {}
 
 
-def _output_config(config: pb.OutputConfig) -> dict:
-    return {
-        "min_value": config.min_value,
-        "max_concepts": config.max_concepts,
-        "select_concepts": [c.id for c in config.select_concepts],
-    }
-
-
 def _inference_settings(model: pb.Model) -> tuple[dict, dict]:
     """The request's output_config and params from `model.output_info` and, where the SDK puts
     them, `model.model_version.output_info`; for each setting the version's wins, as on Clarifai."""
     output_config: dict = {}
     params: dict = {}
     for info in (model.output_info, model.model_version.output_info):
-        output_config.update({k: v for k, v in _output_config(info.output_config).items() if v})
+        output_config.update(
+            {k: v for k, v in convert.output_config(info.output_config).items() if v}
+        )
         params.update(_struct(info, "params"))
     return output_config, params
 
@@ -44,7 +38,7 @@ def PostModelVersions(api, request, principal):  # type: ignore[no-untyped-def]
     version = request.model_versions[0]
     output_info, train_info = version.output_info, version.train_info
     inference = {
-        **{k: v for k, v in _output_config(output_info.output_config).items() if v},
+        **{k: v for k, v in convert.output_config(output_info.output_config).items() if v},
         **_struct(output_info, "params"),
     }
     output_config = (
