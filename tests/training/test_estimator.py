@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from modelmill.jobs.train import _Progress
 from modelmill.services import Env
 from modelmill.services.estimates import (
+    JobTimes,
     cost_model,
     display_cost,
     display_duration,
@@ -326,38 +327,62 @@ def test_finished_trainings_refit_the_coefficients(env: Env) -> None:
     assert after.seconds(workload) > 1.3 * before.seconds(workload)  # most of the way to 2×
 
 
-def test_a_finished_job_records_its_time(env: Env, tmp_path: Path) -> None:
-    job = Job(kind="train", attempts=1, started_at=utcnow() - timedelta(seconds=90))
+def _times(total_s: float, queued_s: float = 5.0, embed_s: float = 0.0, embedded: int = 0):
+    """A job's times, ending now: queued, then 10 s of start-up, the runner, 2 s of saving."""
+    now = utcnow()
+    created = now - timedelta(seconds=total_s)
+    claimed = created + timedelta(seconds=queued_s)
+    runner_started = claimed + timedelta(seconds=10)
+    runner_ended = now - timedelta(seconds=2)
+    return JobTimes(created, claimed, runner_started, runner_ended, now, embed_s, embedded)
+
+
+def test_a_finished_job_records_its_time_and_its_whole_wait(env: Env) -> None:
+    job = Job(kind="train", attempts=1)
     snapshot = [{"kind": "image", "width": 1000, "height": 500, "text": None}] * 30
     params = EMBEDDING_CLASSIFIER.Params()
 
-    took = record_training(env, job, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", None)
-    assert took is not None and 90 <= took < 120
-    resumed = Job(kind="train", attempts=2, started_at=utcnow() - timedelta(seconds=90))
+    wait = record_training(
+        env,
+        job,
+        EMBEDDING_CLASSIFIER,
+        params,
+        snapshot,
+        "cpu",
+        None,
+        _times(107, embed_s=9, embedded=30),
+    )
+    assert wait is not None and wait.total_s == pytest.approx(107)
+    assert (wait.queued_s, wait.start_s, wait.save_s) == pytest.approx((5, 10, 2))
+    assert (wait.embed_s, wait.embedded, wait.embedding_inputs) == (9, 30, 30)
+    resumed = Job(kind="train", attempts=2)
     assert (
-        record_training(env, resumed, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", None) is None
+        record_training(
+            env, resumed, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", None, _times(90)
+        )
+        is None
     )
 
     with env.db.session() as session:
-        rows = session.query(TrainingRun).all()
-    assert len(rows) == 1, "a job that ran twice is not one training's time"
-    run = Run.from_json(rows[0].run)
-    assert run.source == "training" and 90 <= run.seconds < 120
+        rows = {row.source: row for row in session.query(TrainingRun).all()}
+    assert set(rows) == {"training", "wait"}, "a job that ran twice is not one training's time"
+    run = Run.from_json(rows["training"].run)
+    assert run.source == "training" and run.seconds == pytest.approx(90), "the runner's time"
     assert (run.workload.num_inputs, run.workload.source_units) == (30, 0.5)
     assert run.peak_memory_bytes and run.peak_memory_bytes > 10_000_000
 
 
 def test_a_finished_job_records_the_epochs_it_ran(env: Env) -> None:
     """Early stopping ends some trainings sooner: the time is for the epochs that ran."""
-    job = Job(kind="train", attempts=1, started_at=utcnow() - timedelta(seconds=60))
+    job = Job(kind="train", attempts=1)
     snapshot = [{"kind": "image", "width": 64, "height": 64, "text": None}] * 10
     params = LITE0.Params(num_epochs=15)
 
-    record_training(env, job, LITE0, params, snapshot, "cpu", epochs_run=3)
+    record_training(env, job, LITE0, params, snapshot, "cpu", 3, _times(60))
 
     with env.db.session() as session:
-        (row,) = session.query(TrainingRun).all()
-    assert Run.from_json(row.run).workload.num_epochs == 3
+        rows = session.query(TrainingRun).all()
+    assert [Run.from_json(r.run).workload.num_epochs for r in rows if r.source == "training"] == [3]
 
 
 def test_trial_timing_waits_for_a_quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
