@@ -32,7 +32,7 @@ from modelmill.services.estimates import (
     round_down_15,
 )
 from modelmill.settings import Settings
-from modelmill.store.tables import Job, TrainingRun, utcnow
+from modelmill.store.tables import Embedding, Job, TrainingRun, utcnow
 from modelmill.training.calibrate import calibrate
 from modelmill.training.contract import (
     Hardware,
@@ -43,11 +43,20 @@ from modelmill.training.contract import (
 )
 from modelmill.training.estimator import (
     CALIBRATION_DIR,
+    DEFAULT_SAVE_S,
+    DEFAULT_START_S,
+    EMBED,
+    EPOCHS,
+    SAVE,
+    START,
     TIME_TERMS,
     DataStats,
+    JobCosts,
     Run,
+    Wait,
     Workload,
     fit,
+    fit_job_costs,
     leave_one_out,
     shipped_runs,
     workload_of,
@@ -434,3 +443,82 @@ def test_progress_has_an_eta_from_the_estimate_before_any_progress(
         unestimated(0.0, stage="embedding")
     state = caplog.records[-1].args  # logging keeps a lone dict argument as the args
     assert "eta_s" not in state and "estimated_s" not in state
+
+
+# ---- the whole wait ----------------------------------------------------------------------------
+
+
+def test_the_estimate_is_the_whole_wait_in_parts(env: Env) -> None:
+    params = LITE0.Params(num_epochs=3, image_size=64, batch_size=16)
+    stats = DataStats(400, "image", mean_megapixels=0.1)
+    hardware = this_hardware("cpu")
+
+    estimate = estimate_workload(env, LITE0, "image", params, stats, hardware)
+
+    model = cost_model(env, LITE0, "image", hardware)
+    assert model is not None
+    training_only = model.seconds(workload_of(params.model_dump(mode="json"), stats))
+    assert {START, EPOCHS, SAVE} <= set(estimate.parts) and EMBED not in estimate.parts
+    assert sum(estimate.parts.values()) == pytest.approx(estimate.seconds, abs=1.5)
+    assert estimate.seconds >= training_only + DEFAULT_START_S, "the job's start-up counts"
+    assert "early stopping can end training sooner" in estimate.basis
+
+
+def test_cached_embeddings_are_not_estimated_again(env: Env) -> None:
+    from modelmill.services.embeddings import _tag
+
+    snapshot = [
+        {"kind": "image", "width": 320, "height": 240, "text": None, "blob_key": f"blob-{i}"}
+        for i in range(40)
+    ]
+    params = EMBEDDING_CLASSIFIER.Params()
+    cold = estimate_job(env, EMBEDDING_CLASSIFIER, params, snapshot)
+    tag = _tag("efficientnet-lite0")
+    with env.db.session() as session:
+        for item in snapshot[:30]:
+            session.add(Embedding(content_key=item["blob_key"], embedder=tag, vector=b"\0" * 8))
+
+    warm = estimate_job(env, EMBEDDING_CLASSIFIER, params, snapshot)
+
+    assert cold.parts[EMBED] > 0 and "0 of 40 inputs' embeddings cached" in cold.basis
+    assert warm.parts[EMBED] == pytest.approx(cold.parts[EMBED] / 4, abs=0.1)
+    assert warm.seconds < cold.seconds and "30 of 40" in warm.basis
+    with env.db.session() as session:
+        for item in snapshot[30:]:
+            session.add(Embedding(content_key=item["blob_key"], embedder=tag, vector=b"\0" * 8))
+    assert EMBED not in estimate_job(env, EMBEDDING_CLASSIFIER, params, snapshot).parts
+
+
+def test_the_jobs_own_start_up_follows_finished_trainings(env: Env) -> None:
+    """Trainings here start slowly (a slow disk, a big dataset to read): the start-up part and
+    the whole estimate follow their click-to-trained times, not the calibration's runner."""
+    params = LITE0.Params(num_epochs=3, image_size=64, batch_size=16)
+    snapshot = [{"kind": "image", "width": 64, "height": 64, "text": None}] * 50
+    before = estimate_job(env, LITE0, params, snapshot, "cpu")
+    runner_s = before.seconds - DEFAULT_START_S - DEFAULT_SAVE_S
+    for _ in range(3):
+        now = utcnow()
+        times = JobTimes(
+            created=now - timedelta(seconds=runner_s + 52),
+            claimed=now - timedelta(seconds=runner_s + 50),
+            runner_started=now - timedelta(seconds=runner_s + 2),
+            runner_ended=now - timedelta(seconds=2),
+            trained=now,
+        )
+        record_training(
+            env, Job(kind="train", attempts=1), LITE0, params, snapshot, "cpu", 3, times
+        )
+
+    after = estimate_job(env, LITE0, params, snapshot, "cpu")
+
+    assert after.parts[START] > 30 and after.seconds > before.seconds + 30
+    assert "from 3 finished trainings here" in after.basis
+
+
+def test_job_costs_before_any_training_are_the_defaults() -> None:
+    assert fit_job_costs([], None) == JobCosts(DEFAULT_START_S, DEFAULT_SAVE_S, None, 0)
+    wait = Wait(
+        Workload("image", 10), queued_s=3, start_s=8, train_s=20, save_s=2, embed_s=5, embedded=10
+    )
+    costs = fit_job_costs([wait], None)  # no calibration: the runner's own time
+    assert (costs.start_s, costs.save_s, costs.embed_s_per_input) == pytest.approx((8, 2, 0.5))
