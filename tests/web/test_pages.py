@@ -394,6 +394,10 @@ def test_estimate_is_rounded_to_15_minute_steps_with_its_cost(site: Site) -> Non
     assert "Estimated training time" in reply.text
     assert "under 15 min" in reply.text and re.search(r"\$\d+\.\d\d", reply.text)
     assert "For 4 inputs" in reply.text
+    # The whole wait in parts (the job's start-up first), and what the embedding cache holds.
+    assert "start-up: job process" in reply.text
+    assert "from Train to trained, on an idle server" in reply.text
+    assert "0 of 4 inputs&#39; embeddings cached" in reply.text
 
 
 # ---- a deep fine-tuning template: the form comes from its Params --------------------------------
