@@ -218,7 +218,9 @@ def run_row(row: Row, seed: int) -> dict[str, Any]:
             inputs = []
             for index in range(start, min(start + UPLOAD_BATCH, row.inputs)):
                 image, concept = jpeg(index, rng)
-                data = pb.Data(image=pb.Image(base64=image), concepts=[pb.Concept(id=concept, value=1)])
+                data = pb.Data(
+                    image=pb.Image(base64=image), concepts=[pb.Concept(id=concept, value=1)]
+                )
                 inputs.append(pb.Input(id=f"i{index}", data=data, dataset_ids=["d"]))
             server.call("PostInputs", service.PostInputsRequest(inputs=inputs))
         server.call(

@@ -47,7 +47,6 @@ from modelmill.training.estimator import (
     DEFAULT_START_S,
     EMBED,
     EPOCHS,
-    SAVE,
     START,
     TIME_TERMS,
     DataStats,
@@ -458,7 +457,7 @@ def test_the_estimate_is_the_whole_wait_in_parts(env: Env) -> None:
     model = cost_model(env, LITE0, "image", hardware)
     assert model is not None
     training_only = model.seconds(workload_of(params.model_dump(mode="json"), stats))
-    assert {START, EPOCHS, SAVE} <= set(estimate.parts) and EMBED not in estimate.parts
+    assert {START, EPOCHS} <= set(estimate.parts) and EMBED not in estimate.parts
     assert sum(estimate.parts.values()) == pytest.approx(estimate.seconds, abs=1.5)
     assert estimate.seconds >= training_only + DEFAULT_START_S, "the job's start-up counts"
     assert "early stopping can end training sooner" in estimate.basis

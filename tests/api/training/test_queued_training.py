@@ -18,7 +18,7 @@ from api.training.support import (
     start_training,
     upload,
 )
-from modelmill.training.estimator import EPOCHS, SAVE
+from modelmill.training.estimator import EPOCHS
 from modelmill.training.estimator import START as STARTUP
 
 
@@ -79,7 +79,7 @@ def test_a_queued_version_shows_its_wait_in_parts_and_when_it_should_start(bare:
 
     assert first["jobs_ahead"] == 0 and first["starts_in_s"] == 0, "an idle server starts at once"
     parts = first["estimate_parts"]
-    assert {STARTUP, EPOCHS, SAVE} <= set(parts)
+    assert {STARTUP, EPOCHS} <= set(parts)
     assert sum(parts.values()) == pytest.approx(first["estimated_s"], abs=2)
     # One worker (none here: counted as one), one training ahead: it starts when that one ends.
     assert second["jobs_ahead"] == 1
