@@ -91,8 +91,9 @@ __all__ = [
     "estimate_job",
     "estimate_training",
     "estimate_workload",
-    "queue_ahead",
+    "JobTimes",
     "estimate_queued_version",
+    "queue_ahead",
     "record_runs",
     "record_training",
     "round_down_15",
@@ -112,7 +113,7 @@ class Estimate:
     memory: str = ""  # "peak RAM 1.2 GB" (and GPU memory on a GPU), "" when unknown
     basis: str = ""  # how the figure was made, for a person
     # Seconds of each part of the wait on an idle server (estimator.PARTS without the queue),
-    # those of a second or more; `seconds` is their sum.
+    # those of PART_SHOWN_S or more; `seconds` is the sum of all of them.
     parts: dict[str, float] = field(default_factory=dict)
     jobs_ahead: int = 0  # trainings queued or running ahead of this one
     starts_in_s: float = 0.0  # when a worker should take it, from the estimates of those
