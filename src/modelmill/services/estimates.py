@@ -18,7 +18,7 @@ from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from modelmill.domain.errors import ApiError
@@ -679,10 +679,11 @@ def _job_seconds(env: Env, job: Job) -> float:
 
 
 def estimate_queued_version(env: Env, version: ModelVersion) -> ModelVersion:
-    """The version just queued, its progress holding the estimate of its training in parts and
-    when a worker should take it (`starts_in_s`, `expected_start_at`, `jobs_ahead`): what
-    GetModelVersion and the version's page show before the training starts. An estimate is
-    advice: when it cannot be made, the version is returned as it was."""
+    """The version just queued (a detached row), its progress holding the estimate of its
+    training in parts and when a worker should take it (`starts_in_s`, `expected_start_at`,
+    `jobs_ahead`): what PostModelVersions answers, and GetModelVersion and the version's page
+    show until the training starts. An estimate is advice: when it cannot be made, the
+    version is returned as it was."""
     try:
         with env.db.session() as session:
             job = session.scalars(
@@ -696,16 +697,19 @@ def estimate_queued_version(env: Env, version: ModelVersion) -> ModelVersion:
     except Exception:
         log.warning("no estimate of version %s", version.id, exc_info=True)
         return version
-    with env.db.session() as session:
-        row = session.get(ModelVersion, version.pk)
-        if row is None or row.status_code != version.status_code:
-            return version  # a worker took it already (its progress says more) or it is gone
-        row.progress = {
-            **row.progress,
-            "estimated_s": estimate.seconds,
-            "estimate_parts": estimate.parts,
-            "jobs_ahead": jobs_ahead,
-            "starts_in_s": starts_in_s,
-            "expected_start_at": (utcnow() + timedelta(seconds=starts_in_s)).isoformat(),
-        }
-        return row
+    progress = {
+        **version.progress,
+        "estimated_s": estimate.seconds,
+        "estimate_parts": estimate.parts,
+        "jobs_ahead": jobs_ahead,
+        "starts_in_s": starts_in_s,
+        "expected_start_at": (utcnow() + timedelta(seconds=starts_in_s)).isoformat(),
+    }
+    with env.db.session() as session:  # unless a worker took it already: its progress says more
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.pk == version.pk, ModelVersion.status_code == version.status_code)
+            .values(progress=progress)
+        )
+    version.progress = progress  # the answer to PostModelVersions says it either way
+    return version
