@@ -19,11 +19,12 @@ from pydantic import BaseModel, Field
 
 from modelmill.api.servicer import Servicer
 from modelmill.server import create_app
-from modelmill.services import AppScope, Env, apps, auth, datasets, models, training
+from modelmill.services import AppScope, Env, apps, auth, datasets, estimates, models, training
 from modelmill.services.auth import resolve_app
 from modelmill.services.inputs import NewInput, post_inputs
 from modelmill.settings import Settings
 from modelmill.training import registry
+from modelmill.web import rendering
 from modelmill.web import session as sessions
 from web.helpers import COLOURS, png
 
@@ -607,3 +608,25 @@ def test_a_training_version_shows_progress_and_time_left(site: Site) -> None:
         row.progress = {**row.progress, "percent": 100.0, "elapsed_s": 110.0}
     page = site.client.get(f"/apps/shop/models/colours/versions/{version.id}").text
     assert "after 1 min 50 s of training (estimated 1 min 40 s)" in page
+
+
+def test_a_version_queued_behind_another_says_when_it_should_start(site: Site) -> None:
+    app = site.app("queue")
+    labelled_images(site.env, app, per_concept=2)
+    models.create_model(site.env, app, "colours", "embedding-classifier")
+    request = training.TrainRequest(concepts=["red", "blue"])
+    first = estimates.estimate_queued_version(
+        site.env, training.create_version(site.env, app, "colours", request)[1]
+    )
+    second = estimates.estimate_queued_version(
+        site.env, training.create_version(site.env, app, "colours", request)[1]
+    )
+    site.sign_in()
+
+    page = site.client.get(f"/apps/queue/models/colours/versions/{second.id}").text
+
+    assert second.progress["starts_in_s"] == first.progress["estimated_s"] > 0
+    shown = rendering.duration(second.progress["starts_in_s"])
+    assert f"1 training ahead: a worker should take it in about <strong>{shown}</strong>" in page
+    first_page = site.client.get(f"/apps/queue/models/colours/versions/{first.id}").text
+    assert "ahead" not in first_page
