@@ -438,7 +438,7 @@ TERM_PARTS = {
 }
 # Until finished trainings here say otherwise: the job's own start-up (spawning its process,
 # imports, opening the database, reading the frozen dataset) and its end (artifacts to the blob
-# store, the version's status): 5.2-8.0 s and under 0.2 s on the 2-core CI machine at load 6-11
+# store, the version's status): 3.2-8.0 s and under 0.2 s on the 2-core CI machine at load 5-11
 # (bench/RESULTS.md, "The whole wait").
 DEFAULT_START_S = 6.0
 DEFAULT_SAVE_S = 0.2
