@@ -17,7 +17,10 @@ def queued(progress: dict[str, object]) -> pb.ModelVersion:
 def test_the_estimate_is_printed_in_parts_with_the_queue_ahead() -> None:
     progress = {
         "estimated_s": 47,
-        "estimate_parts": {"start-up: job process, imports, data, model": 6.5, "evaluation": 40.5},
+        "estimate_parts": [
+            ["start-up: job process, imports, data, model", 6.5],
+            ["evaluation", 40.5],
+        ],
         "jobs_ahead": 2,
         "starts_in_s": 95.0,
     }
@@ -31,5 +34,5 @@ def test_the_estimate_is_printed_in_parts_with_the_queue_ahead() -> None:
 
 def test_nothing_is_printed_without_an_estimate_or_a_queue() -> None:
     assert estimate_lines(queued({"percent": 0.0})) == []
-    idle = estimate_lines(queued({"estimated_s": 10, "estimate_parts": {}, "starts_in_s": 0}))
+    idle = estimate_lines(queued({"estimated_s": 10, "estimate_parts": [], "starts_in_s": 0}))
     assert idle == ["Estimated 10 s from Train to trained on an idle server:"]

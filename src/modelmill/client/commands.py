@@ -176,10 +176,7 @@ def estimate_lines(version: pb.ModelVersion) -> list[str]:
     if not progress.get("estimated_s"):
         return []
     lines = [f"Estimated {int(progress['estimated_s'])} s from Train to trained on an idle server:"]
-    lines += [
-        f"  {seconds:8.0f} s  {part}"
-        for part, seconds in progress.get("estimate_parts", {}).items()
-    ]
+    lines += [f"  {seconds:8.0f} s  {part}" for part, seconds in progress.get("estimate_parts", [])]
     if progress.get("starts_in_s"):
         lines.append(
             f"{int(progress['jobs_ahead'])} trainings ahead: a worker should take it in about "

@@ -680,10 +680,11 @@ def _job_seconds(env: Env, job: Job) -> float:
 
 def estimate_queued_version(env: Env, version: ModelVersion) -> ModelVersion:
     """The version just queued (a detached row), its progress holding the estimate of its
-    training in parts and when a worker should take it (`starts_in_s`, `expected_start_at`,
-    `jobs_ahead`): what PostModelVersions answers, and GetModelVersion and the version's page
-    show until the training starts. An estimate is advice: when it cannot be made, the
-    version is returned as it was."""
+    training in parts (`estimate_parts`: [part, seconds] pairs, in the order they happen) and
+    when a worker should take it (`starts_in_s`, `expected_start_at`, `jobs_ahead`): what
+    PostModelVersions answers, and GetModelVersion and the version's page show until the
+    training starts. An estimate is advice: when it cannot be made, the version is returned as
+    it was."""
     try:
         with env.db.session() as session:
             job = session.scalars(
@@ -700,7 +701,7 @@ def estimate_queued_version(env: Env, version: ModelVersion) -> ModelVersion:
     progress = {
         **version.progress,
         "estimated_s": estimate.seconds,
-        "estimate_parts": estimate.parts,
+        "estimate_parts": [[part, seconds] for part, seconds in estimate.parts.items()],
         "jobs_ahead": jobs_ahead,
         "starts_in_s": starts_in_s,
         "expected_start_at": (utcnow() + timedelta(seconds=starts_in_s)).isoformat(),

@@ -78,7 +78,7 @@ def test_a_queued_version_shows_its_wait_in_parts_and_when_it_should_start(bare:
     first, second = _progress(first_version), _progress(second_version)
 
     assert first["jobs_ahead"] == 0 and first["starts_in_s"] == 0, "an idle server starts at once"
-    parts = first["estimate_parts"]
+    parts = dict(first["estimate_parts"])
     assert {STARTUP, EPOCHS} <= set(parts)
     assert sum(parts.values()) == pytest.approx(first["estimated_s"], abs=2)
     # One worker (none here: counted as one), one training ahead: it starts when that one ends.
