@@ -112,7 +112,7 @@ class Estimate:
     peak_gpu_memory_bytes: int | None = None  # on a GPU: peak memory torch allocates there
     memory: str = ""  # "peak RAM 1.2 GB" (and GPU memory on a GPU), "" when unknown
     basis: str = ""  # how the figure was made, for a person
-    # Seconds of each part of the wait on an idle server (estimator.PARTS without the queue),
+    # Seconds of each part of the wait on an idle server (estimator.PARTS),
     # those of PART_SHOWN_S or more; `seconds` is the sum of all of them.
     parts: dict[str, float] = field(default_factory=dict)
     jobs_ahead: int = 0  # trainings queued or running ahead of this one

@@ -420,15 +420,15 @@ def calibration_document(
 
 # ---- the whole wait: what a job adds around the calibrated training --------------------------
 
-# The parts of the wait from pressing Train to MODEL_TRAINED, in the order they happen.
-QUEUE = "waiting for a worker"
+# The parts of the wait from a worker taking a training to MODEL_TRAINED, in the order they
+# happen (the queue before it is said apart: it depends on the jobs ahead, not on this one).
 START = "start-up: job process, imports, data, model"
 EMBED = "embedding inputs not cached yet"
 DATA = "reading and decoding inputs"
 EPOCHS = "training, all epochs"
 EVALUATION = "evaluation"
 SAVE = "saving artifacts, checkpoints and results"
-PARTS = (QUEUE, START, EMBED, DATA, EPOCHS, EVALUATION, SAVE)
+PARTS = (START, EMBED, DATA, EPOCHS, EVALUATION, SAVE)
 # Which part of the wait each calibrated term's time falls in (TIME_TERMS' `why`).
 TERM_PARTS = {
     "start-up": START,
@@ -522,12 +522,12 @@ def wait_parts(
     embedding_inputs: int = 0,
     missing: int = 0,
 ) -> dict[str, float]:
-    """Seconds of each part of the whole wait (PARTS, without the queue) of training
+    """Seconds of each part of the whole wait (PARTS) of training
     `workload`: the calibrated model's terms and the job's own start-up and end. For a
     transfer-learning template embedding `embedding_inputs`, of which `missing` are not
     cached: the calibration trials embedded them all (in the per-input terms), so that is
     taken off those, and embedding the missing ones is its own part."""
-    parts = dict.fromkeys(PARTS[1:], 0.0)
+    parts = dict.fromkeys(PARTS, 0.0)
     for term in TIME_TERMS:
         part = TERM_PARTS.get(term.name, EPOCHS)
         parts[part] += model.coefficients.get(term.name, 0.0) * term.value(workload)
