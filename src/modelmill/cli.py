@@ -257,10 +257,12 @@ def estimate(
 ) -> None:
     """How long a training would take on the hardware that trains, rounded to 15-minute steps
     as the web UI shows it, with its cost and peak memory (the API's estimate, without an app)."""
+    from dataclasses import replace
+
     from pydantic import ValidationError
 
     from modelmill.services import Env, calibrations
-    from modelmill.services.estimates import estimate_workload
+    from modelmill.services.estimates import estimate_workload, queue_ahead
     from modelmill.training.estimator import DataStats, input_kinds
 
     settings = _settings(data_dir)
@@ -295,7 +297,13 @@ def estimate(
         console.print(f"[red]{error}[/]")
         raise typer.Exit(2) from None
     stats = DataStats(inputs, chosen, mean_megapixels=megapixels, mean_chars=chars)
-    result = estimate_workload(Env.open(settings), template, chosen, hyper, stats)
+    env = Env.open(settings)
+    jobs_ahead, starts_in_s = queue_ahead(env)
+    result = replace(
+        estimate_workload(env, template, chosen, hyper, stats),
+        jobs_ahead=jobs_ahead,
+        starts_in_s=starts_in_s,
+    )
     memory = f" · {result.memory}" if result.memory else ""
     console.print(
         f"[bold]{result.display}[/] ({result.seconds:,.0f} s) · {result.cost} at "
@@ -307,3 +315,11 @@ def estimate(
         f"on {result.hardware}: {result.basis}.",
         highlight=False,
     )
+    for part, seconds in result.parts.items():
+        console.print(f"  {seconds:8,.0f} s  {part}", highlight=False)
+    if result.starts_in_s:
+        console.print(
+            f"{result.jobs_ahead} trainings ahead: it would start in about "
+            f"{result.starts_in_s:,.0f} s.",
+            highlight=False,
+        )

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from modelmill.jobs.train import _Progress
 from modelmill.services import Env
 from modelmill.services.estimates import (
+    JobTimes,
     cost_model,
     display_cost,
     display_duration,
@@ -31,7 +32,7 @@ from modelmill.services.estimates import (
     round_down_15,
 )
 from modelmill.settings import Settings
-from modelmill.store.tables import Job, TrainingRun, utcnow
+from modelmill.store.tables import Embedding, Job, TrainingRun, utcnow
 from modelmill.training.calibrate import calibrate
 from modelmill.training.contract import (
     Hardware,
@@ -42,11 +43,19 @@ from modelmill.training.contract import (
 )
 from modelmill.training.estimator import (
     CALIBRATION_DIR,
+    DEFAULT_SAVE_S,
+    DEFAULT_START_S,
+    EMBED,
+    EPOCHS,
+    START,
     TIME_TERMS,
     DataStats,
+    JobCosts,
     Run,
+    Wait,
     Workload,
     fit,
+    fit_job_costs,
     leave_one_out,
     shipped_runs,
     workload_of,
@@ -326,38 +335,62 @@ def test_finished_trainings_refit_the_coefficients(env: Env) -> None:
     assert after.seconds(workload) > 1.3 * before.seconds(workload)  # most of the way to 2×
 
 
-def test_a_finished_job_records_its_time(env: Env, tmp_path: Path) -> None:
-    job = Job(kind="train", attempts=1, started_at=utcnow() - timedelta(seconds=90))
+def _times(total_s: float, queued_s: float = 5.0, embed_s: float = 0.0, embedded: int = 0):
+    """A job's times, ending now: queued, then 10 s of start-up, the runner, 2 s of saving."""
+    now = utcnow()
+    created = now - timedelta(seconds=total_s)
+    claimed = created + timedelta(seconds=queued_s)
+    runner_started = claimed + timedelta(seconds=10)
+    runner_ended = now - timedelta(seconds=2)
+    return JobTimes(created, claimed, runner_started, runner_ended, now, embed_s, embedded)
+
+
+def test_a_finished_job_records_its_time_and_its_whole_wait(env: Env) -> None:
+    job = Job(kind="train", attempts=1)
     snapshot = [{"kind": "image", "width": 1000, "height": 500, "text": None}] * 30
     params = EMBEDDING_CLASSIFIER.Params()
 
-    took = record_training(env, job, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", None)
-    assert took is not None and 90 <= took < 120
-    resumed = Job(kind="train", attempts=2, started_at=utcnow() - timedelta(seconds=90))
+    wait = record_training(
+        env,
+        job,
+        EMBEDDING_CLASSIFIER,
+        params,
+        snapshot,
+        "cpu",
+        None,
+        _times(107, embed_s=9, embedded=30),
+    )
+    assert wait is not None and wait.total_s == pytest.approx(107)
+    assert (wait.queued_s, wait.start_s, wait.save_s) == pytest.approx((5, 10, 2))
+    assert (wait.embed_s, wait.embedded, wait.embedding_inputs) == (9, 30, 30)
+    resumed = Job(kind="train", attempts=2)
     assert (
-        record_training(env, resumed, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", None) is None
+        record_training(
+            env, resumed, EMBEDDING_CLASSIFIER, params, snapshot, "cpu", None, _times(90)
+        )
+        is None
     )
 
     with env.db.session() as session:
-        rows = session.query(TrainingRun).all()
-    assert len(rows) == 1, "a job that ran twice is not one training's time"
-    run = Run.from_json(rows[0].run)
-    assert run.source == "training" and 90 <= run.seconds < 120
+        rows = {row.source: row for row in session.query(TrainingRun).all()}
+    assert set(rows) == {"training", "wait"}, "a job that ran twice is not one training's time"
+    run = Run.from_json(rows["training"].run)
+    assert run.source == "training" and run.seconds == pytest.approx(90), "the runner's time"
     assert (run.workload.num_inputs, run.workload.source_units) == (30, 0.5)
     assert run.peak_memory_bytes and run.peak_memory_bytes > 10_000_000
 
 
 def test_a_finished_job_records_the_epochs_it_ran(env: Env) -> None:
     """Early stopping ends some trainings sooner: the time is for the epochs that ran."""
-    job = Job(kind="train", attempts=1, started_at=utcnow() - timedelta(seconds=60))
+    job = Job(kind="train", attempts=1)
     snapshot = [{"kind": "image", "width": 64, "height": 64, "text": None}] * 10
     params = LITE0.Params(num_epochs=15)
 
-    record_training(env, job, LITE0, params, snapshot, "cpu", epochs_run=3)
+    record_training(env, job, LITE0, params, snapshot, "cpu", 3, _times(60))
 
     with env.db.session() as session:
-        (row,) = session.query(TrainingRun).all()
-    assert Run.from_json(row.run).workload.num_epochs == 3
+        rows = session.query(TrainingRun).all()
+    assert [Run.from_json(r.run).workload.num_epochs for r in rows if r.source == "training"] == [3]
 
 
 def test_trial_timing_waits_for_a_quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -409,3 +442,82 @@ def test_progress_has_an_eta_from_the_estimate_before_any_progress(
         unestimated(0.0, stage="embedding")
     state = caplog.records[-1].args  # logging keeps a lone dict argument as the args
     assert "eta_s" not in state and "estimated_s" not in state
+
+
+# ---- the whole wait ----------------------------------------------------------------------------
+
+
+def test_the_estimate_is_the_whole_wait_in_parts(env: Env) -> None:
+    params = LITE0.Params(num_epochs=3, image_size=64, batch_size=16)
+    stats = DataStats(400, "image", mean_megapixels=0.1)
+    hardware = this_hardware("cpu")
+
+    estimate = estimate_workload(env, LITE0, "image", params, stats, hardware)
+
+    model = cost_model(env, LITE0, "image", hardware)
+    assert model is not None
+    training_only = model.seconds(workload_of(params.model_dump(mode="json"), stats))
+    assert {START, EPOCHS} <= set(estimate.parts) and EMBED not in estimate.parts
+    assert sum(estimate.parts.values()) == pytest.approx(estimate.seconds, abs=1.5)
+    assert estimate.seconds >= training_only + DEFAULT_START_S, "the job's start-up counts"
+    assert "early stopping can end training sooner" in estimate.basis
+
+
+def test_cached_embeddings_are_not_estimated_again(env: Env) -> None:
+    from modelmill.services.embeddings import _tag
+
+    snapshot = [
+        {"kind": "image", "width": 320, "height": 240, "text": None, "blob_key": f"blob-{i}"}
+        for i in range(40)
+    ]
+    params = EMBEDDING_CLASSIFIER.Params()
+    cold = estimate_job(env, EMBEDDING_CLASSIFIER, params, snapshot)
+    tag = _tag("efficientnet-lite0")
+    with env.db.session() as session:
+        for item in snapshot[:30]:
+            session.add(Embedding(content_key=item["blob_key"], embedder=tag, vector=b"\0" * 8))
+
+    warm = estimate_job(env, EMBEDDING_CLASSIFIER, params, snapshot)
+
+    assert cold.parts[EMBED] > 0 and "0 of 40 inputs' embeddings cached" in cold.basis
+    assert warm.parts[EMBED] == pytest.approx(cold.parts[EMBED] / 4, abs=0.1)
+    assert warm.seconds < cold.seconds and "30 of 40" in warm.basis
+    with env.db.session() as session:
+        for item in snapshot[30:]:
+            session.add(Embedding(content_key=item["blob_key"], embedder=tag, vector=b"\0" * 8))
+    assert EMBED not in estimate_job(env, EMBEDDING_CLASSIFIER, params, snapshot).parts
+
+
+def test_the_jobs_own_start_up_follows_finished_trainings(env: Env) -> None:
+    """Trainings here start slowly (a slow disk, a big dataset to read): the start-up part and
+    the whole estimate follow their click-to-trained times, not the calibration's runner."""
+    params = LITE0.Params(num_epochs=3, image_size=64, batch_size=16)
+    snapshot = [{"kind": "image", "width": 64, "height": 64, "text": None}] * 50
+    before = estimate_job(env, LITE0, params, snapshot, "cpu")
+    runner_s = before.seconds - DEFAULT_START_S - DEFAULT_SAVE_S
+    for _ in range(3):
+        now = utcnow()
+        times = JobTimes(
+            created=now - timedelta(seconds=runner_s + 52),
+            claimed=now - timedelta(seconds=runner_s + 50),
+            runner_started=now - timedelta(seconds=runner_s + 2),
+            runner_ended=now - timedelta(seconds=2),
+            trained=now,
+        )
+        record_training(
+            env, Job(kind="train", attempts=1), LITE0, params, snapshot, "cpu", 3, times
+        )
+
+    after = estimate_job(env, LITE0, params, snapshot, "cpu")
+
+    assert after.parts[START] > 30 and after.seconds > before.seconds + 30
+    assert "from 3 finished trainings here" in after.basis
+
+
+def test_job_costs_before_any_training_are_the_defaults() -> None:
+    assert fit_job_costs([], None) == JobCosts(DEFAULT_START_S, DEFAULT_SAVE_S, None, 0)
+    wait = Wait(
+        Workload("image", 10), queued_s=3, start_s=8, train_s=20, save_s=2, embed_s=5, embedded=10
+    )
+    costs = fit_job_costs([wait], None)  # no calibration: the runner's own time
+    assert (costs.start_s, costs.save_s, costs.embed_s_per_input) == pytest.approx((8, 2, 0.5))

@@ -24,11 +24,22 @@ from pydantic import BaseModel, Field
 
 from modelmill.api.servicer import Servicer
 from modelmill.server import create_app
-from modelmill.services import AppScope, Env, apps, auth, datasets, models, training, workflows
+from modelmill.services import (
+    AppScope,
+    Env,
+    apps,
+    auth,
+    datasets,
+    estimates,
+    models,
+    training,
+    workflows,
+)
 from modelmill.services.auth import resolve_app
 from modelmill.services.inputs import NewInput, get_input_with_labels, post_inputs
 from modelmill.settings import Settings
 from modelmill.training import registry
+from modelmill.web import rendering
 from modelmill.web import session as sessions
 from web.helpers import COLOURS, png, yolo_zip
 
@@ -458,6 +469,10 @@ def test_estimate_is_rounded_to_15_minute_steps_with_its_cost(site: Site) -> Non
     assert "Estimated training time" in reply.text
     assert "under 15 min" in reply.text and re.search(r"\$\d+\.\d\d", reply.text)
     assert "For 4 inputs" in reply.text
+    # The whole wait in parts (the job's start-up first), and what the embedding cache holds.
+    assert "start-up: job process" in reply.text
+    assert "from Train to trained, on an idle server" in reply.text
+    assert "0 of 4 inputs&#39; embeddings cached" in reply.text
 
 
 # ---- a deep fine-tuning template: the form comes from its Params --------------------------------
@@ -693,3 +708,25 @@ def test_the_settings_form_offers_the_apps_trained_embedders(site: Site) -> None
     assert '<option value="efficientnet-lite0"' in page
     assert '<option value="emb@mine"' in page
     assert "theirs" not in page and "untrained-emb" not in page
+
+
+def test_a_version_queued_behind_another_says_when_it_should_start(site: Site) -> None:
+    app = site.app("queue")
+    labelled_images(site.env, app, per_concept=2)
+    models.create_model(site.env, app, "colours", "embedding-classifier")
+    request = training.TrainRequest(concepts=["red", "blue"])
+    first = estimates.estimate_queued_version(
+        site.env, training.create_version(site.env, app, "colours", request)[1]
+    )
+    second = estimates.estimate_queued_version(
+        site.env, training.create_version(site.env, app, "colours", request)[1]
+    )
+    site.sign_in()
+
+    page = site.client.get(f"/apps/queue/models/colours/versions/{second.id}").text
+
+    assert second.progress["starts_in_s"] == first.progress["estimated_s"] > 0
+    shown = rendering.duration(second.progress["starts_in_s"])
+    assert f"1 training ahead: a worker should take it in about <strong>{shown}</strong>" in page
+    first_page = site.client.get(f"/apps/queue/models/colours/versions/{first.id}").text
+    assert "ahead" not in first_page

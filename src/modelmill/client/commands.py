@@ -178,6 +178,22 @@ def progress_fields(version: pb.ModelVersion) -> dict[str, str]:
     }
 
 
+def estimate_lines(version: pb.ModelVersion) -> list[str]:
+    """What a queued version's progress says of its wait: the parts of the training's estimate
+    and, with trainings ahead, when a worker should take it."""
+    progress = json_format.MessageToDict(version.metadata).get("progress", {})
+    if not progress.get("estimated_s"):
+        return []
+    lines = [f"Estimated {int(progress['estimated_s'])} s from Train to trained on an idle server:"]
+    lines += [f"  {seconds:8.0f} s  {part}" for part, seconds in progress.get("estimate_parts", [])]
+    if progress.get("starts_in_s"):
+        lines.append(
+            f"{int(progress['jobs_ahead'])} trainings ahead: a worker should take it in about "
+            f"{progress['starts_in_s']:.0f} s."
+        )
+    return lines
+
+
 def wait_for_training(connection: Connection, model_id: str, version_id: str) -> pb.ModelVersion:
     """Poll the version, showing percent, epoch, loss and ETA, until it leaves training."""
     columns = (
@@ -257,6 +273,8 @@ def train(
             f"Training version {version_id} of '{model_id}' on {len(chosen)} concepts.",
             highlight=False,
         )
+        for line in estimate_lines(reply.model.model_version):
+            console.print(line, highlight=False)
         if not wait:
             return
         done = wait_for_training(connection, model_id, version_id)

@@ -24,7 +24,7 @@ from modelmill.services.embedders import (
     load_trained_embedder,
 )
 from modelmill.services.embeddings import EmbeddingCache
-from modelmill.services.estimates import estimate_job, record_training
+from modelmill.services.estimates import JobTimes, estimate_job, record_training
 from modelmill.services.evaluations import record_training_evaluation
 from modelmill.services.examples import content_key, from_snapshot
 from modelmill.services.training import PLAN, RESUME_FROM_VERSION
@@ -216,13 +216,14 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
 
         keys = {item["id"]: content_key(item) for item in snapshot}
         cancelled = _checker(env, job.pk)
+        cache = EmbeddingCache(env, keys)
         ctx = TrainContext(
             device=resolve_device(env.settings.device),
             work_dir=work,
             checkpoint_dir=checkpoints,
             report=_Progress(env, version.pk, len(examples), log, estimated_s, _since_start(job)),
             cancelled=cancelled,
-            embeddings=_CancellableEmbeddings(EmbeddingCache(env, keys), cancelled),
+            embeddings=_CancellableEmbeddings(cache, cancelled),
             log=log,
             resume_from=resume_from,
             warm_start=warm_start,
@@ -232,7 +233,9 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         )
         if ctx.device == "cuda":
             limit_gpu_memory(env.settings.resolved_gpu_memory_fraction)
+        runner_started = utcnow()
         outcome = runner.run(template, plan, examples, ctx)
+        runner_ended = utcnow()
         artifacts_key = put_tree(env.blobs, outcome.result.artifacts)
     except TrainingCancelled:
         _end(env, job, owner, codes.MODEL_TRAINING_FAILED, "Training was cancelled by the user.")
@@ -260,12 +263,23 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         input_kinds=outcome.input_kinds,
     )
     try:  # the actual time refits this template's estimates; that must never fail a training
-        took = record_training(
-            env, job, template, params, snapshot, ctx.device, outcome.result.epochs_run
+        times = JobTimes(
+            version.created_at,
+            job.started_at or runner_started,
+            runner_started,
+            runner_ended,
+            utcnow(),
+            cache.computing_s,
+            cache.computed,
         )
-        if took and estimated_s:
+        wait = record_training(
+            env, job, template, params, snapshot, ctx.device, outcome.result.epochs_run, times
+        )
+        if wait and estimated_s:
+            took = wait.total_s - wait.queued_s
             log.info(
-                "training took %.0f s; estimated %.0f s before it started (%+.0f%%)",
+                "training took %.0f s from a worker's claim to trained; estimated %.0f s before "
+                "it started (%+.0f%%)",
                 took,
                 estimated_s,
                 100 * (estimated_s - took) / took,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,15 +22,37 @@ def _insert(env: Env):  # type: ignore[no-untyped-def]
     return dialect.insert(Embedding)
 
 
+def count_missing(env: Env, content_keys: Sequence[str], embedder_id: str) -> int:
+    """How many of these contents `embedder_id` has no cached embedding of yet (what a training
+    would compute); reads keys only, computes nothing."""
+    tag = cache_key(get_embedder(embedder_id))
+    unique = sorted(set(content_keys))
+    cached: set[str] = set()
+    with env.db.session() as session:
+        for start in range(0, len(unique), BATCH):
+            cached.update(
+                session.scalars(
+                    select(Embedding.content_key).where(
+                        Embedding.embedder == tag,
+                        Embedding.content_key.in_(unique[start : start + BATCH]),
+                    )
+                )
+            )
+    return sum(1 for key in content_keys if key not in cached)
+
+
 class EmbeddingCache:
     """`cache(examples, embedder_id)` → an (n, dim) float32 array, computing only what is missing.
 
     `keys` maps an input id to its content key; examples without one are embedded uncached.
+    `computed` and `computing_s` count what was not cached and the time computing it took.
     """
 
     def __init__(self, env: Env, keys: dict[str, str]) -> None:
         self.env = env
         self.keys = keys
+        self.computed = 0
+        self.computing_s = 0.0
 
     def __call__(self, examples: Sequence[Example], embedder_id: str) -> np.ndarray:
         embedder = get_embedder(embedder_id)
@@ -41,7 +64,10 @@ class EmbeddingCache:
             known = self._lookup(tag, [k for k in keys if k])
             missing = [i for i, k in enumerate(keys) if k not in known]
             if missing:
+                started = time.perf_counter()
                 vectors = embedder.embed([chunk[i].load() for i in missing])
+                self.computing_s += time.perf_counter() - started
+                self.computed += len(missing)
                 fresh = {}
                 for i, vector in zip(missing, vectors, strict=True):
                     result[start + i] = vector

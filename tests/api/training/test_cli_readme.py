@@ -81,7 +81,7 @@ def test_the_readme_command_line_block_runs(
         outputs.append((words[1], result.stdout))
     said = dict(outputs)
     assert "16 uploaded" in outputs[0][1] and "2 uploaded" in outputs[1][1]
-    assert "MODEL_TRAINED" in said["train"]
+    assert "MODEL_TRAINED" in said["train"] and "from Train to trained" in said["train"]
     assert "shapes" in said["status"] and "MODEL_TRAINED" in said["status"]
     prediction = json.loads(said["predict"].strip().splitlines()[-1])
     assert max(prediction["concepts"], key=prediction["concepts"].get) == "red-circle"

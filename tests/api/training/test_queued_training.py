@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from clarifai_grpc.grpc.api import resources_pb2 as pb
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+from google.protobuf import json_format
 
 from api.helpers import assert_ok, assert_status
 from api.training.support import (
@@ -16,6 +18,8 @@ from api.training.support import (
     start_training,
     upload,
 )
+from modelmill.training.estimator import EPOCHS
+from modelmill.training.estimator import START as STARTUP
 
 
 def test_no_template_trains_the_recommended_one_and_says_so(bare: Any) -> None:
@@ -56,3 +60,29 @@ def test_a_dataset_version_in_use_by_a_queued_training_cannot_be_deleted(bare: A
 
     cancel_training(api, "shapes", version.id)
     assert_ok(api.DeleteDatasetVersions(dataset_id="photos", dataset_version_ids=["v1"]))
+
+
+def _progress(version: pb.ModelVersion) -> dict[str, Any]:
+    return dict(json_format.MessageToDict(version.metadata)["progress"])
+
+
+def test_a_queued_version_shows_its_wait_in_parts_and_when_it_should_start(bare: Any) -> None:
+    api = bare().api
+    upload(api, labelled_images(4))
+    concepts = ["red-circle", "green-square"]
+    create_model(api, "shapes", "visual-classifier", concepts=concepts)
+    params = {"template": "EfficientNet_Lite0_Fast", "num_epochs": 3}
+
+    first_version = start_training(api, "shapes", concepts=concepts, train_params=params)
+    second_version = start_training(api, "shapes", concepts=concepts, train_params=params)
+    first, second = _progress(first_version), _progress(second_version)
+
+    assert first["jobs_ahead"] == 0 and first["starts_in_s"] == 0, "an idle server starts at once"
+    parts = dict(first["estimate_parts"])
+    assert {STARTUP, EPOCHS} <= set(parts)
+    assert sum(parts.values()) == pytest.approx(first["estimated_s"], abs=2)
+    # One worker (none here: counted as one), one training ahead: it starts when that one ends.
+    assert second["jobs_ahead"] == 1
+    assert second["starts_in_s"] == pytest.approx(first["estimated_s"], abs=1)
+    listed = assert_ok(api.GetModelVersion(model_id="shapes", version_id=second_version.id))
+    assert _progress(listed.model_version)["starts_in_s"] == second["starts_in_s"]

@@ -10,7 +10,15 @@ from google.protobuf import json_format
 from modelmill.api import convert
 from modelmill.api.rpc import batch_status, rpc
 from modelmill.domain.errors import ApiError
-from modelmill.services import embedders, evaluations, exports, models, predictions, training
+from modelmill.services import (
+    embedders,
+    estimates,
+    evaluations,
+    exports,
+    models,
+    predictions,
+    training,
+)
 
 
 def _struct(message, field: str) -> dict:  # type: ignore[no-untyped-def]
@@ -67,6 +75,7 @@ def PostModelVersions(api, request, principal):  # type: ignore[no-untyped-def]
             description=version.description or request.description,
         ),
     )
+    row = estimates.estimate_queued_version(api.env, row)
     return service.SingleModelResponse(model=convert.model(model, row, scope, api.links))
 
 

@@ -9,7 +9,15 @@ from fastapi import APIRouter, Request, Response
 from starlette.datastructures import FormData, QueryParams
 
 from modelmill.domain.errors import ApiError
-from modelmill.services import AppScope, concepts, datasets, embedders, models, training
+from modelmill.services import (
+    AppScope,
+    concepts,
+    datasets,
+    embedders,
+    estimates,
+    models,
+    training,
+)
 from modelmill.services.paging import MAX_PER_PAGE, Page
 from modelmill.training.registry import model_type_specs
 from modelmill.web import training_form
@@ -185,6 +193,7 @@ def train(request: Request, web: Web, app: CurrentApp, model_id: str, form: Form
         _, version = training.create_version(
             web.env, app, model_id, training_form.train_request(settings)
         )
+        estimates.estimate_queued_version(web.env, version)
     except ApiError as error:
         return _settings_page(request, web, app, model_id, form, 400, error=error.description)
     return redirect(
