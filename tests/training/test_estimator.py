@@ -464,7 +464,7 @@ def test_the_estimate_is_the_whole_wait_in_parts(env: Env) -> None:
 
 
 def test_cached_embeddings_are_not_estimated_again(env: Env) -> None:
-    from modelmill.services.embeddings import _tag
+    from modelmill.training.embedders import cache_key, get_embedder
 
     snapshot = [
         {"kind": "image", "width": 320, "height": 240, "text": None, "blob_key": f"blob-{i}"}
@@ -472,7 +472,7 @@ def test_cached_embeddings_are_not_estimated_again(env: Env) -> None:
     ]
     params = EMBEDDING_CLASSIFIER.Params()
     cold = estimate_job(env, EMBEDDING_CLASSIFIER, params, snapshot)
-    tag = _tag("efficientnet-lite0")
+    tag = cache_key(get_embedder("efficientnet-lite0"))
     with env.db.session() as session:
         for item in snapshot[:30]:
             session.add(Embedding(content_key=item["blob_key"], embedder=tag, vector=b"\0" * 8))
