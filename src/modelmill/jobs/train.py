@@ -269,6 +269,34 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
     log.info("trained")
 
 
+def estimated_peak_memory(env: Env, job: Job) -> int | None:
+    """The peak RAM, in bytes, the estimator expects of this training job on this worker's
+    hardware (what a Ray task asks for); None for other jobs, or when it cannot say."""
+    if PLAN not in job.payload:
+        return None
+    try:
+        plan = TrainingPlan.from_json(job.payload[PLAN])
+        template = plan.resolve()
+        with env.db.session() as session:
+            version = session.get(ModelVersion, job.model_version_pk)
+            dataset_version = (
+                session.get(DatasetVersion, version.dataset_version_pk)
+                if version is not None and version.dataset_version_pk is not None
+                else None
+            )
+        if dataset_version is None:
+            return None
+        params = template.Params.model_validate(plan.params)
+        snapshot = load_snapshot(env, dataset_version)
+        device = resolve_device(env.settings.device)
+        return estimate_job(env, template, params, snapshot, device).peak_memory_bytes
+    except Exception:  # an estimate must never stop a training
+        logging.getLogger("modelmill.worker").warning(
+            "job %s: no memory estimate", job.pk, exc_info=True
+        )
+        return None
+
+
 def _estimate(
     env: Env,
     template: Template,

@@ -1,0 +1,79 @@
+"""The Ray executor (MODELMILL_EXECUTOR=ray) behind a real server: its worker starts a local Ray
+and runs each training as a Ray task with its resource request; a training reaches
+MODEL_TRAINED and predicts, and a running one can be cancelled, as with child processes.
+
+Run: `.venv/bin/pytest tests/api/training/test_ray_executor.py -m slow -q` (a local Ray takes
+seconds to start and most of a GB while it runs; one is shared by the module's tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
+
+from api.helpers import assert_status
+from api.training.conftest import TRAINING_SETTINGS, stop_with_descendants
+from api.training.support import (
+    TRAINED,
+    TRAINING,
+    StatusLog,
+    accuracy,
+    cancel_training,
+    labelled_texts,
+    start_training,
+    train,
+    wait_for_version,
+)
+from api.training.test_workers import image_training, job_log, text_training, training_started
+from conftest import Account, Api, Server, create_app, make_server
+
+pytestmark = pytest.mark.slow
+
+RAY_SETTINGS = {**TRAINING_SETTINGS, "MODELMILL_EXECUTOR": "ray", "MODELMILL_JOB_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def ray_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = make_server(tmp_path_factory.mktemp("ray"), settings=RAY_SETTINGS)
+    server.start()
+    yield server
+    stop_with_descendants(server)  # the worker, and the local Ray it started
+
+
+@pytest.fixture(scope="module")
+def ray_user(ray_server: Server) -> Account:
+    return Account("ray", ray_server.token("ray"))
+
+
+@pytest.fixture
+def ray_api(ray_server: Server, ray_user: Account) -> Api:
+    return Api(ray_server, "grpc", ray_user.key, ray_user.user_id, create_app(ray_server, ray_user))
+
+
+def test_a_training_runs_as_a_ray_task_and_predicts(ray_api: Api, ray_server: Server) -> None:
+    text_training(ray_api)
+    version = train(ray_api, "topics")
+
+    assert "runs as a Ray task (1 CPUs, 0 GPUs" in ray_server.log()
+    held_out = labelled_texts(4, prefix="held", held_out=True)
+    assert accuracy(ray_api, "topics", held_out, version.id) >= 0.75
+    assert "attempt 1 of 3" in job_log(ray_api, "topics", version.id)
+
+
+def test_cancel_a_training_running_as_a_ray_task(ray_api: Api) -> None:
+    image_training(ray_api)
+    text_training(ray_api)
+    version = start_training(ray_api, "shapes")
+    log = StatusLog()
+    assert training_started(ray_api, "shapes", version.id, log).status.code == TRAINING
+
+    reply = cancel_training(ray_api, "shapes", version.id)
+    assert reply["status"]["code"] == codes.SUCCESS, reply
+    ended = wait_for_version(ray_api, "shapes", version.id, log=log)
+    assert_status(ended.status, codes.MODEL_TRAINING_FAILED, "cancelled")
+    assert log.seen[-2:] == [TRAINING, codes.MODEL_TRAINING_FAILED], log.names()
+    assert "cancelled" in job_log(ray_api, "shapes", version.id)
+    # The worker and its Ray carry on with the next job.
+    assert train(ray_api, "topics").status.code == TRAINED
