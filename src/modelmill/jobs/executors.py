@@ -77,8 +77,14 @@ class LocalExecutor:
 def _ray_executor(settings: Settings, env: Env) -> Executor:
     # Imported only when chosen: `import ray` takes seconds and a local Ray hundreds of MB, which
     # a worker with the local executor must not pay.
-    from modelmill.jobs.ray_tasks import RayExecutor
-
+    try:
+        from modelmill.jobs.ray_tasks import RayExecutor
+    except ModuleNotFoundError as error:
+        if error.name != "ray":
+            raise
+        raise SystemExit(
+            "MODELMILL_EXECUTOR=ray needs Ray: pip install 'modelmill[ray]'"
+        ) from error
     return RayExecutor(settings, env)
 
 

@@ -1,6 +1,7 @@
 """The Ray executor (MODELMILL_EXECUTOR=ray) behind a real server: its worker starts a local Ray
 and runs each training as a Ray task with its resource request; a training reaches
-MODEL_TRAINED and predicts, and a running one can be cancelled, as with child processes.
+MODEL_TRAINED and predicts, a running one can be cancelled, and a worker killed mid-training
+takes its Ray task with it, so the job's next owner never trains beside an orphan.
 
 Run: `.venv/bin/pytest tests/api/training/test_ray_executor.py -m slow -q` (a local Ray takes
 seconds to start and most of a GB while it runs; one is shared by the module's tests).
@@ -9,12 +10,20 @@ seconds to start and most of a GB while it runs; one is shared by the module's t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import psutil
 import pytest
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 
-from api.helpers import assert_status
-from api.training.conftest import TRAINING_SETTINGS, stop_with_descendants
+from api.helpers import assert_status, name
+from api.training.conftest import (
+    BARE_SETTINGS,
+    TRAINING_SETTINGS,
+    Workers,
+    descendants,
+    stop_with_descendants,
+)
 from api.training.support import (
     TRAINED,
     TRAINING,
@@ -26,7 +35,13 @@ from api.training.support import (
     train,
     wait_for_version,
 )
-from api.training.test_workers import image_training, job_log, text_training, training_started
+from api.training.test_workers import (
+    assert_stays,
+    image_training,
+    job_log,
+    text_training,
+    training_started,
+)
 from conftest import Account, Api, Server, create_app, make_server
 
 pytestmark = pytest.mark.slow
@@ -77,3 +92,35 @@ def test_cancel_a_training_running_as_a_ray_task(ray_api: Api) -> None:
     assert "cancelled" in job_log(ray_api, "shapes", version.id)
     # The worker and its Ray carry on with the next job.
     assert train(ray_api, "topics").status.code == TRAINED
+
+
+def test_a_killed_worker_takes_its_ray_task_with_it_and_another_finishes_the_job(
+    tmp_path: Path,
+) -> None:
+    server = make_server(tmp_path / "server", settings=BARE_SETTINGS).start()
+    workers = Workers(server)
+    try:
+        user = Account("robust", server.token("robust"))
+        api = Api(server, "grpc", user.key, user.user_id, create_app(server, user))
+        image_training(api)
+        version = start_training(api, "shapes")
+        first = workers.start(env={**server.env, "MODELMILL_EXECUTOR": "ray"})
+        log = StatusLog()
+        started = training_started(api, "shapes", version.id, log)
+        assert started.status.code == TRAINING, f"finished before it could be killed: {log.names()}"
+        tasks = [p for p in descendants(first) if "ray::run_job" in " ".join(p.cmdline())]
+        assert len(tasks) == 1, "the training runs in one Ray worker process"
+
+        workers.kill(first)
+        _, alive = psutil.wait_procs(tasks, timeout=60)
+        assert not alive, "the killed worker's Ray task kept training"
+
+        workers.start()  # a worker with the local executor finishes the job
+        done = wait_for_version(api, "shapes", version.id, log=log)
+        assert done.status.code == TRAINED, f"{name(done.status.code)}: {done.status.description}"
+        assert_stays(api, "shapes", version.id, log)
+        text = job_log(api, "shapes", version.id)
+        assert "attempt 1 of 3" in text and "attempt 2 of 3" in text
+    finally:
+        workers.stop_all()
+        stop_with_descendants(server)
