@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         description="Ray cluster to join (ray://HOST:10001, HOST:6379 or auto) with EXECUTOR=ray; "
         "empty starts a local Ray in the worker.",
     )
+    ray_train_workers: int = Field(
+        1,
+        ge=1,
+        description="With EXECUTOR=ray, the workers one training runs on through Ray Train's "
+        "TorchTrainer (torch DDP: gloo on CPUs, NCCL with a GPU each); 1 trains in one task.",
+    )
     job_threads: int = Field(
         0, ge=0, description="CPU threads one job computes with; 0 shares the cores among WORKERS."
     )

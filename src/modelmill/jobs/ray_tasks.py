@@ -5,6 +5,9 @@ The task runs the entry a local child process runs (`child.run_job`) in a fresh 
 process (`max_calls=1`), and Ray never retries it: the database queue is the record of jobs, and
 the worker that claimed one decides whether it runs again. A worker that dies takes its tasks
 with it (Ray ends a driver's tasks when the driver goes), and its lease lapses as before.
+With MODELMILL_RAY_TRAIN_WORKERS above 1 a training's task runs Ray Train's TorchTrainer
+instead: rank 0 runs the job as above, the other ranks `train.follow_training`, and the shared
+fine-tuning loop trains with DDP in the process group Ray Train sets up.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+import torch
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer, get_device
 
 from modelmill.jobs.child import run_job
-from modelmill.jobs.train import estimated_peak_memory
+from modelmill.jobs.train import estimated_peak_memory, follow_training
 from modelmill.services import Env
 from modelmill.settings import Settings
 from modelmill.store.tables import Job
@@ -41,6 +47,46 @@ class Request:
     def describe(self) -> str:
         memory = f"{self.memory / MIB:.0f} MiB" if self.memory else "memory not estimated"
         return f"{self.num_cpus} CPUs, {self.num_gpus} GPUs, {memory}"
+
+    def per_worker(self) -> dict[str, float]:
+        """The request of one Ray Train worker (a GPU each comes with use_gpu)."""
+        return {"CPU": self.num_cpus, **({"memory": self.memory} if self.memory else {})}
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    """One Ray Train worker of a training on several: rank 0 is the job, the others follow."""
+    device = get_device()
+    if device.type == "cuda":  # the GPU Ray Train gave this rank, for its "cuda" tensors
+        torch.cuda.set_device(device)
+    rank = ray.train.get_context().get_world_rank()
+    if rank == 0:
+        run_job(config["settings"], config["job_pk"], config["token"])
+    else:
+        follow_training(config["settings"], config["job_pk"], rank)
+
+
+def _train_on_workers(
+    settings_values: dict[str, Any],
+    job_pk: int,
+    token: str,
+    workers: int,
+    per_worker: dict[str, float],
+    use_gpu: bool,
+) -> None:
+    """The task of a training on several workers: it waits while TorchTrainer runs them."""
+    settings = Settings(**settings_values)
+    TorchTrainer(
+        _train_loop,
+        train_loop_config={"settings": settings_values, "job_pk": job_pk, "token": token},
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker
+        ),
+        # Ray Train keeps its run's state there; checkpoints go to the blob store, not Ray.
+        run_config=RunConfig(
+            name=f"job-{job_pk}-{token.rsplit('/', 1)[-1]}",
+            storage_path=str((settings.data_dir / "work" / "ray-train").resolve()),
+        ),
+    ).fit()
 
 
 class RayTask:
@@ -88,6 +134,8 @@ class RayExecutor:
             **local,
         )
         self.task = ray.remote(max_retries=0, max_calls=1)(run_job)
+        # It only waits for its workers: no CPU of its own, or it would hold one of theirs.
+        self.trainer = ray.remote(max_retries=0, max_calls=1, num_cpus=0)(_train_on_workers)
 
     def request(self, job: Job) -> Request:
         """The job's CPU threads, a GPU when the device setting wants one and the cluster has
@@ -103,6 +151,23 @@ class RayExecutor:
 
     def start(self, job: Job, token: str) -> RayTask:
         request = self.request(job)
+        workers = self.settings.ray_train_workers if job.kind == "train" else 1
+        if workers > 1:
+            ref = self.trainer.remote(
+                self.settings.model_dump(),
+                job.pk,
+                token,
+                workers,
+                request.per_worker(),
+                request.num_gpus > 0,
+            )
+            log.info(
+                "job %s trains on %d Ray Train workers (each %s)",
+                job.pk,
+                workers,
+                request.describe(),
+            )
+            return RayTask(ref)
         ref = self.task.options(
             num_cpus=request.num_cpus,
             num_gpus=request.num_gpus,

@@ -28,6 +28,7 @@ from modelmill.store.tables import Job
 log = logging.getLogger("modelmill.worker")
 POLL_S = 0.5
 CANCEL_GRACE_S = 30.0
+EXIT_GRACE_S = 30.0  # how long a run that recorded its job's end may take to exit
 ERROR_WAIT_S = 5.0
 
 
@@ -82,7 +83,8 @@ class Worker:
         # the run must be gone by then, or the job's next claim would run beside it.
         silent_limit = self.settings.job_lease_s - heartbeat_every
         last_heartbeat = time.monotonic()
-        cancel_seen_at = None
+        cancel_seen_at: float | None = None
+        ended_at: float | None = None
         try:
             while not run.wait(heartbeat_every):
                 try:
@@ -104,7 +106,13 @@ class Worker:
                 if not held:
                     current = queue.find(self.env, job_pk)
                     if current is not None and current.state != queue.RUNNING:
-                        continue  # the run recorded the end and is exiting: let it finish
+                        # The run recorded the end and is exiting: let it finish, within
+                        # EXIT_GRACE_S (a training on several workers also stops the others).
+                        ended_at = ended_at or time.monotonic()
+                        if time.monotonic() - ended_at > EXIT_GRACE_S:
+                            run.kill()
+                            break
+                        continue
                     log.warning("lost the lease of job %s; stopping its process", job_pk)
                     run.kill()
                     break
