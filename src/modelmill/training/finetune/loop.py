@@ -175,11 +175,17 @@ class _World:
         self.size = dist.get_world_size() if self.distributed else 1
 
     def wrap(self, model: nn.Module) -> nn.Module:
+        """`model` as the objective's loss calls it: under DDP, which syncs the gradients, so
+        an objective calls the model itself, not its methods or parts."""
         if not self.distributed:
             return model
         on_gpu = self.device.startswith("cuda")
+        # find_unused_parameters: some templates' models have trainable parts a batch may not
+        # reach (a pooler, a loss head); without it DDP fails on them at the next step.
         return nn.parallel.DistributedDataParallel(
-            model, device_ids=[torch.cuda.current_device()] if on_gpu else None
+            model,
+            device_ids=[torch.cuda.current_device()] if on_gpu else None,
+            find_unused_parameters=True,
         )
 
     def agree(self, decide: Callable[[], bool]) -> bool:
