@@ -25,8 +25,10 @@ from ray.train.torch import TorchTrainer, get_device
 from modelmill.jobs.child import run_job
 from modelmill.jobs.train import estimated_peak_memory, follow_training
 from modelmill.services import Env
+from modelmill.services.training import PLAN
 from modelmill.settings import Settings
 from modelmill.store.tables import Job
+from modelmill.training.runner import TrainingPlan
 
 log = logging.getLogger("modelmill.worker")
 MIB = 1024 * 1024
@@ -149,9 +151,21 @@ class RayExecutor:
             memory = min(memory, int(largest["memory"]))
         return Request(cpus, gpus, memory or None)
 
+    def train_workers(self, job: Job, request: Request) -> int:
+        """The Ray Train workers a job trains on: MODELMILL_RAY_TRAIN_WORKERS or the training's
+        num_gpus, whichever is more, at most one per GPU of the cluster when they take GPUs;
+        1 (a plain task) for other jobs."""
+        if job.kind != "train":
+            return 1
+        plan = TrainingPlan.from_json(job.payload[PLAN])
+        workers = max(self.settings.ray_train_workers, plan.num_gpus)
+        if request.num_gpus:
+            workers = min(workers, int(ray.cluster_resources().get("GPU", 1)))
+        return max(workers, 1)
+
     def start(self, job: Job, token: str) -> RayTask:
         request = self.request(job)
-        workers = self.settings.ray_train_workers if job.kind == "train" else 1
+        workers = self.train_workers(job, request)
         if workers > 1:
             ref = self.trainer.remote(
                 self.settings.model_dump(),

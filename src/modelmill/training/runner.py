@@ -33,7 +33,8 @@ PERCENT = 100.0
 class TrainingPlan:
     """What to train, decided when the version was created: the template (by name, of a model
     type), the concepts in output order and their exclusivity, the template's params (a Params
-    model_dump by alias), the invalid-data tolerance (0-100 %) and the time cap (0 = none)."""
+    model_dump by alias), the invalid-data tolerance (0-100 %), the time cap (0 = none) and the
+    GPUs asked for (num_gpus: above 1, that many workers under the Ray executor)."""
 
     model_type_id: str
     template: str
@@ -42,6 +43,7 @@ class TrainingPlan:
     params: dict[str, Any]
     tolerance_percent: float
     max_training_s: float = 0.0
+    num_gpus: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,7 +1,8 @@
 """The Ray executor (MODELMILL_EXECUTOR=ray) behind a real server: its worker starts a local Ray
 and runs each training as a Ray task with its resource request; a training reaches
-MODEL_TRAINED and predicts, a running one can be cancelled, and a worker killed mid-training
-takes its Ray task with it, so the job's next owner never trains beside an orphan.
+MODEL_TRAINED and predicts, a running one can be cancelled, a worker killed mid-training
+takes its Ray task with it, so the job's next owner never trains beside an orphan, and a
+training that asks for num_gpus 2 trains on two Ray Train workers (CPU ones here).
 
 Run: `.venv/bin/pytest tests/api/training/test_ray_executor.py -m slow -q` (a local Ray takes
 seconds to start and most of a GB while it runs; one is shared by the module's tests).
@@ -25,14 +26,18 @@ from api.training.conftest import (
     stop_with_descendants,
 )
 from api.training.support import (
+    SHAPES,
     TRAINED,
     TRAINING,
     StatusLog,
     accuracy,
     cancel_training,
+    create_model,
+    labelled_images,
     labelled_texts,
     start_training,
     train,
+    upload,
     wait_for_version,
 )
 from api.training.test_workers import (
@@ -124,3 +129,22 @@ def test_a_killed_worker_takes_its_ray_task_with_it_and_another_finishes_the_job
     finally:
         workers.stop_all()
         stop_with_descendants(server)
+
+
+def test_a_training_asking_for_two_gpus_trains_on_two_ray_train_workers(
+    ray_api: Api, ray_server: Server
+) -> None:
+    upload(ray_api, labelled_images(4, seed=1, prefix="train"))
+    create_model(ray_api, "shapes", model_type_id="visual-classifier", concepts=list(SHAPES))
+    params = {
+        "template": "EfficientNet_Lite0_Fast",
+        "image_size": 32.0,
+        "batch_size": 2.0,
+        "num_epochs": 1.0,
+        "num_gpus": 2.0,
+    }
+    version = train(ray_api, "shapes", train_params=params)
+
+    assert version.train_info.params["num_gpus"] == 2
+    assert "trains on 2 Ray Train workers (each 1 CPUs, 0 GPUs" in ray_server.log()
+    assert "rank 0 of 2 (DDP)" in job_log(ray_api, "shapes", version.id)
