@@ -166,7 +166,16 @@ def _since_start(job: Job) -> float:
     return (utcnow() - started).total_seconds()
 
 
-def _work_dir(env: Env, job: Job, name: str) -> Path:
+def _frozen_data(env: Env, job: Job) -> DatasetVersion | None:
+    """The dataset version a training learns from, read only (None when it was deleted)."""
+    with env.db.session() as session:
+        version = session.get(ModelVersion, job.model_version_pk)
+        if version is None or version.dataset_version_pk is None:
+            return None
+        return session.get(DatasetVersion, version.dataset_version_pk)
+
+
+def _work_dir(env: Env, name: str) -> Path:
     """A fresh scratch folder for one process of a training, with its checkpoints folder."""
     work = env.settings.data_dir / "work" / name
     shutil.rmtree(work, ignore_errors=True)
@@ -214,7 +223,7 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         template = plan.resolve()
         params = template.Params.model_validate(plan.params)
         estimated_s = _estimate(env, template, params, snapshot, log)
-        work = _work_dir(env, job, f"job-{job.pk}")
+        work = _work_dir(env, f"job-{job.pk}")
         checkpoints = work / "checkpoints"
         resume_from, warm_start = _resume_source(env, job, work, log)
 
@@ -295,19 +304,13 @@ def follow_training(settings_values: dict[str, Any], job_pk: int, rank: int) -> 
     torch.set_num_threads(settings.resolved_job_threads)
     log = logging.getLogger(f"modelmill.job.{job_pk}.rank-{rank}")
     job = queue.get(env, job_pk)
-    with env.db.session() as session:
-        version = session.get(ModelVersion, job.model_version_pk)
-        dataset_version = (
-            session.get(DatasetVersion, version.dataset_version_pk)
-            if version is not None and version.dataset_version_pk is not None
-            else None
-        )
+    dataset_version = _frozen_data(env, job)
     if dataset_version is None:  # rank 0 records why
         return
     plan = TrainingPlan.from_json(job.payload[PLAN])
     snapshot = load_snapshot(env, dataset_version)
     examples = [from_snapshot(env, item, plan.concepts) for item in snapshot]
-    work = _work_dir(env, job, f"job-{job.pk}-rank-{rank}")
+    work = _work_dir(env, f"job-{job.pk}-rank-{rank}")
     try:
         template = plan.resolve()
         params = template.Params.model_validate(plan.params)
@@ -346,13 +349,7 @@ def estimated_peak_memory(env: Env, job: Job) -> int | None:
     try:
         plan = TrainingPlan.from_json(job.payload[PLAN])
         template = plan.resolve()
-        with env.db.session() as session:
-            version = session.get(ModelVersion, job.model_version_pk)
-            dataset_version = (
-                session.get(DatasetVersion, version.dataset_version_pk)
-                if version is not None and version.dataset_version_pk is not None
-                else None
-            )
+        dataset_version = _frozen_data(env, job)
         if dataset_version is None:
             return None
         params = template.Params.model_validate(plan.params)

@@ -326,9 +326,8 @@ def fit(
         ctx.log.info("epoch %d/%d: %s", epoch + 1, settings.num_epochs, record)
         if state.finished:
             break
-        if world.agree(
-            ctx.out_of_time
-        ):  # the budget cap: checked per epoch, so the best/ weights are whole
+        # The budget cap: checked per epoch, so the best/ weights are whole.
+        if world.agree(ctx.out_of_time):
             state.stopped_at_cap = True
             ctx.log.info("training time cap reached after epoch %d", epoch + 1)
             ctx.report(1.0, step=done_steps, stage="stopped at the time cap")
