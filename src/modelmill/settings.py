@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +81,22 @@ class Settings(BaseSettings):
     tls_cert: Path | None = Field(None, description="PEM certificate; with tls_key, gRPC uses TLS.")
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")
     workers: int = Field(1, description="Training worker processes `serve` starts (0 for none).")
+    executor: Literal["local", "ray"] = Field(
+        "local",
+        description="Where a worker runs its jobs: local (a child process) or ray (a Ray task, "
+        "with the job's CPU, GPU and memory request).",
+    )
+    ray_address: str = Field(
+        "",
+        description="Ray cluster to join (ray://HOST:10001, HOST:6379 or auto) with EXECUTOR=ray; "
+        "empty starts a local Ray in the worker.",
+    )
+    ray_train_workers: int = Field(
+        1,
+        ge=1,
+        description="With EXECUTOR=ray, the workers one training runs on through Ray Train's "
+        "TorchTrainer (torch DDP: gloo on CPUs, NCCL with a GPU each); 1 trains in one task.",
+    )
     job_threads: int = Field(
         0, ge=0, description="CPU threads one job computes with; 0 shares the cores among WORKERS."
     )

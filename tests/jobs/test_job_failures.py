@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from jobs import children
 from jobs.test_queue import version_with_job
-from modelmill.jobs import child, worker
+from modelmill.jobs import child, executors, worker
 from modelmill.services import Env
 from modelmill.settings import Settings
 from modelmill.store import queue
@@ -60,13 +60,13 @@ def test_a_worker_that_cannot_write_its_heartbeat_stops_the_child(
     _, job_pk = version_with_job(env)
     job = queue.claim(env, "worker-a")
     assert job is not None and job.lease_owner
-    monkeypatch.setattr(worker, "run_job", children.train_forever)
+    monkeypatch.setattr(executors, "run_job", children.train_forever)
     monkeypatch.setattr(queue, "heartbeat", database_down)
     running = worker.Worker(settings)
     pid_file = settings.data_dir / f"child-{job_pk}.pid"
 
     try:
-        running._run_in_child(job_pk, job.lease_owner)  # returns once the child is gone
+        running._run(job, job.lease_owner)  # returns once the child is gone
     finally:
         running.env.db.dispose()
 

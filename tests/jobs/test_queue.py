@@ -256,7 +256,7 @@ def run_worker_once(settings: Settings) -> None:
     try:
         worker.run(once=True)
     finally:
-        worker.env.db.dispose()
+        worker.close()
 
 
 def test_a_job_that_keeps_dying_fails_for_good_with_the_reason(

@@ -8,6 +8,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from modelmill.services.estimates import JobTimes, estimate_job, record_training
 from modelmill.services.evaluations import record_training_evaluation
 from modelmill.services.examples import content_key, from_snapshot
 from modelmill.services.training import PLAN, RESUME_FROM_VERSION
+from modelmill.settings import Settings
 from modelmill.store import queue
 from modelmill.store.blobs import get_tree, put_tree
 from modelmill.store.tables import DatasetVersion, Job, Model, ModelVersion, utcnow
@@ -169,6 +171,37 @@ def _since_start(job: Job) -> float:
     return (utcnow() - started).total_seconds()
 
 
+def _frozen_data(env: Env, job: Job) -> DatasetVersion | None:
+    """The dataset version a training learns from, read only (None when it was deleted)."""
+    with env.db.session() as session:
+        version = session.get(ModelVersion, job.model_version_pk)
+        if version is None or version.dataset_version_pk is None:
+            return None
+        return session.get(DatasetVersion, version.dataset_version_pk)
+
+
+def _work_dir(env: Env, name: str) -> Path:
+    """A fresh scratch folder for one process of a training, with its checkpoints folder."""
+    work = env.settings.data_dir / "work" / name
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "checkpoints").mkdir(parents=True)
+    return work
+
+
+def _resume_source(env: Env, job: Job, work: Path, log: logging.Logger) -> tuple[Path | None, bool]:
+    """The checkpoint to start from, fetched into `work`, and whether it is an earlier
+    version's (a warm start) rather than this job's own; (None, False) to start afresh."""
+    if job.checkpoint_key:  # this job ran before and died: continue from its last epoch
+        log.info("resuming from this job's last checkpoint")
+        return get_tree(env.blobs, job.checkpoint_key, work / "resume"), False
+    if job.payload.get(RESUME_FROM_VERSION):
+        key = _source_checkpoint(env, job.payload[RESUME_FROM_VERSION])
+        if key:
+            log.info("incremental training from an earlier version's checkpoint")
+            return get_tree(env.blobs, key, work / "resume"), True
+    return None, False
+
+
 def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
     version, dataset_version = _start(env, job)
     if dataset_version is None:
@@ -197,19 +230,9 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         template = plan.resolve()
         params = template.Params.model_validate(plan.params)
         estimated_s = _estimate(env, template, params, snapshot, log)
-        work = env.settings.data_dir / "work" / f"job-{job.pk}"
-        shutil.rmtree(work, ignore_errors=True)
+        work = _work_dir(env, f"job-{job.pk}")
         checkpoints = work / "checkpoints"
-        checkpoints.mkdir(parents=True)
-        resume_from, warm_start = None, False
-        if job.checkpoint_key:  # this job ran before and died: continue from its last epoch
-            resume_from = get_tree(env.blobs, job.checkpoint_key, work / "resume")
-            log.info("resuming from this job's last checkpoint")
-        elif job.payload.get(RESUME_FROM_VERSION):
-            key = _source_checkpoint(env, job.payload[RESUME_FROM_VERSION])
-            if key:
-                resume_from, warm_start = get_tree(env.blobs, key, work / "resume"), True
-                log.info("incremental training from an earlier version's checkpoint")
+        resume_from, warm_start = _resume_source(env, job, work, log)
 
         def save_checkpoint() -> None:
             queue.set_checkpoint(env, job.pk, put_tree(env.blobs, checkpoints), owner)
@@ -288,6 +311,77 @@ def run_training(env: Env, job: Job, owner: str, log: logging.Logger) -> None:
         log.warning("could not record this training's time for estimates", exc_info=True)
     shutil.rmtree(work, ignore_errors=True)
     log.info("trained")
+
+
+def follow_training(settings_values: dict[str, Any], job_pk: int, rank: int) -> None:
+    """Rank `rank` of a training on several workers (torch DDP; the Ray executor starts the
+    ranks in a process group): it trains beside rank 0, the job itself (`child.run_job`), which
+    alone reports, checkpoints, evaluates and records the outcome. Writes only its own scratch
+    folder; a cancel, the time cap and bad data end it when they end rank 0."""
+    import torch
+
+    settings = Settings(**settings_values)
+    env = Env.open(settings, migrate=False)
+    torch.set_num_threads(settings.resolved_job_threads)
+    log = logging.getLogger(f"modelmill.job.{job_pk}.rank-{rank}")
+    job = queue.get(env, job_pk)
+    dataset_version = _frozen_data(env, job)
+    if dataset_version is None:  # rank 0 records why
+        return
+    plan = TrainingPlan.from_json(job.payload[PLAN])
+    snapshot = load_snapshot(env, dataset_version)
+    examples = [from_snapshot(env, item, plan.concepts) for item in snapshot]
+    work = _work_dir(env, f"job-{job.pk}-rank-{rank}")
+    try:
+        template = plan.resolve()
+        params = template.Params.model_validate(plan.params)
+        resume_from, warm_start = _resume_source(env, job, work, log)
+        keys = {item["id"]: content_key(item) for item in snapshot}
+
+        def never() -> bool:
+            return False
+
+        ctx = TrainContext(
+            device=resolve_device(settings.device),
+            work_dir=work,
+            checkpoint_dir=work / "checkpoints",
+            report=lambda progress, **metrics: None,
+            cancelled=never,  # rank 0 decides, in the loop
+            embeddings=_CancellableEmbeddings(EmbeddingCache(env, keys), never),
+            log=log,
+            resume_from=resume_from,
+            warm_start=warm_start,
+            weights_dir=settings.resolved_weights_dir,
+        )
+        data, _ = runner.training_data(template, plan, examples, ctx)
+        template.train(ctx, data, params)
+    except (DataError, TrainingCancelled):
+        pass  # rank 0 meets the same and records it
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        env.db.dispose()
+
+
+def estimated_peak_memory(env: Env, job: Job) -> int | None:
+    """The peak RAM, in bytes, the estimator expects of this training job on this worker's
+    hardware (what a Ray task asks for); None for other jobs, or when it cannot say."""
+    if PLAN not in job.payload:
+        return None
+    try:
+        plan = TrainingPlan.from_json(job.payload[PLAN])
+        template = plan.resolve()
+        dataset_version = _frozen_data(env, job)
+        if dataset_version is None:
+            return None
+        params = template.Params.model_validate(plan.params)
+        snapshot = load_snapshot(env, dataset_version)
+        device = resolve_device(env.settings.device)
+        return estimate_job(env, template, params, snapshot, device).peak_memory_bytes
+    except Exception:  # an estimate must never stop a training
+        logging.getLogger("modelmill.worker").warning(
+            "job %s: no memory estimate", job.pk, exc_info=True
+        )
+        return None
 
 
 def _estimate(

@@ -1,16 +1,16 @@
-"""A worker: claims jobs and runs each in a child process, heartbeating its lease meanwhile.
+"""A worker: claims jobs and runs each through its executor (a child process, or a Ray task),
+heartbeating its lease meanwhile.
 
-The child process contains crashes; a worker killed mid-job stops heartbeating, its lease lapses
-and another worker claims the job and resumes it from the last checkpoint. A worker that cannot
-write its heartbeat (a database outage) kills the child before the lease can lapse, so a job never
-runs twice at once.
+The job's own process contains crashes; a worker killed mid-job stops heartbeating, its lease
+lapses and another worker claims the job and resumes it from the last checkpoint. A worker that
+cannot write its heartbeat (a database outage) kills the job's process before the lease can
+lapse, so a job never runs twice at once.
 Run alone with `python -m modelmill.jobs.worker --data-dir DIR` or `modelmill worker`.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import socket
@@ -18,14 +18,17 @@ import threading
 import time
 import uuid
 
-from modelmill.jobs.child import fail_for_good, run_job
+from modelmill.jobs.child import fail_for_good
+from modelmill.jobs.executors import open_executor
 from modelmill.services import Env
 from modelmill.settings import Settings
 from modelmill.store import queue
+from modelmill.store.tables import Job
 
 log = logging.getLogger("modelmill.worker")
 POLL_S = 0.5
 CANCEL_GRACE_S = 30.0
+EXIT_GRACE_S = 30.0  # how long a run that recorded its job's end may take to exit
 ERROR_WAIT_S = 5.0
 
 
@@ -33,6 +36,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.env = Env.open(settings)
+        self.executor = open_executor(settings, self.env)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stopping = threading.Event()
 
@@ -67,27 +71,22 @@ class Worker:
             )
             queue.finish(self.env, job.pk, job.lease_owner or "", queue.FAILED, job.error)
             return True
-        self._run_in_child(job.pk, job.lease_owner or "")
+        self._run(job, job.lease_owner or "")
         return True
 
-    def _run_in_child(self, job_pk: int, token: str) -> None:
-        """Run the job claimed under `token` in a child process and heartbeat while it lives."""
-        context = multiprocessing.get_context("spawn")
-        child = context.Process(
-            target=run_job, args=(self.settings.model_dump(), job_pk, token), daemon=True
-        )
-        child.start()
+    def _run(self, job: Job, token: str) -> None:
+        """Run the job claimed under `token` and heartbeat while it runs."""
+        job_pk = job.pk
+        run = self.executor.start(job, token)
         heartbeat_every = max(self.settings.job_lease_s / 4, 0.2)
         # Past this long without a written heartbeat the lease may lapse before the next one:
-        # the child must be gone by then, or the job's next claim would run beside it.
+        # the run must be gone by then, or the job's next claim would run beside it.
         silent_limit = self.settings.job_lease_s - heartbeat_every
         last_heartbeat = time.monotonic()
-        cancel_seen_at = None
+        cancel_seen_at: float | None = None
+        ended_at: float | None = None
         try:
-            while child.is_alive():
-                child.join(heartbeat_every)
-                if not child.is_alive():
-                    break
+            while not run.wait(heartbeat_every):
                 try:
                     held = queue.heartbeat(self.env, job_pk, token)
                 except Exception:
@@ -101,34 +100,39 @@ class Worker:
                         job_pk,
                         silent_s,
                     )
-                    child.kill()
+                    run.kill()
                     break
                 last_heartbeat = time.monotonic()
                 if not held:
-                    job = queue.find(self.env, job_pk)
-                    if job is not None and job.state != queue.RUNNING:
-                        continue  # the child recorded the end and is exiting: let it finish
+                    current = queue.find(self.env, job_pk)
+                    if current is not None and current.state != queue.RUNNING:
+                        # The run recorded the end and is exiting: let it finish, within
+                        # EXIT_GRACE_S (a training on several workers also stops the others).
+                        ended_at = ended_at or time.monotonic()
+                        if time.monotonic() - ended_at > EXIT_GRACE_S:
+                            run.kill()
+                            break
+                        continue
                     log.warning("lost the lease of job %s; stopping its process", job_pk)
-                    child.kill()
+                    run.kill()
                     break
                 if cancel_seen_at is None and queue.is_cancel_requested(self.env, job_pk):
                     cancel_seen_at = time.monotonic()
                 if cancel_seen_at is not None and (
                     time.monotonic() - cancel_seen_at > CANCEL_GRACE_S
                 ):
-                    child.kill()  # the template did not stop at its next step; stop it here
+                    run.kill()  # the template did not stop at its next step; stop it here
         finally:
-            if child.is_alive():  # an error above must not leave it training unwatched
-                child.kill()
-            child.join()
-        job = queue.find(self.env, job_pk)
-        if job is None:  # its model version was deleted while it ran
+            if not run.wait(0):  # an error above must not leave it training unwatched
+                run.kill()
+        ended = queue.find(self.env, job_pk)
+        if ended is None:  # its model version was deleted while it ran
             log.info("job %s was deleted while it ran", job_pk)
             return
-        if job.state == queue.RUNNING and job.lease_owner == token:
-            reason = f"the training process exited with code {child.exitcode}"
-            if job.cancel_requested:
-                fail_for_good(self.env, job, "Training was cancelled by the user.")
+        if ended.state == queue.RUNNING and ended.lease_owner == token:
+            reason = run.describe_end()
+            if ended.cancel_requested:
+                fail_for_good(self.env, ended, "Training was cancelled by the user.")
                 queue.finish(self.env, job_pk, token, queue.CANCELLED)
             else:
                 log.error("job %s: %s; it goes back to the queue", job_pk, reason)
@@ -136,6 +140,10 @@ class Worker:
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
+
+    def close(self) -> None:
+        self.executor.close()
+        self.env.db.dispose()
 
 
 def main(settings: Settings | None = None) -> None:
@@ -145,7 +153,10 @@ def main(settings: Settings | None = None) -> None:
     worker = Worker(settings or Settings())
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        worker.close()
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from modelmill.training.runner import TrainingPlan
 SECONDS_PER_MINUTE = 60
 
 TOLERANCE = "invalid_data_tolerance_percent"
+NUM_GPUS = "num_gpus"  # above 1: the Ray executor trains on that many Ray Train workers
 # Keys of a training job's payload: the plan the runner follows, and the version to start from.
 PLAN = "plan"
 RESUME_FROM_VERSION = "resume_from_version_pk"
@@ -220,9 +221,12 @@ def create_version(
     dataset_version_id = str(params.pop("dataset_version_id", "") or "")
     tolerance = _number(params.pop(TOLERANCE, None), TOLERANCE, "a percentage from 0 to 100")
     cap_minutes = _number(params.pop(MAX_TRAINING_MINUTES, None), MAX_TRAINING_MINUTES, "minutes")
+    gpus = _number(params.get(NUM_GPUS), NUM_GPUS, "a whole number of GPUs")
     tolerance = DEFAULT_INVALID_DATA_TOLERANCE_PERCENT if tolerance is None else tolerance
     cap_minutes = cap_minutes or 0.0
     extras = {k: params[k] for k in COMMON_TRAIN_PARAMS if k in params}
+    if gpus is not None and (gpus < 0 or gpus != int(gpus)):
+        raise _invalid(f"{NUM_GPUS} is {gpus:g}; give a whole number of GPUs, 0 or more.")
     if not 0 <= tolerance <= 100:
         raise _invalid(f"{TOLERANCE} is {tolerance:g}; give a percentage from 0 to 100.")
     if cap_minutes < 0:
@@ -363,6 +367,7 @@ def create_version(
             dumped,
             tolerance,
             cap_minutes * SECONDS_PER_MINUTE,
+            int(gpus or 0),
         )
         queue.enqueue(
             session,

@@ -33,7 +33,8 @@ PERCENT = 100.0
 class TrainingPlan:
     """What to train, decided when the version was created: the template (by name, of a model
     type), the concepts in output order and their exclusivity, the template's params (a Params
-    model_dump by alias), the invalid-data tolerance (0-100 %) and the time cap (0 = none)."""
+    model_dump by alias), the invalid-data tolerance (0-100 %), the time cap (0 = none) and the
+    GPUs asked for (num_gpus: above 1, that many workers under the Ray executor)."""
 
     model_type_id: str
     template: str
@@ -42,6 +43,7 @@ class TrainingPlan:
     params: dict[str, Any]
     tolerance_percent: float
     max_training_s: float = 0.0
+    num_gpus: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,12 +110,11 @@ def _out_of_memory(plan: TrainingPlan, device: str) -> DataError:
     )
 
 
-def run(
+def training_data(
     template: Template, plan: TrainingPlan, examples: Sequence[Example], ctx: TrainContext
-) -> Outcome:
-    """Train and evaluate `plan` with `template` (the job's `plan.resolve()`; a calibration
-    trial's own) on `examples`. Raises DataError (a status for the version),
-    TrainingCancelled, or whatever a bug raises."""
+) -> tuple[TrainingData, list[InvalidInput]]:
+    """The examples `template` can use, and the ones it skips; DataError when too many are
+    unusable (the plan's tolerance) or none is usable."""
     params = template.Params.model_validate(plan.params)
     invalid = template.validate(examples, params)
     for item in invalid:
@@ -126,7 +127,17 @@ def run(
             status_code_pb2.MODEL_TRAINING_NO_DATA,
             "None of the training inputs is usable; the train log lists why each was skipped.",
         )
-    data = TrainingData(usable, plan.concepts, plan.exclusive)
+    return TrainingData(usable, plan.concepts, plan.exclusive), list(invalid)
+
+
+def run(
+    template: Template, plan: TrainingPlan, examples: Sequence[Example], ctx: TrainContext
+) -> Outcome:
+    """Train and evaluate `plan` with `template` (the job's `plan.resolve()`; a calibration
+    trial's own) on `examples`. Raises DataError (a status for the version),
+    TrainingCancelled, or whatever a bug raises."""
+    params = template.Params.model_validate(plan.params)
+    data, invalid = training_data(template, plan, examples, ctx)
     try:
         result = template.train(ctx, data, params)
     except Exception as error:
@@ -136,4 +147,4 @@ def run(
     ctx.report(1.0, stage="evaluating")
     ctx.log.info("evaluating")
     metrics = template.evaluate(ctx, data, params, result.artifacts)
-    return Outcome(result, metrics, sorted({e.kind for e in usable}), list(invalid))
+    return Outcome(result, metrics, sorted({e.kind for e in data.examples}), invalid)

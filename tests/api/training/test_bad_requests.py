@@ -102,6 +102,9 @@ def test_unknown_template_of_a_type_that_needs_one(tapi: Api, refused: Any) -> N
         ),
         ({"train_params": {"max_training_minutes": [5]}}, ["max_training_minutes", "number"]),
         ({"train_params": {"max_training_minutes": "nan"}}, ["max_training_minutes", "nan"]),
+        ({"train_params": {"num_gpus": -1}}, ["num_gpus", "whole number"]),
+        ({"train_params": {"num_gpus": 1.5}}, ["num_gpus", "whole number"]),
+        ({"train_params": {"num_gpus": "two"}}, ["num_gpus", "'two'", "number"]),
     ],
     ids=[
         "enum-value",
@@ -114,6 +117,9 @@ def test_unknown_template_of_a_type_that_needs_one(tapi: Api, refused: Any) -> N
         "cap-text",
         "cap-list",
         "cap-nan",
+        "gpus-negative",
+        "gpus-fraction",
+        "gpus-text",
     ],
 )
 def test_bad_hyperparameters(

@@ -2,6 +2,7 @@
 learning rate, early stopping on the objective's validation metric, the best weights kept, a
 checkpoint every epoch, exact resume, cancel, the time cap and progress. What is optimised (the
 loss of a batch, the validation metrics) is the task's `Objective`; batches are the template's.
+In a torch process group (several workers, started by the Ray executor) it trains with DDP.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from clarifai_grpc.grpc.api.status import status_code_pb2
 from torch import nn
 
 from modelmill.training.checkpoint_keys import LOOP_KEY
 from modelmill.training.checkpoints import BEST_DIR, LAST_DIR, save_checkpoint
-from modelmill.training.contract import DataError, Objective, TrainContext
+from modelmill.training.contract import DataError, Objective, TrainContext, TrainingCancelled
 from modelmill.training.finetune.fields import LoopSettings
 
 REPORT_INTERVAL_S = 2.0  # progress reports between epoch ends, at most this often
@@ -160,6 +162,52 @@ class _Throttle:
         return True
 
 
+class _World:
+    """The processes training one model together: torch DDP in a process group that the Ray
+    executor's workers set up, or this process alone. Each rank takes every size-th batch (the
+    batch size is per worker); rank 0 decides when to stop (cancel, time cap, early stop) and
+    the others follow, as a collective that one rank skips would wait forever."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.size = dist.get_world_size() if self.distributed else 1
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """`model` as the objective's loss calls it: under DDP, which syncs the gradients, so
+        an objective calls the model itself, not its methods or parts."""
+        if not self.distributed:
+            return model
+        on_gpu = self.device.startswith("cuda")
+        # find_unused_parameters: some templates' models have trainable parts a batch may not
+        # reach (a pooler, a loss head); without it DDP fails on them at the next step.
+        return nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[torch.cuda.current_device()] if on_gpu else None,
+            find_unused_parameters=True,
+        )
+
+    def agree(self, decide: Callable[[], bool]) -> bool:
+        """Rank 0's `decide()`, on every rank."""
+        if not self.distributed:
+            return decide()
+        flag = torch.tensor([int(decide()) if self.rank == 0 else 0], device=self.device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    def steps(self, steps_per_epoch: int) -> int:
+        """Batches of an epoch that are trained: a whole number for every rank."""
+        kept = steps_per_epoch - steps_per_epoch % self.size
+        if kept == 0 and self.distributed:
+            raise DataError(
+                status_code_pb2.MODEL_TRAINING_INSUFFICIENT_DATA,
+                f"An epoch has {steps_per_epoch} batches, fewer than the {self.size} workers "
+                "that train together: lower batch_size, add inputs, or train on fewer workers.",
+            )
+        return kept
+
+
 def fit(
     ctx: TrainContext,
     model: nn.Module,
@@ -182,6 +230,9 @@ def fit(
     state = state or LoopState()
     if state.finished:  # the job died after its last epoch was saved: nothing left to train
         return state
+    world = _World(ctx.device)
+    trained_steps = world.steps(data.steps_per_epoch)
+    trained = world.wrap(model)
     optimizer = _optimizer(model, settings)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
@@ -195,7 +246,15 @@ def fit(
     precision = autocast_dtype(settings.mixed_precision, ctx.device)
     # float16 needs its gradients scaled so that small ones do not underflow; bfloat16 does not.
     scaler = torch.amp.GradScaler("cuda") if precision == torch.float16 else None
-    ctx.log.info("training on %s in %s", ctx.device, precision or torch.float32)
+    ctx.log.info(
+        "training on %s in %s%s",
+        ctx.device,
+        precision or torch.float32,
+        f", rank {world.rank} of {world.size} (DDP)" if world.distributed else "",
+    )
+
+    def cancelled_now(due: Callable[[], bool] = lambda: True) -> bool:
+        return world.agree(lambda: due() and ctx.cancelled())
 
     def autocast() -> contextlib.AbstractContextManager[Any]:
         if precision is None:
@@ -203,23 +262,29 @@ def fit(
         return torch.autocast("cuda", dtype=precision)
 
     def eta_s(step: int) -> float:
-        per_step = (time.monotonic() - started) / max(1, steps_run)
+        per_step = (time.monotonic() - started) / max(1, steps_run * world.size)
         return per_step * (total_steps - step)
 
     for epoch in range(state.epochs_done, settings.num_epochs):
-        ctx.check_cancelled()
+        if cancelled_now():
+            raise TrainingCancelled("training was cancelled")
         generator = torch.Generator().manual_seed(epoch_seed(settings.seed, epoch))
         torch.manual_seed(epoch_seed(settings.seed, epoch))  # dropout, replayed on resume
         train_mode(model)
         running = torch.zeros((), device=ctx.device)
         count = 0
         for index, batch in enumerate(data.train_batches(generator)):
-            step = epoch * data.steps_per_epoch + index
+            if index >= trained_steps:
+                break
+            if index % world.size != world.rank:
+                continue
+            # The group's step: every rank trains at the same learning rate.
+            step = epoch * data.steps_per_epoch + index - index % world.size
             rate = learning_rate_at(step, total_steps, warmup_steps, settings.learning_rate)
             for group in optimizer.param_groups:
                 group["lr"] = rate
             with autocast():
-                loss = objective.loss(model, batch)
+                loss = objective.loss(trained, batch)
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()
@@ -231,8 +296,8 @@ def fit(
             running += loss.detach()  # read back only when reporting: no device sync per step
             count += 1
             steps_run += 1
-            if cancel_throttle.due():
-                ctx.check_cancelled()
+            if cancelled_now(cancel_throttle.due):
+                raise TrainingCancelled("training was cancelled")
             if report_throttle.due():
                 ctx.report(
                     (step + 1) / total_steps,
@@ -242,11 +307,12 @@ def fit(
                     eta_s=eta_s(step + 1),
                 )
         record = {"epoch": float(epoch + 1), "loss": float(running) / max(1, count)}
-        if data.validation_batches is not None:
+        if data.validation_batches is not None and world.rank == 0:
             model.eval()
             with autocast():
                 record.update(objective.validate(model, data.validation_batches()))
         _update_state(state, record, settings, objective)
+        state.finished = world.agree(lambda: state.finished)
         # best/ first: a crash between the two leaves last/ at the previous epoch, replayed
         # exactly on resume, rather than a last/ that believes in a best/ never written.
         best = ctx.checkpoint_dir / BEST_DIR if state.best_epoch == epoch + 1 else None
@@ -260,7 +326,8 @@ def fit(
         ctx.log.info("epoch %d/%d: %s", epoch + 1, settings.num_epochs, record)
         if state.finished:
             break
-        if ctx.out_of_time():  # the budget cap: checked per epoch, so the best/ weights are whole
+        # The budget cap: checked per epoch, so the best/ weights are whole.
+        if world.agree(ctx.out_of_time):
             state.stopped_at_cap = True
             ctx.log.info("training time cap reached after epoch %d", epoch + 1)
             ctx.report(1.0, step=done_steps, stage="stopped at the time cap")

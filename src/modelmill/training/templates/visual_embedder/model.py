@@ -90,7 +90,8 @@ class Trainable(nn.Module):
         self.loss_head = loss_head
         self.miner = miner
 
-    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch: called as the module, as DDP needs (see finetune/loop.py)."""
         embeddings = self.net(images)
         pairs = self.miner(embeddings, labels) if self.miner is not None else None
         return self.loss_head(embeddings, labels, pairs)
@@ -126,7 +127,7 @@ class MetricObjective:
 
     def loss(self, model: Trainable, batch: Any) -> torch.Tensor:
         images, labels = batch
-        return model.loss(images, labels)
+        return model(images, labels)
 
     def validate(self, model: Trainable, batches: Iterable[Any]) -> dict[str, float]:
         vectors, labels, total, count = [], [], 0.0, 0
