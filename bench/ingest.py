@@ -1,7 +1,8 @@
 """Ingest throughput: images/s and texts/s through PostInputs on loopback.
 
     .venv/bin/python bench/ingest.py [--batches 20] [--warmup 3] [--clients 1,3]
-                                     [--postgres-url URL] [--markdown FILE] [--profile DIR]
+                                     [--api-processes 1,2] [--postgres-url URL]
+                                     [--markdown FILE] [--profile DIR]
     make bench      # the same, with a throwaway PostgreSQL from scripts/postgres.sh
 
 For each backend (SQLite; PostgreSQL when a URL is given) it starts its own `modelmill serve`
@@ -9,8 +10,14 @@ For each backend (SQLite; PostgreSQL when a URL is given) it starts its own `mod
 then sends batches of 128 inputs with the official clarifai-grpc stub over gRPC and over its
 JSON channel (REST), from one client and then from several client threads at once. Images are
 256x256 JPEGs drawn with Pillow (gradients, shapes, noise), every one different; texts are a
-few sentences; each input carries one concept label, as a training upload does. A benchmark
-measures, it asserts nothing about time; it does fail if the server rejects an input.
+few sentences; each input carries one concept label, as a training upload does.
+
+With `--api-processes 1,2` it starts two `modelmill serve` processes on the same data dir and
+database (README "Running on several machines"), and measures each configuration once with the
+client threads all on the first process and once spread round robin over both (thread t sends
+to process t mod N: a client-side stand-in for a load balancer). A benchmark measures, it
+asserts nothing about time; inputs the server rejects are counted per configuration and shown,
+and the script then exits non-zero.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import argparse
 import contextlib
 import io
 import os
+import queue
 import secrets
 import shutil
 import signal
@@ -167,10 +175,35 @@ def fresh_postgres_database(url: str) -> Iterator[str]:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def start_server(modelmill: list[str], data_dir: Path, env: dict, log: Path) -> tuple:
+    http_port, grpc_port = free_port(), free_port()
+    with log.open("w") as output:  # the child keeps its own copy of the file
+        process = subprocess.Popen(
+            [*modelmill, "serve", "--data-dir", str(data_dir), "--http-port", str(http_port),
+             "--grpc-port", str(grpc_port)],
+            env=env, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return process, http_port, grpc_port
+
+
+def wait_healthy(process: subprocess.Popen, http_port: int, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health", timeout=1).read()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"modelmill serve did not start:\n{log.read_text()}") from None
+            time.sleep(0.2)
+
+
 @contextlib.contextmanager
-def running_server(
-    database_url: str, profile: Path | None, label: str, workers: int = 0
-) -> Iterator[Server]:
+def running_servers(
+    database_url: str, profile: Path | None, label: str, processes: int = 1, workers: int = 0
+) -> Iterator[list[Server]]:
+    """`processes` `modelmill serve` processes on one data dir and one database, each on its own
+    ports: the README's API processes side by side (there behind a load balancer)."""
     data_dir = Path(tempfile.mkdtemp(prefix="modelmill-bench-"))
     env = {
         **os.environ,
@@ -182,77 +215,81 @@ def running_server(
         [*modelmill, "token", "create", "--data-dir", str(data_dir), "--user", USER, "--app", APP],
         env=env, check=True, capture_output=True, text=True,
     ).stdout.strip().splitlines()[-1]  # fmt: skip
-    http_port, grpc_port = free_port(), free_port()
-    log = (data_dir / "server.log").open("w")
-    process = subprocess.Popen(
-        [*modelmill, "serve", "--data-dir", str(data_dir), "--http-port", str(http_port),
-         "--grpc-port", str(grpc_port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    profiler = None
+    logs = [data_dir / f"server-{index}.log" for index in range(processes)]
+    started = [start_server(modelmill, data_dir, env, log) for log in logs]
+    profilers = []
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health", timeout=1).read()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"modelmill serve did not start:\n{(data_dir / 'server.log').read_text()}"
-                    ) from None
-                time.sleep(0.2)
-        if profile is not None:
-            profile.mkdir(parents=True, exist_ok=True)
-            py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            # Collapsed stacks ("frame;frame;... count"): grep-able, and speedscope opens them.
-            profiler = subprocess.Popen(
-                [py_spy, "record", "--pid", str(process.pid), "--rate", "100", "--format", "raw",
-                 "--output", str(profile / f"{label}.collapsed.txt")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-        yield Server(process, http_port, grpc_port, key)
+        for (process, http_port, _), log in zip(started, logs, strict=True):
+            wait_healthy(process, http_port, log)
+        for index, (process, _, _) in enumerate(started):
+            if profile is not None:
+                profile.mkdir(parents=True, exist_ok=True)
+                py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                name = label if processes == 1 else f"{label}-{index}"
+                # Collapsed stacks ("frame;frame;... count"): grep-able, and speedscope opens them.
+                profilers.append(subprocess.Popen(
+                    [py_spy, "record", "--pid", str(process.pid), "--rate", "100", "--format",
+                     "raw", "--output", str(profile / f"{name}.collapsed.txt")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ))  # fmt: skip
+        yield [Server(process, http, grpc, key) for process, http, grpc in started]
     except BaseException:
-        tail = (data_dir / "server.log").read_text().splitlines()[-40:]
-        console.print(f"[red]{label} server, exit code {process.poll()}; its log ends:[/]")
-        console.print("\n".join(tail), markup=False, highlight=False)
+        for (process, _, _), log in zip(started, logs, strict=True):
+            tail = log.read_text().splitlines()[-40:]
+            console.print(
+                f"[red]{label} server {log.stem}, exit code {process.poll()}; its log:[/]"
+            )
+            console.print("\n".join(tail), markup=False, highlight=False)
         raise
     finally:
-        if profiler is not None:
+        for profiler in profilers:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=120)
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        for process, _, _ in started:
+            process.send_signal(signal.SIGINT)
+        for process, _, _ in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # ---- measuring --------------------------------------------------------------------------------
 
 
+ACCEPTED = {
+    status_code_pb2.INPUT_DOWNLOAD_SUCCESS,
+    status_code_pb2.INPUT_DOWNLOAD_PENDING,
+    status_code_pb2.INPUT_DOWNLOAD_IN_PROGRESS,
+}
+
+
 @dataclass
 class Row:
     backend: str
+    processes: int  # API processes the client threads were spread over
     transport: str
     kind: str
     clients: int
     inputs: int
+    rejected: int  # inputs the server did not store (a failed call counts all of its batch)
+    first_error: str
     seconds: float
     batch_ms: float  # median latency of one PostInputs call
-    server_cpu: float  # server CPU seconds / wall seconds (2.0 = both cores busy)
+    server_cpu: float  # servers' CPU seconds / wall seconds (2.0 = both cores busy)
     load: float  # the machine's 1-minute load average as the run started: other work competes
+    load_after: float  # ... and as it ended
 
     @property
     def per_second(self) -> float:
-        return self.inputs / self.seconds
+        """Inputs stored per second."""
+        return (self.inputs - self.rejected) / self.seconds
 
     @property
     def cpu_ms_per_input(self) -> float:
         """Server CPU per input: what the server itself costs, whatever else shares the cores."""
-        return self.server_cpu * self.seconds * 1000 / self.inputs
+        return self.server_cpu * self.seconds * 1000 / max(self.inputs - self.rejected, 1)
 
 
 def stub_for(server: Server, transport: str) -> service_pb2_grpc.V2Stub:
@@ -265,73 +302,117 @@ def stub_for(server: Server, transport: str) -> service_pb2_grpc.V2Stub:
     return service_pb2_grpc.V2Stub(channel)
 
 
-def post(stub: service_pb2_grpc.V2Stub, key: str, request: service_pb2.PostInputsRequest) -> float:
+def post(
+    stub: service_pb2_grpc.V2Stub, key: str, request: service_pb2.PostInputsRequest
+) -> tuple[float, int, str]:
+    """Seconds the call took, how many of its inputs the server rejected, and the first reason."""
     start = time.perf_counter()
     try:
         response = stub.PostInputs(request, metadata=(("authorization", f"Key {key}"),))
     except Exception as error:  # the JSON channel's errors carry the whole base64 request
-        raise RuntimeError(
-            f"PostInputs failed: {type(error).__name__} {str(error)[:300]}"
-        ) from None
+        elapsed = time.perf_counter() - start
+        return elapsed, len(request.inputs), f"{type(error).__name__} {str(error)[:200]}"
     elapsed = time.perf_counter() - start
-    if response.status.code != status_code_pb2.SUCCESS:
-        bad = [i.status.description for i in response.inputs if i.status.description][:3]
-        raise RuntimeError(f"PostInputs answered {response.status.description}: {bad}")
-    return elapsed
+    if response.status.code == status_code_pb2.SUCCESS:
+        return elapsed, 0, ""
+    if response.status.code == status_code_pb2.MIXED_STATUS:
+        rejected = [i.status for i in response.inputs if i.status.code not in ACCEPTED]
+        return elapsed, len(rejected), rejected[0].description
+    return elapsed, len(request.inputs), response.status.description
 
 
 def measure(
-    server: Server, backend: str, transport: str, kind: str, clients: int,
-    warmup: list, timed: list,
+    servers: list[Server], processes: int, backend: str, transport: str, kind: str,
+    clients: int, warmup: list, timed: list,
 ) -> Row:  # fmt: skip
-    stub = stub_for(server, transport)
-    for request in warmup:
-        post(stub, server.key, request)
+    """Client thread t sends to API process t % `processes` (round robin: a client-side
+    stand-in for a load balancer); the CPU column sums every running server, idle ones too."""
+    stubs = [stub_for(server, transport) for server in servers[:processes]]
+    key = servers[0].key
+    for index, request in enumerate(warmup):
+        _, rejected, reason = post(stubs[index % processes], key, request)
+        if rejected:
+            console.print(f"[yellow]warm-up batch: {rejected} rejected: {reason}[/]")
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for request in timed:
+        todo.put(request)
+    results: list[tuple[float, int, str]] = []
+
+    def client(thread: int) -> None:
+        while True:
+            try:
+                request = todo.get_nowait()
+            except queue.Empty:
+                return
+            results.append(post(stubs[thread % processes], key, request))
+
     load = os.getloadavg()[0]
-    cpu_before, start = server.cpu_seconds(), time.perf_counter()
+    cpu_before, start = sum(s.cpu_seconds() for s in servers), time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        latencies = list(pool.map(lambda request: post(stub, server.key, request), timed))
+        list(pool.map(client, range(clients)))
     seconds = time.perf_counter() - start
-    cpu = (server.cpu_seconds() - cpu_before) / seconds
+    cpu = (sum(s.cpu_seconds() for s in servers) - cpu_before) / seconds
+    errors = [reason for _, _, reason in results if reason]
     return Row(
-        backend, transport, kind, clients, len(timed) * BATCH, seconds,
-        statistics.median(latencies) * 1000, cpu, load,
+        backend, processes, transport, kind, clients, len(timed) * BATCH,
+        sum(rejected for _, rejected, _ in results), errors[0] if errors else "", seconds,
+        statistics.median(latency for latency, _, _ in results) * 1000, cpu, load,
+        os.getloadavg()[0],
     )  # fmt: skip
 
 
-def print_table(rows: list[Row], title: str) -> None:
-    table = Table(title=title)
-    for column in ("backend", "transport", "kind", "clients", "inputs", "seconds"):
-        table.add_column(
-            column, justify="right" if column in ("clients", "inputs", "seconds") else "left"
-        )
-    table.add_column("inputs/s", justify="right", style="bold")
-    table.add_column("ms/batch (median)", justify="right")
-    table.add_column("server CPU", justify="right")
-    table.add_column("CPU ms/input", justify="right")
-    table.add_column("load", justify="right")
+COLUMNS = (
+    "backend", "API processes", "transport", "kind", "clients", "inputs", "rejected", "seconds",
+    "inputs/s", "ms/batch (median)", "server CPU", "CPU ms/input", "load before → after",
+)  # fmt: skip
+
+
+def cells(r: Row) -> list[str]:
+    return [
+        r.backend, str(r.processes), r.transport, r.kind, str(r.clients), str(r.inputs),
+        str(r.rejected), f"{r.seconds:.1f}", f"{r.per_second:.0f}", f"{r.batch_ms:.0f}",
+        f"{r.server_cpu * 100:.0f}%", f"{r.cpu_ms_per_input:.2f}",
+        f"{r.load:.1f} → {r.load_after:.1f}",
+    ]  # fmt: skip
+
+
+def comparisons(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """One line per configuration measured with several process counts: inputs/s of each, the
+    ratio of the most processes to one, and the rejections of each."""
+    counts = sorted({r.processes for r in rows})
+    groups: dict[tuple, dict[int, Row]] = {}
     for r in rows:
-        table.add_row(
-            r.backend, r.transport, r.kind, str(r.clients), str(r.inputs), f"{r.seconds:.1f}",
-            f"{r.per_second:.0f}", f"{r.batch_ms:.0f}", f"{r.server_cpu * 100:.0f}%",
-            f"{r.cpu_ms_per_input:.2f}", f"{r.load:.1f}",
-        )  # fmt: skip
+        groups.setdefault((r.backend, r.transport, r.kind, r.clients), {})[r.processes] = r
+    header = [
+        "backend", "transport", "kind", "clients",
+        *(f"inputs/s, {n} proc." for n in counts), f"{counts[-1]} vs {counts[0]}",
+        "rejected", "load",
+    ]  # fmt: skip
+    lines = []
+    for (backend, transport, kind, clients), by_count in groups.items():
+        first, last = by_count[counts[0]], by_count[counts[-1]]
+        lines.append([
+            backend, transport, kind, str(clients),
+            *(f"{by_count[n].per_second:.0f}" for n in counts),
+            f"{last.per_second / first.per_second:.2f}×" if first.per_second else "–",
+            " / ".join(str(by_count[n].rejected) for n in counts),
+            " / ".join(f"{by_count[n].load:.1f}→{by_count[n].load_after:.1f}" for n in counts),
+        ])  # fmt: skip
+    return header, lines
+
+
+def print_table(header: list[str] | tuple[str, ...], lines: list[list[str]], title: str) -> None:
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, justify="left" if column in COLUMNS[:4] else "right")
+    for line in lines:
+        table.add_row(*line)
     console.print(table)
 
 
-def markdown(rows: list[Row]) -> str:
-    lines = [
-        "| backend | transport | kind | clients | inputs | seconds | inputs/s "
-        "| ms/batch (median) | server CPU | CPU ms/input | load |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
-    ]
-    lines += [
-        f"| {r.backend} | {r.transport} | {r.kind} | {r.clients} | {r.inputs} | {r.seconds:.1f} "
-        f"| **{r.per_second:.0f}** | {r.batch_ms:.0f} | {r.server_cpu * 100:.0f}% "
-        f"| {r.cpu_ms_per_input:.2f} | {r.load:.1f} |"
-        for r in rows
-    ]
-    return "\n".join(lines) + "\n"
+def markdown(header: list[str] | tuple[str, ...], lines: list[list[str]]) -> str:
+    rows = [header, ["---" if c in COLUMNS[:4] else "--:" for c in header], *lines]
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
 
 
 def main() -> None:
@@ -342,6 +423,12 @@ def main() -> None:
         "--clients", default="1,3", help="client threads per run, comma-separated (1 = sequential)"
     )
     parser.add_argument(
+        "--api-processes",
+        default="1",
+        help="API processes per run, comma-separated (e.g. 1,2): `modelmill serve` processes on "
+        "one data dir and database; client thread t sends to process t mod N",
+    )
+    parser.add_argument(
         "--postgres-url",
         default=os.environ.get("MODELMILL_BENCH_POSTGRES_URL", ""),
         help="a PostgreSQL server (SQLAlchemy URL); each run gets a new database on it "
@@ -349,11 +436,12 @@ def main() -> None:
     )
     parser.add_argument("--transports", default="gRPC,REST", help="comma-separated")
     parser.add_argument("--kinds", default="images,texts", help="comma-separated")
-    parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+    parser.add_argument("--markdown", type=Path, help="also write the tables as Markdown here")
     parser.add_argument(
         "--profile", type=Path, help="record each server with py-spy (pip install py-spy) here"
     )
     args = parser.parse_args()
+    process_counts = [int(n) for n in args.api_processes.split(",")]
 
     rng = np.random.default_rng(0)
     images = ImageMaker(rng)
@@ -363,29 +451,45 @@ def main() -> None:
     rows: list[Row] = []
     for backend, url in backends:
         database = fresh_postgres_database(url) if url else contextlib.nullcontext("")
+        # All processes run throughout; each configuration sends to the first N of them, so the
+        # process counts are measured in turns, under the same load and on the same database.
         with (
             database as database_url,
-            running_server(database_url, args.profile, backend) as server,
+            running_servers(database_url, args.profile, backend, max(process_counts)) as servers,
         ):
             for transport in args.transports.split(","):
                 for kind in args.kinds.split(","):
                     for clients in (int(c) for c in args.clients.split(",")):
-                        # Built before the clock starts: the timed part is the client call.
-                        warmup = make_requests(kind, args.warmup, rng, images)
-                        timed = make_requests(kind, args.batches, rng, images)
-                        row = measure(server, backend, transport, kind, clients, warmup, timed)
-                        console.print(
-                            f"{backend:10} {transport:4} {kind:6} x{clients}: "
-                            f"{row.per_second:6.0f} inputs/s"
-                        )
-                        rows.append(row)
+                        for processes in process_counts:
+                            # Built before the clock starts: the timed part is the client call.
+                            warmup = make_requests(kind, args.warmup, rng, images)
+                            timed = make_requests(kind, args.batches, rng, images)
+                            row = measure(
+                                servers, processes, backend, transport, kind, clients,
+                                warmup, timed,
+                            )  # fmt: skip
+                            console.print(
+                                f"{backend:10} {processes}p {transport:4} {kind:6} x{clients}: "
+                                f"{row.per_second:6.0f} inputs/s, {row.rejected} rejected"
+                                + (f" ({row.first_error})" if row.rejected else "")
+                            )
+                            rows.append(row)
     title = (
         f"PostInputs, batches of {BATCH}, {args.batches} timed after {args.warmup} warm-up, "
         f"{IMAGE_SIDE}x{IMAGE_SIDE} JPEG"
     )
-    print_table(rows, title)
+    tables = [(COLUMNS, [cells(r) for r in rows], title)]
+    if len(process_counts) > 1:
+        tables.append((*comparisons(rows), "The same configurations by API processes"))
+    for header, lines, caption in tables:
+        print_table(header, lines, caption)
     if args.markdown:
-        args.markdown.write_text(markdown(rows))
+        args.markdown.write_text("\n".join(markdown(header, lines) for header, lines, _ in tables))
+    rejected = [r for r in rows if r.rejected]
+    for r in rejected:
+        console.print(f"[red]{r.backend} x{r.processes}p {r.transport} {r.kind}: {r.first_error}")
+    if rejected:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from google.protobuf import struct_pb2
 
-from ingest import APP, USER, fresh_postgres_database, make_text, running_server, stub_for
+from ingest import APP, USER, fresh_postgres_database, make_text, running_servers, stub_for
 
 CONCEPTS = ["cat", "dog", "bird"]
 BATCH = 16
@@ -173,7 +173,7 @@ def prepare(stub, key: str) -> None:
 
 
 def run(database_url: str, threads: int, seconds: float) -> bool:
-    with running_server(database_url, None, "load", workers=2) as server:
+    with running_servers(database_url, None, "load", workers=2) as [server]:
         stub = stub_for(server, "gRPC")
         prepare(stub, server.key)
         calls = Calls()
