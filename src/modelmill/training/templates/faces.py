@@ -44,3 +44,14 @@ def invalid_inputs(examples: Sequence[Example], kind: InputKind) -> list[Invalid
     from modelmill.training.data import validate_examples  # torch: imported when used
 
     return validate_examples(examples, kind)
+
+
+def save_pretrained_remedy(base_model: str, weights_dir: Path | None, what: str) -> str:
+    """How a person provides `what` (e.g. "the model") of a Hugging Face `base_model` that this
+    server has nowhere, for the error that says so."""
+    folder = weights_dir if weights_dir is not None else "the weights folder"
+    return (
+        f"Save {what} (save_pretrained) into {folder}/{base_model.replace('/', '--')}, put it "
+        "in the Hugging Face cache, give the server internet access, or choose a base model "
+        "that is available."
+    )
