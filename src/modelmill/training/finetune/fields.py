@@ -1,5 +1,6 @@
 """What the fine-tuning templates share before any training starts: Params fields (warmup,
-early stopping, split, seed) described the same way everywhere, and the loop's settings.
+early stopping, split, seed; the image templates' sizes, batches, flips and starting weights)
+described the same way everywhere, and the loop's settings.
 Light on purpose (no torch): the API process imports it to answer ListModelTypes.
 """
 
@@ -28,13 +29,14 @@ def warmup_epochs_field(default: float) -> float:
     )
 
 
-def patience_field(default: int) -> int:
+def patience_field(default: int, monitor: str = "a lower validation loss") -> int:
+    """`monitor`: what counts as better, e.g. "a higher validation mIoU"."""
     return Field(  # type: ignore[no-any-return]
         default,
         ge=0,
         le=1000,
-        description="Early stopping: end training after this many epochs without a lower "
-        "validation loss (0 = never stop early). The best epoch's weights are kept either way.",
+        description=f"Early stopping: end training after this many epochs without {monitor} "
+        "(0 = never stop early). The best epoch's weights are kept either way.",
         json_schema_extra={"step": 1},
     )
 
@@ -76,6 +78,71 @@ def seed_field() -> int:
         description="Random seed of the split, shuffling, augmentation and the new head: the "
         "same seed and data give the same model on the same hardware.",
     )
+
+
+def image_size_field(default: int) -> int:
+    return Field(  # type: ignore[no-any-return]
+        default,
+        ge=32,
+        le=1024,
+        description="Side in pixels that images are resized to (shorter side, then a centre "
+        "crop). Training time grows with its square.",
+        json_schema_extra={"step": 32},
+    )
+
+
+def batch_size_field(default: int) -> int:
+    return Field(  # type: ignore[no-any-return]
+        default,
+        ge=1,
+        le=1024,
+        description="Images per training step.",
+        json_schema_extra={"step": 1},
+    )
+
+
+def num_epochs_field(default: int) -> int:
+    return Field(  # type: ignore[no-any-return]
+        default,
+        ge=1,
+        le=1000,
+        description="Passes over the training inputs (fewer when early stopping ends training).",
+        json_schema_extra={"step": 1},
+    )
+
+
+def per_item_lrate_field(default: float) -> float:
+    return Field(  # type: ignore[no-any-return]
+        default,
+        ge=0.0,
+        le=0.01,
+        description="Learning rate per image in a batch: the learning rate is batch_size × "
+        "per_item_lrate, so changing the batch size keeps training comparable.",
+    )
+
+
+def flip_probability_field(description: str) -> float:
+    """`description`: which way the flip goes and what moves with the image."""
+    return Field(  # type: ignore[no-any-return]
+        0.5, ge=0.0, le=1.0, description=description, json_schema_extra={"step": 0.05}
+    )
+
+
+FlipDirection = Literal["horizontal", "vertical"]
+
+
+def flip_direction_field() -> FlipDirection:
+    return Field(  # type: ignore[no-any-return]
+        "horizontal", description="Direction of the augmentation flip."
+    )
+
+
+PretrainedWeights = Literal["ImageNet-1k", "None"]
+
+
+def pretrained_weights_field(description: str) -> PretrainedWeights:
+    """ImageNet-1k by default; `description` says which part starts from them."""
+    return Field("ImageNet-1k", description=description)  # type: ignore[no-any-return]
 
 
 MixedPrecision = Literal["auto", "bf16", "fp16", "off"]

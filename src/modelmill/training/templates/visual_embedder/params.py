@@ -4,23 +4,22 @@ descriptions are what ListModelTypes answers for that template. Light (no torch)
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
 from modelmill.training.finetune.fields import (
     MixedPrecision,
+    PretrainedWeights,
+    batch_size_field,
+    flip_probability_field,
+    image_size_field,
     mixed_precision_field,
+    num_epochs_field,
     patience_field,
+    per_item_lrate_field,
+    pretrained_weights_field,
     seed_field,
     validation_fraction_field,
     warmup_epochs_field,
-)
-from modelmill.training.templates.visual_classifier.params import (
-    batch_size_field,
-    image_size_field,
-    num_epochs_field,
-    per_item_lrate_field,
 )
 
 
@@ -45,17 +44,12 @@ class EmbedderParams(BaseModel):
         "features, L2-normalised).",
         json_schema_extra={"step": 8},
     )
-    pretrained_weights: Literal["ImageNet-1k", "None"] = Field(
-        "ImageNet-1k",
-        description="Start the backbone from its ImageNet-1k weights (shipped with modelmill) "
-        "or from random weights (None).",
+    pretrained_weights: PretrainedWeights = pretrained_weights_field(
+        "Start the backbone from its ImageNet-1k weights (shipped with modelmill) "
+        "or from random weights (None)."
     )
-    flip_probability: float = Field(
-        0.5,
-        ge=0.0,
-        le=1.0,
-        description="Chance that a training image is flipped horizontally (augmentation).",
-        json_schema_extra={"step": 0.05},
+    flip_probability: float = flip_probability_field(
+        "Chance that a training image is flipped horizontally (augmentation)."
     )
     unseen_concepts_fraction: float = Field(
         0.0,
