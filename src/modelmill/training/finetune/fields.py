@@ -80,14 +80,16 @@ def seed_field() -> int:
     )
 
 
-def image_size_field(default: int) -> int:
+CENTRE_CROPPED = (
+    "Side in pixels that images are resized to (shorter side, then a centre crop). Training "
+    "time grows with its square."
+)
+
+
+def image_size_field(default: int, description: str = CENTRE_CROPPED, largest: int = 1024) -> int:
+    """`description`: how images become squares of this side."""
     return Field(  # type: ignore[no-any-return]
-        default,
-        ge=32,
-        le=1024,
-        description="Side in pixels that images are resized to (shorter side, then a centre "
-        "crop). Training time grows with its square.",
-        json_schema_extra={"step": 32},
+        default, ge=32, le=largest, description=description, json_schema_extra={"step": 32}
     )
 
 

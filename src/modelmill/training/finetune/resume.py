@@ -176,17 +176,17 @@ def start_weights(
 
 def fit_to_artifacts(
     ctx: TrainContext,
+    start: TrainingStart,
     model: nn.Module,
     objective: Objective,
     data: LoopData,
     settings: LoopSettings,
     save: SaveCheckpoint,
-    plan: ResumePlan | None,
     train_mode: Callable[[nn.Module], object],
 ) -> TrainResult:
-    """Runs the shared loop (continuing where `plan` says) and hands back the version's
+    """Runs the shared loop (continuing where `start` says) and hands back the version's
     artifacts from the best epoch."""
-    state, optimizer_state = continued_state(ctx, plan)
+    state, optimizer_state = continued_state(ctx, start.plan)
     state = fit(
         ctx, model, objective, data, settings, save, state, optimizer_state, train_mode=train_mode
     )

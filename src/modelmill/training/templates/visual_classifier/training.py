@@ -107,12 +107,12 @@ def train_classifier(
     )
     return fit_to_artifacts(
         ctx,
+        start,
         model,
         CLASSIFICATION.objective(_forward, exclusive),
         loop_data,
         LoopSettings.of(p, exclusive),
         save,
-        plan,
         train_keeping_batchnorm_statistics if keep_statistics else nn.Module.train,
     )
 

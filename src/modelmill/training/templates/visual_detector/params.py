@@ -14,6 +14,7 @@ from modelmill.training.finetune.fields import (
     PretrainedWeights,
     batch_size_field,
     flip_probability_field,
+    image_size_field,
     mixed_precision_field,
     momentum_field,
     num_epochs_field,
@@ -30,14 +31,11 @@ MAX_FROZEN_STAGES = 7  # Lite0 has a stem and seven stages
 
 
 def detector_image_size_field(default: int) -> int:
-    return Field(  # type: ignore[no-any-return]
+    return image_size_field(
         default,
-        ge=32,
-        le=1024,
-        description="Side in pixels of the square images the detector sees: each image is "
+        "Side in pixels of the square images the detector sees: each image is "
         "resized to fit (letterboxed when keep_aspect_ratio) and its boxes move with it. "
         "Anchor sizes follow it. Training time grows with its square.",
-        json_schema_extra={"step": 32},
     )
 
 

@@ -128,12 +128,12 @@ def train_detector(
     )
     return fit_to_artifacts(
         ctx,
+        start,
         model,
         DETECTION.objective(forward, concepts),
         loop_data,
         LoopSettings.of(p, exclusive=False),
         save,
-        plan,
         train_keeping_backbone_statistics if keep_statistics else nn.Module.train,
     )
 

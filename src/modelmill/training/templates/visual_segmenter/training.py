@@ -198,12 +198,12 @@ def train_segmenter(
     )
     return fit_to_artifacts(
         ctx,
+        start,
         model,
         SEGMENTATION.objective(_forward),
         loop_data,
         LoopSettings.of(p, exclusive=True),  # one class per pixel: softmax
         save,
-        plan,
         train_keeping_encoder_statistics if keep_statistics else nn.Module.train,
     )
 
