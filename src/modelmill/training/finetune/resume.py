@@ -159,7 +159,7 @@ def start_weights(
     carry_over: Callable[[dict[str, torch.Tensor], list[str], dict[str, torch.Tensor]], Any],
 ) -> ModelT:
     """`model` as it starts: as built (afresh), with the weights of the training it continues,
-    or with an earlier version's weights where `carry_over(old_state, old_concepts, state)`
+    or with an earlier version's weights where `carry_over(old_state, old_concepts, new_state)`
     copies them (kept concepts' rows of the output layers; it says what it did)."""
     if plan is None:
         return model
@@ -167,9 +167,9 @@ def start_weights(
     if plan.continues:
         model.load_state_dict(old_state)
         return model
-    state = model.state_dict()
-    counts = carry_over(old_state, plan.checkpoint.meta[CONCEPTS_KEY], state)
-    model.load_state_dict(state)
+    new_state = model.state_dict()
+    counts = carry_over(old_state, plan.checkpoint.meta[CONCEPTS_KEY], new_state)
+    model.load_state_dict(new_state)
     ctx.log.info("incremental training from %s: %s", plan.checkpoint.path, counts)
     return model
 

@@ -36,7 +36,7 @@ from modelmill.training.contract import (
     TrainingData,
     TrainResult,
 )
-from modelmill.training.finetune.onnx_export import export_image_zip
+from modelmill.training.finetune.onnx_export import export_zip, random_images
 from modelmill.training.finetune.outputs import ranked_concepts
 from modelmill.training.finetune.resume import ARTIFACTS_DIR
 from modelmill.training.tasks.anomaly import (
@@ -361,9 +361,9 @@ def export_anomaly(name: str, model_type_id: str, artifacts: Path, out_dir: Path
     def write_state(folder: Path) -> None:
         save_file({k: v.contiguous() for k, v in predictor.state.items()}, str(folder / STATE_FILE))
 
-    return export_image_zip(
+    return export_zip(
         predictor.extractor,
-        size,
+        *random_images(size),
         out_dir,
         name,
         config,

@@ -14,7 +14,7 @@ from modelmill.training.checkpoint_keys import CONCEPTS_KEY, CONFIG_KEY
 from modelmill.training.checkpoints import Checkpoint, find_checkpoint
 from modelmill.training.contract import Example
 from modelmill.training.data import batched, normalise_images, square_pixels
-from modelmill.training.finetune.onnx_export import export_image_zip
+from modelmill.training.finetune.onnx_export import export_zip, random_images
 from modelmill.training.finetune.outputs import ClassifierPredictor, scores_from_logits
 from modelmill.training.tasks.classification import CLASSIFICATION
 from modelmill.training.templates.visual_classifier.backbones import Backbone
@@ -67,6 +67,12 @@ def export_classifier(
         "image_size": size,
         "concepts_mutually_exclusive": predictor.exclusive,
     }
-    return export_image_zip(
-        module, size, out_dir, name, config, predictor.concepts, CLASSIFICATION.export_outputs
+    return export_zip(
+        module,
+        *random_images(size),
+        out_dir,
+        name,
+        config,
+        predictor.concepts,
+        CLASSIFICATION.export_outputs,
     )

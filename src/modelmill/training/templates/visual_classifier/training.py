@@ -5,6 +5,7 @@ checkpoints every epoch, exact resume, incremental starts and the version's arti
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
@@ -129,11 +130,5 @@ def initial_model(
     training's own weights; or an earlier version's weights with its head carried over."""
     torch.manual_seed(seed)  # the new output layer's initialisation
     model = create_model(backbone, len(concepts), pretrained)
-    return start_weights(
-        ctx,
-        model,
-        plan,
-        lambda old_state, old_concepts, state: carry_over_head(
-            old_state, old_concepts, state, concepts, head_keys(model)
-        ),
-    )
+    carry_over = partial(carry_over_head, new_concepts=concepts, head_keys=head_keys(model))
+    return start_weights(ctx, model, plan, carry_over)

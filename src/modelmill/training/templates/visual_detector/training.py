@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -176,11 +177,5 @@ def initial_model(
     torch.manual_seed(p.seed)  # the fresh layers' initialisation
     features = lite0_features(backbone.weights, pretrained)
     model = build_detector(layout, len(concepts), p.image_size, mean, std, features)
-    return start_weights(
-        ctx,
-        model,
-        plan,
-        lambda old_state, old_concepts, state: carry_over_classes(
-            old_state, old_concepts, state, concepts, class_row_layouts(model)
-        ),
-    )
+    carry_over = partial(carry_over_classes, new_concepts=concepts, rows=class_row_layouts(model))
+    return start_weights(ctx, model, plan, carry_over)

@@ -20,7 +20,7 @@ from modelmill.training.checkpoint_keys import (
 from modelmill.training.checkpoints import Checkpoint, find_checkpoint
 from modelmill.training.contract import Example, Output, Region, TrainingData, predict_all
 from modelmill.training.data import batched, normalise_images
-from modelmill.training.finetune.onnx_export import export_image_zip
+from modelmill.training.finetune.onnx_export import export_zip, random_images
 from modelmill.training.finetune.outputs import held_out
 from modelmill.training.tasks.segmentation import SEGMENTATION, mask_png
 from modelmill.training.templates.visual_segmenter.architectures import Architecture
@@ -128,6 +128,12 @@ def export_segmenter(
         "image's size before taking it, as modelmill's predictions do.",
         "image_size": size,
     }
-    return export_image_zip(
-        module, size, out_dir, name, config, predictor.concepts, SEGMENTATION.export_outputs
+    return export_zip(
+        module,
+        *random_images(size),
+        out_dir,
+        name,
+        config,
+        predictor.concepts,
+        SEGMENTATION.export_outputs,
     )
