@@ -6,8 +6,9 @@ Light on purpose (no torch): the API process imports it to answer ListModelTypes
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import Field
 from pydantic.json_schema import JsonDict
@@ -187,6 +188,27 @@ class LoopSettings:
             seed=params.seed,
             exclusive=exclusive,
             mixed_precision=params.mixed_precision,
+        )
+
+    @classmethod
+    def of_trainer_config(cls, trainer: Mapping[str, Any], exclusive: bool) -> LoopSettings:
+        """The settings a Hugging Face trainer_config names (HuggingFace_AdvancedConfig
+        templates); its warmup_ratio is a share of the epochs."""
+        epochs = int(trainer["num_train_epochs"])
+        return cls(
+            num_epochs=epochs,
+            learning_rate=float(trainer["learning_rate"]),
+            weight_decay=float(trainer["weight_decay"]),
+            beta1=float(trainer["adam_beta1"]),
+            warmup_epochs=float(trainer["warmup_ratio"]) * epochs,
+            patience=int(trainer["early_stopping_patience"]),
+            seed=int(trainer["seed"]),
+            exclusive=exclusive,
+            mixed_precision="bf16"
+            if trainer.get("bf16")
+            else "fp16"
+            if trainer.get("fp16")
+            else "auto",
         )
 
 
