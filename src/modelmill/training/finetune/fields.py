@@ -53,22 +53,17 @@ def validation_fraction_field(default: float) -> float:
     )
 
 
-def weight_decay_field(default: float) -> float:
-    return Field(  # type: ignore[no-any-return]
-        default,
-        ge=0.0,
-        le=1.0,
-        description="Decoupled weight decay (AdamW) on weights; not on biases and norms.",
-    )
+def weight_decay_field(
+    default: float,
+    description: str = "Decoupled weight decay (AdamW) on weights; not on biases and norms.",
+) -> float:
+    return Field(default, ge=0.0, le=1.0, description=description)  # type: ignore[no-any-return]
 
 
-def momentum_field() -> float:
-    return Field(  # type: ignore[no-any-return]
-        0.9,
-        ge=0.0,
-        le=0.999,
-        description="Momentum of the optimizer (AdamW's first-moment decay, beta1).",
-    )
+def momentum_field(
+    description: str = "Momentum of the optimizer (AdamW's first-moment decay, beta1).",
+) -> float:
+    return Field(0.9, ge=0.0, le=0.999, description=description)  # type: ignore[no-any-return]
 
 
 def seed_field() -> int:
@@ -94,23 +89,18 @@ def image_size_field(default: int, description: str = CENTRE_CROPPED, largest: i
     )
 
 
-def batch_size_field(default: int) -> int:
+def batch_size_field(default: int, description: str = "Images per training step.") -> int:
     return Field(  # type: ignore[no-any-return]
-        default,
-        ge=1,
-        le=1024,
-        description="Images per training step.",
-        json_schema_extra={"step": 1},
+        default, ge=1, le=1024, description=description, json_schema_extra={"step": 1}
     )
 
 
-def num_epochs_field(default: int) -> int:
+def num_epochs_field(
+    default: int,
+    description: str = "Passes over the training inputs (fewer when early stopping ends training).",
+) -> int:
     return Field(  # type: ignore[no-any-return]
-        default,
-        ge=1,
-        le=1000,
-        description="Passes over the training inputs (fewer when early stopping ends training).",
-        json_schema_extra={"step": 1},
+        default, ge=1, le=1000, description=description, json_schema_extra={"step": 1}
     )
 
 
@@ -147,6 +137,14 @@ def pretrained_weights_field(description: str) -> PretrainedWeights:
     """ImageNet-1k by default; `description` says which part starts from them."""
     return Field("ImageNet-1k", description=description)  # type: ignore[no-any-return]
 
+
+# The trainer_config of the HuggingFace_AdvancedConfig templates (text classifier and generator)
+TRAINER_CONFIG_DESCRIPTION = (
+    "TrainingArguments names: num_train_epochs, per_device_train_batch_size, learning_rate, "
+    "weight_decay, warmup_ratio or warmup_steps, adam_beta1, seed; plus validation_split and "
+    "early_stopping_patience. Logging/saving options are accepted and ignored (modelmill "
+    "checkpoints every epoch)."
+)
 
 MixedPrecision = Literal["auto", "bf16", "fp16", "off"]
 

@@ -13,6 +13,7 @@ from modelmill.training.finetune.fields import (
     flip_probability_field,
     image_size_field,
     mixed_precision_field,
+    momentum_field,
     num_epochs_field,
     patience_field,
     per_item_lrate_field,
@@ -20,6 +21,7 @@ from modelmill.training.finetune.fields import (
     seed_field,
     validation_fraction_field,
     warmup_epochs_field,
+    weight_decay_field,
 )
 
 
@@ -30,12 +32,8 @@ class EmbedderParams(BaseModel):
     batch_size: int = batch_size_field(32)
     num_epochs: int = num_epochs_field(15)
     per_item_lrate: float = per_item_lrate_field(3.125e-05)
-    weight_decay: float = Field(
-        0.01, ge=0.0, le=1.0, description="Decoupled weight decay (AdamW) on weights."
-    )
-    momentum: float = Field(
-        0.9, ge=0.0, le=0.999, description="AdamW's first-moment decay (beta1)."
-    )
+    weight_decay: float = weight_decay_field(0.01, "Decoupled weight decay (AdamW) on weights.")
+    momentum: float = momentum_field("AdamW's first-moment decay (beta1).")
     embedding_size: int = Field(
         128,
         ge=8,
