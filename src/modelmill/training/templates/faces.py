@@ -20,7 +20,8 @@ ParamsT = TypeVar("ParamsT", bound=BaseModel)
 class StartingWeights(Protocol):
     """Params that choose between ImageNet-1k and random ("None") starting weights."""
 
-    pretrained_weights: str
+    @property
+    def pretrained_weights(self) -> str: ...
 
 
 def params_as(params_class: type[ParamsT], params: BaseModel) -> ParamsT:
