@@ -23,6 +23,7 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 META_FILE = "checkpoint.json"
 LAST_DIR = "last"  # the latest epoch, to resume a job whose worker died
 BEST_DIR = "best"  # the best epoch by validation loss, what the version keeps
+TOKENIZER_DIR = "tokenizer"  # a text template's tokenizer, beside its checkpoint's weights
 _STATE_PREFIX = "state"
 _TEMP_SUFFIX = ".writing"
 _OLD_SUFFIX = ".old"
@@ -171,3 +172,12 @@ def carry_over_head(
         "concepts_new": len(new_concepts) - kept,
         "concepts_dropped": len(set(old_concepts) - set(new_concepts)),
     }
+
+
+def copy_tokenizer(source: Path) -> Callable[[Path], None]:
+    """A `write_extra` for checkpoints and exports: the tokenizer folder of checkpoint `source`."""
+
+    def copy(folder: Path) -> None:
+        shutil.copytree(source / TOKENIZER_DIR, folder / TOKENIZER_DIR)
+
+    return copy

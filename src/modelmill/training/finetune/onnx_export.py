@@ -23,6 +23,7 @@ CONCEPTS_FILE = "concepts.json"
 MANIFEST_FILE = "manifest.json"
 OPSET_VERSION = 17
 MAX_ABS_DIFF = 1e-3  # outputs are probabilities, fractions: a larger gap means another computation
+IMAGE_TRACE_BATCH, IMAGE_CHECK_BATCHES = 2, (3, 1)  # image models: see random_images
 _HASH_CHUNK_BYTES = 1 << 20
 
 
@@ -129,3 +130,19 @@ def export_zip(
             bundle.write(path, str(path.relative_to(folder)))
     shutil.rmtree(folder)
     return archive
+
+
+def random_images(
+    size: int,
+) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]], dict[str, dict[int, str]]]:
+    """export_zip's trace inputs, check inputs and dynamic axes for a model whose one input,
+    `images`, is float32 (batch, 3, size, size) RGB pixels 0-255: random pixels (seeded, so the
+    same every time), checked in batches of other sizes than the traced one."""
+    generator = torch.Generator().manual_seed(0)
+
+    def images(batch: int) -> dict[str, torch.Tensor]:
+        pixels = torch.randint(0, 256, (batch, 3, size, size), generator=generator)
+        return {"images": pixels.float()}
+
+    trace = images(IMAGE_TRACE_BATCH)  # drawn first, then the checks: as the exports always did
+    return trace, [images(batch) for batch in IMAGE_CHECK_BATCHES], {"images": {0: "batch"}}

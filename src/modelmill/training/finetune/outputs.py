@@ -75,17 +75,21 @@ class ClassifierPredictor(ABC):
         """EvalMetrics (the classification task's) on the validation inputs the training held
         out (never trained on); on all inputs, and saying so in eval_info, when it kept none
         (failing the version instead would lose a good model over a report)."""
-        held_out = set(self.meta[VALIDATION_IDS_KEY])
-        examples = [e for e in data.examples if e.input_id in held_out]
-        split = VALIDATION_SPLIT if examples else TRAINING_SPLIT
-        examples = examples or list(data.examples)
-        info = {
-            "template": template,
-            "split": split,
-            "best_epoch": self.meta[LOOP_KEY]["best_epoch"],
-        }
+        examples, info = held_out(self.meta, template, data)
         outputs = self.predict(examples, predict_all(self.concepts))
         return CLASSIFICATION.metrics(examples, outputs, self.concepts, self.exclusive, info)
+
+
+def held_out(
+    meta: Mapping[str, Any], template: str, data: TrainingData
+) -> tuple[list[Example], dict[str, Any]]:
+    """The validation inputs a training held out (checkpoint `meta`) and the eval_info saying
+    so; all inputs, and an eval_info saying that, when it kept none."""
+    kept = set(meta[VALIDATION_IDS_KEY])
+    examples = [e for e in data.examples if e.input_id in kept]
+    split = VALIDATION_SPLIT if examples else TRAINING_SPLIT
+    info = {"template": template, "split": split, "best_epoch": meta[LOOP_KEY]["best_epoch"]}
+    return examples or list(data.examples), info
 
 
 def linear_estimate(

@@ -1,5 +1,6 @@
-"""Resuming a fine-tuning: continuing a training whose worker died from its last epoch, or
-starting incrementally from an earlier version; and the version's artifacts from the best epoch.
+"""Starting and resuming a fine-tuning: the split, the fingerprint and the resume plan;
+continuing a training whose worker died from its last epoch, or starting incrementally from an
+earlier version; the checkpoints' metadata; and the version's artifacts from the best epoch.
 """
 
 from __future__ import annotations
@@ -10,21 +11,30 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+import torch
 from clarifai_grpc.grpc.api.status import status_code_pb2
+from torch import nn
 
 from modelmill.training.checkpoint_keys import (
+    CONCEPTS_KEY,
+    CONFIG_KEY,
     FINGERPRINT_KEY,
     LOOP_KEY,
     OPTIMIZER_KEY,
+    PARAMS_KEY,
     TEMPLATE_KEY,
+    VALIDATION_IDS_KEY,
 )
 from modelmill.training.checkpoints import BEST_DIR, Checkpoint, find_checkpoint, save_checkpoint
-from modelmill.training.contract import DataError, TrainContext
-from modelmill.training.finetune.loop import LoopState
+from modelmill.training.contract import DataError, Example, Objective, TrainContext, TrainResult
+from modelmill.training.data import Targets, split_train_validation
+from modelmill.training.finetune.fields import LoopSettings
+from modelmill.training.finetune.loop import LoopData, LoopState, SaveCheckpoint, fit
 
 ARTIFACTS_DIR = "artifacts"
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,112 @@ def plan_resume(
         return ResumePlan(last, continues=True)
     best = resume_from / BEST_DIR
     return ResumePlan(find_checkpoint(best) if best.is_dir() else last, continues=False)
+
+
+class SplitParams(Protocol):
+    """Params naming the split as the image templates do."""
+
+    validation_fraction: float
+    seed: int
+
+    def model_dump(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class TrainingStart:
+    """How one training starts: its split (rows of its examples), its fingerprint and its
+    resume plan (None: afresh)."""
+
+    template: str
+    concepts: list[str]
+    input_ids: list[str]
+    train_rows: list[int]
+    validation_rows: list[int]
+    fingerprint: str
+    plan: ResumePlan | None
+
+    def decided(self, config_key: str, fresh: bool) -> bool:
+        """A choice made when the training first started (keeping batch-norm statistics, say):
+        as the checkpoint it continues recorded it under `config_key`, else `fresh`."""
+        if self.plan is not None and self.plan.continues:
+            return bool(self.plan.checkpoint.meta[CONFIG_KEY][config_key])
+        return fresh
+
+    def checkpoint_meta(self, config: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """What each checkpoint of this training says of it (the loop adds its own state)."""
+        return {
+            TEMPLATE_KEY: self.template,
+            CONFIG_KEY: config,
+            CONCEPTS_KEY: self.concepts,
+            PARAMS_KEY: params,
+            FINGERPRINT_KEY: self.fingerprint,
+            VALIDATION_IDS_KEY: [self.input_ids[r] for r in self.validation_rows],
+        }
+
+
+def start_training(
+    ctx: TrainContext,
+    template: str,
+    examples: Sequence[Example],
+    concepts: Sequence[str],
+    targets: Targets,
+    params: SplitParams,
+    no_data: str,
+) -> TrainingStart:
+    """The split of `examples` (stratified by `targets`), the fingerprint and the resume plan;
+    DataError (no data) saying `no_data` when nothing is left to train on."""
+    input_ids = [e.input_id for e in examples]
+    train_rows, validation_rows = split_train_validation(
+        input_ids, targets, params.validation_fraction, params.seed
+    )
+    if not train_rows:
+        raise DataError(status_code_pb2.MODEL_TRAINING_NO_DATA, no_data)
+    fingerprint = training_fingerprint(template, params.model_dump(), concepts, input_ids)
+    plan = plan_resume(ctx.resume_from, ctx.warm_start, template, fingerprint)
+    return TrainingStart(
+        template, list(concepts), input_ids, train_rows, validation_rows, fingerprint, plan
+    )
+
+
+def start_weights(
+    ctx: TrainContext,
+    model: ModelT,
+    plan: ResumePlan | None,
+    carry_over: Callable[[dict[str, torch.Tensor], list[str], dict[str, torch.Tensor]], Any],
+) -> ModelT:
+    """`model` as it starts: as built (afresh), with the weights of the training it continues,
+    or with an earlier version's weights where `carry_over(old_state, old_concepts, new_state)`
+    copies them (kept concepts' rows of the output layers; it says what it did)."""
+    if plan is None:
+        return model
+    old_state = plan.checkpoint.model_state()
+    if plan.continues:
+        model.load_state_dict(old_state)
+        return model
+    new_state = model.state_dict()
+    counts = carry_over(old_state, plan.checkpoint.meta[CONCEPTS_KEY], new_state)
+    model.load_state_dict(new_state)
+    ctx.log.info("incremental training from %s: %s", plan.checkpoint.path, counts)
+    return model
+
+
+def fit_to_artifacts(
+    ctx: TrainContext,
+    start: TrainingStart,
+    model: nn.Module,
+    objective: Objective,
+    data: LoopData,
+    settings: LoopSettings,
+    save: SaveCheckpoint,
+    train_mode: Callable[[nn.Module], object],
+) -> TrainResult:
+    """Runs the shared loop (continuing where `start` says) and hands back the version's
+    artifacts from the best epoch."""
+    state, optimizer_state = continued_state(ctx, start.plan)
+    state = fit(
+        ctx, model, objective, data, settings, save, state, optimizer_state, train_mode=train_mode
+    )
+    return TrainResult(artifacts_from_best(ctx), state.stopped_at_cap, state.epochs_done)
 
 
 def continued_state(

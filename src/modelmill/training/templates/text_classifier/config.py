@@ -121,25 +121,8 @@ def _advanced(params: AdvancedParams, data_exclusive: bool) -> TextSettings:
         raise invalid(f"model_config.problem_type must be one of {', '.join(PROBLEM_TYPES)}.")
     if model.get("torch_dtype") not in FLOAT32_NAMES:
         raise invalid("model_config.torch_dtype: modelmill trains text classifiers in float32.")
-    epochs = int(trainer["num_train_epochs"])
-    batch_size = int(trainer["per_device_train_batch_size"])
     exclusive = data_exclusive or params.concepts_mutually_exclusive or problem == SINGLE_LABEL
-    warmup_epochs = float(trainer["warmup_ratio"]) * epochs
-    loop = LoopSettings(
-        num_epochs=epochs,
-        learning_rate=float(trainer["learning_rate"]),
-        weight_decay=float(trainer["weight_decay"]),
-        beta1=float(trainer["adam_beta1"]),
-        warmup_epochs=warmup_epochs,
-        patience=int(trainer["early_stopping_patience"]),
-        seed=int(trainer["seed"]),
-        exclusive=exclusive,
-        mixed_precision="bf16"
-        if trainer.get("bf16")
-        else "fp16"
-        if trainer.get("fp16")
-        else "auto",
-    )
+    loop = LoopSettings.of_trainer_config(trainer, exclusive)
     base = str(model["pretrained_model_name_or_path"])
     return TextSettings(
         base_model=base,
@@ -147,7 +130,7 @@ def _advanced(params: AdvancedParams, data_exclusive: bool) -> TextSettings:
         max_length=int(
             tokenizer.get("max_length", tokenizer.get("model_max_length", DEFAULT_MAX_LENGTH))
         ),
-        batch_size=batch_size,
+        batch_size=int(trainer["per_device_train_batch_size"]),
         validation_fraction=float(trainer["validation_split"]),
         loop=loop,
         config_overrides={k: v for k, v in model.items() if k.endswith(DROPOUT_SUFFIXES)},

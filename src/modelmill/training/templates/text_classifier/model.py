@@ -5,7 +5,6 @@ the scores module that ONNX export traces. Remote code is never run.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,6 @@ from modelmill.training.compat import ensure_torchvision
 from modelmill.training.finetune.outputs import scores_from_logits
 from modelmill.training.templates.text_classifier.config import TextSettings
 from modelmill.training.weights import WeightsLocation, hf_model_source
-
-TOKENIZER_DIR = "tokenizer"
 
 
 def _transformers():  # type: ignore[no-untyped-def]
@@ -112,15 +109,6 @@ def forward(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> torch.Tenso
 def hf_config(model: nn.Module) -> Any:
     """The transformers config of a (possibly LoRA-wrapped) model."""
     return model.config
-
-
-def copy_tokenizer(source: Path):  # type: ignore[no-untyped-def]
-    """A `write_extra` for checkpoints and exports: the tokenizer folder of `source`."""
-
-    def copy(folder: Path) -> None:
-        shutil.copytree(source / TOKENIZER_DIR, folder / TOKENIZER_DIR)
-
-    return copy
 
 
 def head_keys(model: nn.Module, num_labels: int) -> tuple[str, ...]:

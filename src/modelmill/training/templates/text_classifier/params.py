@@ -10,12 +10,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelmill.training.finetune.fields import (
     OUTPUT_CONFIG,
+    TRAINER_CONFIG_DESCRIPTION,
     MixedPrecision,
+    batch_size_field,
     mixed_precision_field,
+    momentum_field,
+    num_epochs_field,
     patience_field,
     seed_field,
     validation_fraction_field,
     warmup_epochs_field,
+    weight_decay_field,
 )
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -42,16 +47,8 @@ class FineTuneParams(BaseModel):
         description="Longest text in tokens; longer texts are truncated.",
         json_schema_extra={"step": 8},
     )
-    batch_size: int = Field(
-        32, ge=1, le=1024, description="Texts per training step.", json_schema_extra={"step": 1}
-    )
-    num_epochs: int = Field(
-        5,
-        ge=1,
-        le=1000,
-        description="Passes over the training inputs.",
-        json_schema_extra={"step": 1},
-    )
+    batch_size: int = batch_size_field(32, "Texts per training step.")
+    num_epochs: int = num_epochs_field(5, "Passes over the training inputs.")
     per_item_lrate: float = Field(
         3.125e-06,
         ge=0.0,
@@ -59,12 +56,8 @@ class FineTuneParams(BaseModel):
         description="Learning rate per text in a batch: the learning rate is batch_size × "
         "per_item_lrate.",
     )
-    weight_decay: float = Field(
-        0.01, ge=0.0, le=1.0, description="Decoupled weight decay (AdamW) on weights."
-    )
-    momentum: float = Field(
-        0.9, ge=0.0, le=0.999, description="AdamW's first-moment decay (beta1)."
-    )
+    weight_decay: float = weight_decay_field(0.01, "Decoupled weight decay (AdamW) on weights.")
+    momentum: float = momentum_field("AdamW's first-moment decay (beta1).")
     warmup_epochs: float = warmup_epochs_field(0.5)
     early_stopping_patience: int = patience_field(2)
     validation_fraction: float = validation_fraction_field(0.2)
@@ -113,10 +106,7 @@ class AdvancedParams(BaseModel):
             "validation_split": 0.2,
             "early_stopping_patience": 2,
         },
-        description="TrainingArguments names: num_train_epochs, per_device_train_batch_size, "
-        "learning_rate, weight_decay, warmup_ratio or warmup_steps, adam_beta1, seed; plus "
-        "validation_split and early_stopping_patience. Logging/saving options are accepted "
-        "and ignored (modelmill checkpoints every epoch).",
+        description=TRAINER_CONFIG_DESCRIPTION,
     )
     peft_config: dict[str, Any] = Field(
         default_factory=dict,

@@ -11,16 +11,19 @@ import numpy as np
 import torch
 
 from modelmill.training.checkpoint_keys import CONCEPTS_KEY, CONFIG_KEY
-from modelmill.training.checkpoints import Checkpoint, find_checkpoint
+from modelmill.training.checkpoints import (
+    TOKENIZER_DIR,
+    Checkpoint,
+    copy_tokenizer,
+    find_checkpoint,
+)
 from modelmill.training.contract import Example
 from modelmill.training.data import batched, pad_token_batch, token_ids
 from modelmill.training.finetune.onnx_export import export_zip
 from modelmill.training.finetune.outputs import ClassifierPredictor, scores_from_logits
 from modelmill.training.tasks.classification import CLASSIFICATION
 from modelmill.training.templates.text_classifier.model import (
-    TOKENIZER_DIR,
     TextScores,
-    copy_tokenizer,
     forward,
     hf_config,
     load_tokenizer,

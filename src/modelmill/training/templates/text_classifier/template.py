@@ -6,8 +6,9 @@ training.py and predictor.py do the work.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -16,63 +17,51 @@ from modelmill.training.contract import (
     Hardware,
     InputKind,
     InvalidInput,
-    Predictor,
     TrainContext,
     TrainingData,
     TrainResult,
 )
 from modelmill.training.finetune.outputs import linear_estimate
+from modelmill.training.templates.faces import invalid_inputs, params_as, save_pretrained_remedy
 from modelmill.training.templates.text_classifier.config import TextSettings, text_settings
 from modelmill.training.weights import WeightsLocation, find_hf_model
+
+if TYPE_CHECKING:
+    from modelmill.training.templates.text_classifier.predictor import TextPredictor
 
 REFERENCE_TOKENS = 128  # estimate coefficients are per text of this many tokens
 
 
+@dataclass(frozen=True, eq=False)
 class TextClassifier:
     """One text-classifier template: a Params shape and its defaults (see __init__.py)."""
 
-    model_type_id = "text-classifier"
-    input_kind: InputKind = "text"
+    model_type_id: ClassVar[str] = "text-classifier"
+    input_kind: ClassVar[InputKind] = "text"
 
-    def __init__(
-        self,
-        name: str,
-        params: type[BaseModel],
-        description: str,
-        estimate_coefficients: Mapping[str, tuple[float, float]],
-        aliases: tuple[str, ...] = (),
-        recommended: bool = False,
-    ) -> None:
-        self.name = name
-        self.Params = params
-        self.description = description
-        self.estimate_coefficients = estimate_coefficients
-        self.aliases = aliases
-        self.recommended = recommended
+    name: str
+    Params: type[BaseModel]
+    description: str
+    estimate_coefficients: Mapping[str, tuple[float, float]]
+    aliases: tuple[str, ...] = ()
+    recommended: bool = False
 
     def settings_of(self, params: BaseModel, data_exclusive: bool = False) -> TextSettings:
-        if not isinstance(params, self.Params):
-            params = self.Params.model_validate(params)
-        return text_settings(params, data_exclusive)
+        return text_settings(params_as(self.Params, params), data_exclusive)
 
     def base_weights(self, settings: TextSettings, weights_dir: Path | None) -> WeightsLocation:
         """Where the base model's weights are; DataError naming where we looked if nowhere."""
-        folder = weights_dir if weights_dir is not None else "the weights folder"
         return find_hf_model(settings.base_model, weights_dir).require(
             self.name,
             f"the weights of {settings.base_model}",
-            f"Save the model (save_pretrained) into {folder}/"
-            f"{settings.base_model.replace('/', '--')}, put it in the Hugging Face cache, give "
-            "the server internet access, or choose a base model that is available.",
+            save_pretrained_remedy(settings.base_model, weights_dir, "the model"),
         )
 
     def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
         self.base_weights(self.settings_of(params), weights_dir)
 
     def validate(self, examples: Sequence[Example], params: BaseModel) -> list[InvalidInput]:
-        from modelmill.training.data import validate_examples
-
-        return validate_examples(examples, self.input_kind)
+        return invalid_inputs(examples, self.input_kind)
 
     def estimate(self, num_inputs: int, params: BaseModel, hardware: Hardware) -> float:
         settings = self.settings_of(params)
@@ -107,7 +96,7 @@ class TextClassifier:
             lambda: self.base_weights(settings, ctx.weights_dir),
         )
 
-    def load(self, artifacts: Path) -> Predictor:
+    def load(self, artifacts: Path) -> TextPredictor:
         from modelmill.training.checkpoints import find_checkpoint
         from modelmill.training.templates.text_classifier.predictor import TextPredictor
 
@@ -118,10 +107,7 @@ class TextClassifier:
     ) -> dict[str, Any]:
         """EvalMetrics on the validation split the training held out (never trained on); on
         the training inputs, and saying so in eval_info, when none were held out."""
-        from modelmill.training.checkpoints import find_checkpoint
-        from modelmill.training.templates.text_classifier.predictor import TextPredictor
-
-        return TextPredictor(find_checkpoint(artifacts)).evaluate(self.name, data)
+        return self.load(artifacts).evaluate(self.name, data)
 
     def export(self, artifacts: Path, out_dir: Path) -> Path:
         from modelmill.training.templates.text_classifier.predictor import export_classifier

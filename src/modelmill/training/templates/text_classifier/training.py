@@ -25,7 +25,13 @@ from modelmill.training.checkpoint_keys import (
     TEMPLATE_KEY,
     VALIDATION_IDS_KEY,
 )
-from modelmill.training.checkpoints import BEST_DIR, carry_over_head, find_checkpoint
+from modelmill.training.checkpoints import (
+    BEST_DIR,
+    TOKENIZER_DIR,
+    carry_over_head,
+    copy_tokenizer,
+    find_checkpoint,
+)
 from modelmill.training.checkpoints import save_checkpoint as write_checkpoint
 from modelmill.training.contract import DataError, TrainContext, TrainingData, TrainResult
 from modelmill.training.data import (
@@ -48,8 +54,6 @@ from modelmill.training.finetune.resume import (
 from modelmill.training.tasks.classification import CLASSIFICATION
 from modelmill.training.templates.text_classifier.config import TextSettings
 from modelmill.training.templates.text_classifier.model import (
-    TOKENIZER_DIR,
-    copy_tokenizer,
     forward,
     head_keys,
     hf_config,

@@ -80,22 +80,7 @@ def _advanced(params: AdvancedParams) -> GenerationSettings:
         raise invalid("model_config.pretrained_model_name_or_path is required.")
     if model.get("torch_dtype") not in FLOAT32_NAMES:
         raise invalid("model_config.torch_dtype: modelmill trains text generators in float32.")
-    epochs = int(trainer["num_train_epochs"])
-    loop = LoopSettings(
-        num_epochs=epochs,
-        learning_rate=float(trainer["learning_rate"]),
-        weight_decay=float(trainer["weight_decay"]),
-        beta1=float(trainer["adam_beta1"]),
-        warmup_epochs=float(trainer["warmup_ratio"]) * epochs,
-        patience=int(trainer["early_stopping_patience"]),
-        seed=int(trainer["seed"]),
-        exclusive=False,
-        mixed_precision="bf16"
-        if trainer.get("bf16")
-        else "fp16"
-        if trainer.get("fp16")
-        else "auto",
-    )
+    loop = LoopSettings.of_trainer_config(trainer, exclusive=False)
     base = str(model["pretrained_model_name_or_path"])
     max_length = tokenizer.get("max_length", tokenizer.get("model_max_length"))
     return GenerationSettings(

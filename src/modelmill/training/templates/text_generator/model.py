@@ -28,7 +28,6 @@ from modelmill.training.weights import WeightsLocation, hf_model_source
 
 log = logging.getLogger("modelmill")
 
-TOKENIZER_DIR = "tokenizer"
 CAUSAL, SEQ2SEQ = "causal", "seq2seq"
 _PARTIAL_SUFFIX = ".converting"
 
@@ -177,12 +176,3 @@ def forward_of(architecture: str):  # type: ignore[no-untyped-def]
 
 def hf_config(model: nn.Module) -> Any:
     return model.config
-
-
-def copy_tokenizer(source: Path):  # type: ignore[no-untyped-def]
-    """A `write_extra` for checkpoints: the tokenizer folder of `source`."""
-
-    def copy(folder: Path) -> None:
-        shutil.copytree(source / TOKENIZER_DIR, folder / TOKENIZER_DIR)
-
-    return copy

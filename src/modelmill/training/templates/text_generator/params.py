@@ -12,8 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonDict
 
 from modelmill.training.finetune.fields import (
+    TRAINER_CONFIG_DESCRIPTION,
     MixedPrecision,
+    batch_size_field,
     mixed_precision_field,
+    num_epochs_field,
     patience_field,
     seed_field,
     validation_fraction_field,
@@ -89,16 +92,8 @@ class CausalParams(InferenceParams):
         "prompt and the start of their completion; longer plain texts are cut into pieces.",
         json_schema_extra={"step": 16},
     )
-    batch_size: int = Field(
-        8, ge=1, le=1024, description="Sequences per training step.", json_schema_extra={"step": 1}
-    )
-    num_epochs: int = Field(
-        3,
-        ge=1,
-        le=1000,
-        description="Passes over the training texts.",
-        json_schema_extra={"step": 1},
-    )
+    batch_size: int = batch_size_field(8, "Sequences per training step.")
+    num_epochs: int = num_epochs_field(3, "Passes over the training texts.")
     learning_rate: float = Field(2e-4, ge=0.0, le=0.1, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay (AdamW).")
     warmup_epochs: float = warmup_epochs_field(0.1)
@@ -186,10 +181,7 @@ class AdvancedParams(InferenceParams):
     )
     trainer_config: dict[str, Any] = Field(
         default_factory=lambda: _trainer_config(2e-4),
-        description="TrainingArguments names: num_train_epochs, per_device_train_batch_size, "
-        "learning_rate, weight_decay, warmup_ratio or warmup_steps, adam_beta1, seed; plus "
-        "validation_split and early_stopping_patience. Logging/saving options are accepted "
-        "and ignored (modelmill checkpoints every epoch).",
+        description=TRAINER_CONFIG_DESCRIPTION,
     )
     peft_config: dict[str, Any] = Field(
         default_factory=lambda: _peft_config(8, 16),

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from modelmill.domain.errors import ApiError
 from modelmill.training.checkpoint_keys import CONFIG_KEY, TEMPLATE_KEY, VALIDATION_IDS_KEY
-from modelmill.training.checkpoints import Checkpoint, find_checkpoint
+from modelmill.training.checkpoints import TOKENIZER_DIR, Checkpoint, find_checkpoint
 from modelmill.training.contract import Example, Output, TrainingData
 from modelmill.training.data import batched
 from modelmill.training.finetune.onnx_export import (
@@ -32,7 +32,6 @@ from modelmill.training.tasks.generation import GENERATION, LOSS_KEY, TOKENS_KEY
 from modelmill.training.templates.text_generator.gguf_export import GgufUnsupported, write_gguf
 from modelmill.training.templates.text_generator.model import (
     SEQ2SEQ,
-    TOKENIZER_DIR,
     end_token_id,
     forward_of,
     load_tokenizer,

@@ -6,8 +6,9 @@ face the registry lists (no torch at import); training.py and predictor.py do th
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -16,13 +17,13 @@ from modelmill.training.contract import (
     Hardware,
     InputKind,
     InvalidInput,
-    Predictor,
     TrainContext,
     TrainingData,
     TrainResult,
 )
 from modelmill.training.finetune.outputs import linear_estimate
 from modelmill.training.tasks.generation import conversation
+from modelmill.training.templates.faces import params_as, save_pretrained_remedy
 from modelmill.training.templates.text_generator.config import (
     GenerationSettings,
     generation_settings,
@@ -30,6 +31,9 @@ from modelmill.training.templates.text_generator.config import (
 from modelmill.training.templates.text_generator.params import InferenceParams
 from modelmill.training.templates.text_generator.weights import find_generator_weights
 from modelmill.training.weights import WeightsLocation
+
+if TYPE_CHECKING:
+    from modelmill.training.templates.text_generator.predictor import GeneratorPredictor
 
 REFERENCE_TOKENS = 128  # estimate coefficients are per text of this many tokens
 
@@ -59,47 +63,36 @@ def text_problem(example: Example) -> str | None:
     return None
 
 
+@dataclass(frozen=True, eq=False)
 class TextGenerator:
-    """One text-to-text template: a Params shape and its defaults (see __init__.py)."""
+    """One text-to-text template: a Params shape and its defaults (see __init__.py); `remedy`
+    replaces the usual advice when its base model's weights are nowhere."""
 
-    model_type_id = "text-to-text"
-    input_kind: InputKind = "text"
+    model_type_id: ClassVar[str] = "text-to-text"
+    input_kind: ClassVar[InputKind] = "text"
 
-    def __init__(
-        self,
-        name: str,
-        params: type[BaseModel],
-        description: str,
-        estimate_coefficients: Mapping[str, tuple[float, float]],
-        aliases: tuple[str, ...] = (),
-        recommended: bool = False,
-        remedy: str = "",
-    ) -> None:
-        self.name = name
-        self.Params = params
-        self.description = description
-        self.estimate_coefficients = estimate_coefficients
-        self.aliases = aliases
-        self.recommended = recommended
-        self.remedy = remedy
+    name: str
+    Params: type[BaseModel]
+    description: str
+    estimate_coefficients: Mapping[str, tuple[float, float]]
+    aliases: tuple[str, ...] = ()
+    recommended: bool = False
+    remedy: str = ""
 
     def settings_of(self, params: BaseModel) -> GenerationSettings:
-        if not isinstance(params, self.Params):
-            params = self.Params.model_validate(params)
-        return generation_settings(params)
+        return generation_settings(params_as(self.Params, params))
 
     def base_weights(
         self, settings: GenerationSettings, weights_dir: Path | None
     ) -> WeightsLocation:
         """Where the base model's weights are; DataError naming where we looked if nowhere."""
-        folder = weights_dir if weights_dir is not None else "the weights folder"
         return find_generator_weights(settings.base_model, weights_dir).require(
             self.name,
             f"the weights of {settings.base_model}",
             self.remedy
-            or f"Save the model and its tokenizer (save_pretrained) into {folder}/"
-            f"{settings.base_model.replace('/', '--')}, put it in the Hugging Face cache, give "
-            "the server internet access, or choose a base model that is available.",
+            or save_pretrained_remedy(
+                settings.base_model, weights_dir, "the model and its tokenizer"
+            ),
         )
 
     def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
@@ -143,7 +136,7 @@ class TextGenerator:
             lambda: self.base_weights(settings, ctx.weights_dir),
         )
 
-    def load(self, artifacts: Path) -> Predictor:
+    def load(self, artifacts: Path) -> GeneratorPredictor:
         from modelmill.training.checkpoints import find_checkpoint
         from modelmill.training.templates.text_generator.predictor import GeneratorPredictor
 
@@ -154,11 +147,8 @@ class TextGenerator:
     ) -> dict[str, Any]:
         """EvalMetrics on the inputs the training held out: loss and perplexity over all of
         them, exact match, chrF and BLEU of greedy generations for its pairs."""
-        from modelmill.training.checkpoints import find_checkpoint
-        from modelmill.training.templates.text_generator.predictor import GeneratorPredictor
-
         max_tokens = getattr(params, "max_tokens", InferenceParams().max_tokens)
-        return GeneratorPredictor(find_checkpoint(artifacts)).evaluate(data, max_tokens)
+        return self.load(artifacts).evaluate(data, max_tokens)
 
     def export(self, artifacts: Path, out_dir: Path) -> Path:
         from modelmill.training.templates.text_generator.predictor import export_generator

@@ -29,7 +29,7 @@ from modelmill.training.checkpoint_keys import (
     TEMPLATE_KEY,
     VALIDATION_IDS_KEY,
 )
-from modelmill.training.checkpoints import BEST_DIR, find_checkpoint
+from modelmill.training.checkpoints import BEST_DIR, TOKENIZER_DIR, copy_tokenizer, find_checkpoint
 from modelmill.training.checkpoints import save_checkpoint as write_checkpoint
 from modelmill.training.contract import DataError, TrainContext, TrainingData, TrainResult
 from modelmill.training.data import batched, epoch_order
@@ -45,9 +45,7 @@ from modelmill.training.tasks.generation import GENERATION, target_of
 from modelmill.training.templates.text_generator.config import GenerationSettings
 from modelmill.training.templates.text_generator.model import (
     CAUSAL,
-    TOKENIZER_DIR,
     architecture_of,
-    copy_tokenizer,
     forward_of,
     hf_config,
     load_tokenizer,

@@ -36,7 +36,7 @@ from modelmill.training.contract import (
     TrainingData,
     TrainResult,
 )
-from modelmill.training.finetune.onnx_export import export_zip
+from modelmill.training.finetune.onnx_export import export_zip, random_images
 from modelmill.training.finetune.outputs import ranked_concepts
 from modelmill.training.finetune.resume import ARTIFACTS_DIR
 from modelmill.training.tasks.anomaly import (
@@ -64,7 +64,6 @@ MIN_THRESHOLD = 1e-6  # a distance; keeps the calibration finite when every scor
 EXTRACTOR_PREFIX = "extractor."
 STATE_PREFIX = "state."
 FIT_PROGRESS = 0.5  # progress once features are extracted; the fit takes the rest
-EXPORT_TRACE_BATCH, EXPORT_CHECK_BATCHES = 2, (3, 1)
 STATE_FILE = "state.safetensors"
 FEATURE_TOLERANCE = 1e-3  # ONNX vs PyTorch features, absolute; features are O(1)
 
@@ -337,13 +336,7 @@ def export_anomaly(name: str, model_type_id: str, artifacts: Path, out_dir: Path
     """The version as a zip: model.onnx (pixels in, patch features out, checked against
     PyTorch), state.safetensors (the bank or the Gaussians), config.json saying how to score."""
     predictor = AnomalyPredictor(find_checkpoint(artifacts))
-    size, generator = predictor.image_size, torch.Generator().manual_seed(0)
-
-    def images(batch: int) -> dict[str, torch.Tensor]:
-        return {
-            "images": torch.randint(0, 256, (batch, 3, size, size), generator=generator).float()
-        }
-
+    size = predictor.image_size
     scoring = {
         "patchcore": "patch score = L2 distance from the patch's feature to the nearest row of "
         "state 'bank'",
@@ -370,9 +363,7 @@ def export_anomaly(name: str, model_type_id: str, artifacts: Path, out_dir: Path
 
     return export_zip(
         predictor.extractor,
-        images(EXPORT_TRACE_BATCH),
-        [images(batch) for batch in EXPORT_CHECK_BATCHES],
-        {"images": {0: "batch"}},
+        *random_images(size),
         out_dir,
         name,
         config,

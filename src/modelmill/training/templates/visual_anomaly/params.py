@@ -6,19 +6,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from modelmill.training.finetune.fields import seed_field
+from modelmill.training.finetune.fields import image_size_field, seed_field
 
 INFERENCE = {"path": "output_info.params"}  # per-request settings
 
 
 def _image_size(default: int) -> int:
-    return Field(  # type: ignore[no-any-return]
+    return image_size_field(
         default,
-        ge=32,
-        le=512,
-        description="Side in pixels that images are resized to (the whole image, squeezed to "
+        "Side in pixels that images are resized to (the whole image, squeezed to "
         "a square, so the heatmap covers all of it). Time and memory grow with its square.",
-        json_schema_extra={"step": 32},
+        largest=512,
     )
 
 

@@ -6,8 +6,9 @@ torch at import); model.py does the work.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -16,47 +17,39 @@ from modelmill.training.contract import (
     Hardware,
     InputKind,
     InvalidInput,
-    Predictor,
     TrainContext,
     TrainingData,
     TrainResult,
 )
+from modelmill.training.templates.faces import invalid_inputs, params_as
+from modelmill.training.templates.visual_anomaly.params import PaDiMParams, PatchCoreParams
 from modelmill.training.templates.visual_classifier.backbones import (
     EFFICIENTNET_LITE0,
     REFERENCE_IMAGE_SIZE,
 )
 from modelmill.training.weights import WeightsLocation, imagenet_weights
 
+if TYPE_CHECKING:
+    from modelmill.training.templates.visual_anomaly.model import AnomalyPredictor
+
 LITE0_WEIGHTS = EFFICIENTNET_LITE0.weights
 
 
+@dataclass(frozen=True, eq=False)
 class AnomalyTemplate:
     """One anomaly template: its method (see model.METHODS), Params and estimate coefficients
     (seconds ≈ A · images · (image_size / 224)² + B, per device kind)."""
 
-    model_type_id = "visual-anomaly-heatmap"
-    input_kind: InputKind = "image"
+    model_type_id: ClassVar[str] = "visual-anomaly-heatmap"
+    input_kind: ClassVar[InputKind] = "image"
 
-    def __init__(
-        self,
-        name: str,
-        method: str,
-        params: type[BaseModel],
-        description: str,
-        estimate: dict[str, tuple[float, float]],
-        aliases: tuple[str, ...] = (),
-        recommended: bool = False,
-    ) -> None:
-        self.name = name
-        self.method = method
-        self.Params = params
-        self.description = description
-        self.coefficients = estimate
-        self.aliases = aliases
-        self.recommended = recommended
-
-    def params_of(self, params: BaseModel) -> Any:
-        return params if isinstance(params, self.Params) else self.Params.model_validate(params)
+    name: str
+    method: str
+    Params: type[PatchCoreParams | PaDiMParams]
+    description: str
+    coefficients: dict[str, tuple[float, float]]
+    aliases: tuple[str, ...] = ()
+    recommended: bool = False
 
     def pretrained_weights(self, weights_dir: Path | None) -> WeightsLocation:
         """The backbone's ImageNet weights (its patch features need them); DataError if nowhere."""
@@ -66,12 +59,10 @@ class AnomalyTemplate:
         self.pretrained_weights(weights_dir)
 
     def validate(self, examples: Sequence[Example], params: BaseModel) -> list[InvalidInput]:
-        from modelmill.training.data import validate_examples
-
-        return validate_examples(examples, self.input_kind)
+        return invalid_inputs(examples, self.input_kind)
 
     def estimate(self, num_inputs: int, params: BaseModel, hardware: Hardware) -> float:
-        p = self.params_of(params)
+        p = params_as(self.Params, params)
         per_image, overhead = self.coefficients.get(hardware.device, self.coefficients["cpu"])
         return per_image * num_inputs * (p.image_size / REFERENCE_IMAGE_SIZE) ** 2 + overhead
 
@@ -87,11 +78,11 @@ class AnomalyTemplate:
             METHODS[self.method],
             ctx,
             data,
-            self.params_of(params),
+            params_as(self.Params, params),
             lambda: self.pretrained_weights(ctx.weights_dir),
         )
 
-    def load(self, artifacts: Path) -> Predictor:
+    def load(self, artifacts: Path) -> AnomalyPredictor:
         from modelmill.training.checkpoints import find_checkpoint
         from modelmill.training.templates.visual_anomaly.model import AnomalyPredictor
 
@@ -100,10 +91,7 @@ class AnomalyTemplate:
     def evaluate(
         self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path
     ) -> dict[str, Any]:
-        from modelmill.training.checkpoints import find_checkpoint
-        from modelmill.training.templates.visual_anomaly.model import AnomalyPredictor
-
-        return AnomalyPredictor(find_checkpoint(artifacts)).evaluate(self.name, data)
+        return self.load(artifacts).evaluate(self.name, data)
 
     def export(self, artifacts: Path, out_dir: Path) -> Path:
         from modelmill.training.templates.visual_anomaly.model import export_anomaly

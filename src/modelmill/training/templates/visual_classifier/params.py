@@ -4,62 +4,28 @@ fields, defaults, ranges and descriptions are what ListModelTypes answers for th
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
 from modelmill.training.finetune.fields import (
     OUTPUT_CONFIG,
+    FlipDirection,
     MixedPrecision,
+    PretrainedWeights,
+    batch_size_field,
+    flip_direction_field,
+    flip_probability_field,
+    image_size_field,
     mixed_precision_field,
     momentum_field,
+    num_epochs_field,
     patience_field,
+    per_item_lrate_field,
+    pretrained_weights_field,
     seed_field,
     validation_fraction_field,
     warmup_epochs_field,
     weight_decay_field,
 )
-
-
-def image_size_field(default: int) -> int:
-    return Field(  # type: ignore[no-any-return]
-        default,
-        ge=32,
-        le=1024,
-        description="Side in pixels that images are resized to (shorter side, then a centre "
-        "crop). Training time grows with its square.",
-        json_schema_extra={"step": 32},
-    )
-
-
-def batch_size_field(default: int) -> int:
-    return Field(  # type: ignore[no-any-return]
-        default,
-        ge=1,
-        le=1024,
-        description="Images per training step.",
-        json_schema_extra={"step": 1},
-    )
-
-
-def num_epochs_field(default: int) -> int:
-    return Field(  # type: ignore[no-any-return]
-        default,
-        ge=1,
-        le=1000,
-        description="Passes over the training inputs (fewer when early stopping ends training).",
-        json_schema_extra={"step": 1},
-    )
-
-
-def per_item_lrate_field(default: float) -> float:
-    return Field(  # type: ignore[no-any-return]
-        default,
-        ge=0.0,
-        le=0.01,
-        description="Learning rate per image in a batch: the learning rate is batch_size × "
-        "per_item_lrate, so changing the batch size keeps training comparable.",
-    )
 
 
 class VisualClassifierParams(BaseModel):
@@ -71,10 +37,9 @@ class VisualClassifierParams(BaseModel):
     per_item_lrate: float = per_item_lrate_field(3.125e-05)
     weight_decay: float = weight_decay_field(0.01)
     momentum: float = momentum_field()
-    pretrained_weights: Literal["ImageNet-1k", "None"] = Field(
-        "ImageNet-1k",
-        description="Start from ImageNet-1k weights (found in the weights folder, a local "
-        "cache, a package, or downloaded when online) or from random weights (None).",
+    pretrained_weights: PretrainedWeights = pretrained_weights_field(
+        "Start from ImageNet-1k weights (found in the weights folder, a local "
+        "cache, a package, or downloaded when online) or from random weights (None)."
     )
     freeze_batchnorm: bool = Field(
         True,
@@ -82,16 +47,10 @@ class VisualClassifierParams(BaseModel):
         "while fine-tuning (scale and shift still learn): steadier with small batches and "
         "datasets. Training from random weights always updates them.",
     )
-    flip_probability: float = Field(
-        0.5,
-        ge=0.0,
-        le=1.0,
-        description="Chance that a training image is flipped (augmentation).",
-        json_schema_extra={"step": 0.05},
+    flip_probability: float = flip_probability_field(
+        "Chance that a training image is flipped (augmentation)."
     )
-    flip_direction: Literal["horizontal", "vertical"] = Field(
-        "horizontal", description="Direction of the augmentation flip."
-    )
+    flip_direction: FlipDirection = flip_direction_field()
     warmup_epochs: float = warmup_epochs_field(1.0)
     early_stopping_patience: int = patience_field(5)
     validation_fraction: float = validation_fraction_field(0.2)

@@ -14,14 +14,13 @@ from modelmill.training.checkpoint_keys import CONCEPTS_KEY, CONFIG_KEY
 from modelmill.training.checkpoints import Checkpoint, find_checkpoint
 from modelmill.training.contract import Example
 from modelmill.training.data import batched, normalise_images, square_pixels
-from modelmill.training.finetune.onnx_export import export_zip
+from modelmill.training.finetune.onnx_export import export_zip, random_images
 from modelmill.training.finetune.outputs import ClassifierPredictor, scores_from_logits
 from modelmill.training.tasks.classification import CLASSIFICATION
 from modelmill.training.templates.visual_classifier.backbones import Backbone
 from modelmill.training.templates.visual_classifier.model import ImageScores, create_model
 
 PREDICT_BATCH_SIZE = 32
-EXPORT_TRACE_BATCH, EXPORT_CHECK_BATCHES = 2, (3, 1)  # other sizes than traced: dynamic batch
 
 
 class ImagePredictor(ClassifierPredictor):
@@ -57,12 +56,7 @@ def export_classifier(
     a manifest, after checking ONNX against PyTorch (see onnx_export.export_zip)."""
     predictor = ImagePredictor(find_checkpoint(artifacts), backbone)
     module = ImageScores(predictor.model, predictor.mean, predictor.std, predictor.exclusive)
-    size, generator = predictor.image_size, torch.Generator().manual_seed(0)
-
-    def images(batch: int) -> dict[str, torch.Tensor]:
-        pixels = torch.randint(0, 256, (batch, 3, size, size), generator=generator)
-        return {"images": pixels.float()}
-
+    size = predictor.image_size
     config = {
         "template": name,
         "model_type_id": model_type_id,
@@ -75,9 +69,7 @@ def export_classifier(
     }
     return export_zip(
         module,
-        images(EXPORT_TRACE_BATCH),
-        [images(batch) for batch in EXPORT_CHECK_BATCHES],
-        {"images": {0: "batch"}},
+        *random_images(size),
         out_dir,
         name,
         config,

@@ -6,8 +6,9 @@ registry lists (no torch at import); training.py and predictor.py do the work.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -16,60 +17,48 @@ from modelmill.training.contract import (
     Hardware,
     InputKind,
     InvalidInput,
-    Predictor,
     TrainContext,
     TrainingData,
     TrainResult,
 )
 from modelmill.training.finetune.outputs import linear_estimate
+from modelmill.training.templates.faces import imagenet_start, invalid_inputs, params_as
 from modelmill.training.templates.visual_classifier.backbones import REFERENCE_IMAGE_SIZE, Backbone
 from modelmill.training.templates.visual_classifier.params import VisualClassifierParams
-from modelmill.training.weights import WeightsLocation, imagenet_weights
+from modelmill.training.weights import WeightsLocation
+
+if TYPE_CHECKING:
+    from modelmill.training.templates.visual_classifier.predictor import ImagePredictor
 
 
+@dataclass(frozen=True, eq=False)
 class VisualClassifier:
     """One visual-classifier template: a backbone plus its Params defaults (see __init__.py)."""
 
-    model_type_id = "visual-classifier"
-    input_kind: InputKind = "image"
+    model_type_id: ClassVar[str] = "visual-classifier"
+    input_kind: ClassVar[InputKind] = "image"
 
-    def __init__(
-        self,
-        name: str,
-        backbone: Backbone,
-        params: type[VisualClassifierParams],
-        description: str,
-        aliases: tuple[str, ...] = (),
-        recommended: bool = False,
-    ) -> None:
-        self.name = name
-        self.backbone = backbone
-        self.Params = params
-        self.description = description
-        self.aliases = aliases
-        self.recommended = recommended
-
-    def params_of(self, params: BaseModel) -> VisualClassifierParams:
-        return params if isinstance(params, self.Params) else self.Params.model_validate(params)
+    name: str
+    backbone: Backbone
+    Params: type[VisualClassifierParams]
+    description: str
+    aliases: tuple[str, ...] = ()
+    recommended: bool = False
 
     def pretrained_weights(
         self, params: VisualClassifierParams, weights_dir: Path | None
     ) -> WeightsLocation | None:
         """Where the ImageNet weights are (None for random weights); DataError if nowhere."""
-        if params.pretrained_weights == "None":
-            return None
-        return imagenet_weights(self.backbone.weights, weights_dir, self.name)
+        return imagenet_start(self.backbone.weights, params, weights_dir, self.name)
 
     def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
-        self.pretrained_weights(self.params_of(params), weights_dir)
+        self.pretrained_weights(params_as(self.Params, params), weights_dir)
 
     def validate(self, examples: Sequence[Example], params: BaseModel) -> list[InvalidInput]:
-        from modelmill.training.data import validate_examples
-
-        return validate_examples(examples, self.input_kind)
+        return invalid_inputs(examples, self.input_kind)
 
     def estimate(self, num_inputs: int, params: BaseModel, hardware: Hardware) -> float:
-        p = self.params_of(params)
+        p = params_as(self.Params, params)
         scale = (p.image_size / REFERENCE_IMAGE_SIZE) ** 2
         return linear_estimate(
             self.backbone.estimate, hardware.device, num_inputs, p.num_epochs, scale
@@ -87,7 +76,7 @@ class VisualClassifier:
         """
         from modelmill.training.templates.visual_classifier.training import train_classifier
 
-        p = self.params_of(params)
+        p = params_as(self.Params, params)
         return train_classifier(
             self.name,
             self.backbone,
@@ -97,7 +86,7 @@ class VisualClassifier:
             lambda: self.pretrained_weights(p, ctx.weights_dir),
         )
 
-    def load(self, artifacts: Path) -> Predictor:
+    def load(self, artifacts: Path) -> ImagePredictor:
         from modelmill.training.checkpoints import find_checkpoint
         from modelmill.training.templates.visual_classifier.predictor import ImagePredictor
 
@@ -108,10 +97,7 @@ class VisualClassifier:
     ) -> dict[str, Any]:
         """EvalMetrics on the validation split the training held out (never trained on); on
         the training inputs, and saying so in eval_info, when none were held out."""
-        from modelmill.training.checkpoints import find_checkpoint
-        from modelmill.training.templates.visual_classifier.predictor import ImagePredictor
-
-        return ImagePredictor(find_checkpoint(artifacts), self.backbone).evaluate(self.name, data)
+        return self.load(artifacts).evaluate(self.name, data)
 
     def export(self, artifacts: Path, out_dir: Path) -> Path:
         from modelmill.training.templates.visual_classifier.predictor import export_classifier

@@ -5,22 +5,14 @@ checkpoints every epoch, exact resume, incremental starts and the version's arti
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
-from clarifai_grpc.grpc.api.status import status_code_pb2
 from torch import nn
 
-from modelmill.training.checkpoint_keys import (
-    CONCEPTS_KEY,
-    CONFIG_KEY,
-    FINGERPRINT_KEY,
-    PARAMS_KEY,
-    TEMPLATE_KEY,
-    VALIDATION_IDS_KEY,
-)
 from modelmill.training.checkpoints import carry_over_head
-from modelmill.training.contract import DataError, TrainContext, TrainingData, TrainResult
+from modelmill.training.contract import TrainContext, TrainingData, TrainResult
 from modelmill.training.data import (
     ImageBatches,
     batched,
@@ -28,17 +20,15 @@ from modelmill.training.data import (
     flip_images,
     label_targets,
     normalise_images,
-    split_train_validation,
     training_batches,
 )
 from modelmill.training.finetune.fields import LoopSettings
-from modelmill.training.finetune.loop import LoopData, checkpoint_saver, fit
+from modelmill.training.finetune.loop import LoopData, checkpoint_saver
 from modelmill.training.finetune.resume import (
     ResumePlan,
-    artifacts_from_best,
-    continued_state,
-    plan_resume,
-    training_fingerprint,
+    fit_to_artifacts,
+    start_training,
+    start_weights,
 )
 from modelmill.training.tasks.classification import CLASSIFICATION
 from modelmill.training.templates.visual_classifier.backbones import Backbone
@@ -50,6 +40,9 @@ from modelmill.training.templates.visual_classifier.model import (
 )
 from modelmill.training.templates.visual_classifier.params import VisualClassifierParams
 from modelmill.training.weights import WeightsLocation
+
+KEEP_STATISTICS = "keep_batchnorm_statistics"  # in the checkpoint's config
+NO_IMAGES = "No labelled images to train on."
 
 
 def _forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -70,36 +63,25 @@ def train_classifier(
     concepts = list(data.concepts)
     examples = [e for e in data.examples if e.kind == "image"]
     targets = label_targets(examples, concepts)
-    input_ids = [e.input_id for e in examples]
-    train_rows, val_rows = split_train_validation(input_ids, targets, p.validation_fraction, p.seed)
-    if not train_rows:
-        raise DataError(status_code_pb2.MODEL_TRAINING_NO_DATA, "No labelled images to train on.")
-    fingerprint = training_fingerprint(name, p.model_dump(), concepts, input_ids)
-    plan = plan_resume(ctx.resume_from, ctx.warm_start, name, fingerprint)
+    start = start_training(ctx, name, examples, concepts, targets, p, NO_IMAGES)
+    train_rows, val_rows, plan = start.train_rows, start.validation_rows, start.plan
     pretrained = None if plan else find_pretrained()
     model = initial_model(backbone, ctx, concepts, pretrained, plan, p.seed)
     model.to(ctx.device)
     mean, std = normalisation(backbone)
-    if plan is not None and plan.continues:  # decided when this training started
-        keep_statistics = bool(plan.checkpoint.meta[CONFIG_KEY]["keep_batchnorm_statistics"])
-    else:  # starting from trained weights: ImageNet ones, or an earlier version's
-        keep_statistics = p.freeze_batchnorm and (plan is not None or pretrained is not None)
-    meta = {
-        TEMPLATE_KEY: name,
-        CONFIG_KEY: {
-            "architecture": backbone.architecture,
-            "image_size": p.image_size,
-            "mean": list(mean),
-            "std": list(std),
-            "exclusive": exclusive,
-            "keep_batchnorm_statistics": keep_statistics,
-        },
-        CONCEPTS_KEY: concepts,
-        PARAMS_KEY: p.model_dump(),
-        FINGERPRINT_KEY: fingerprint,
-        VALIDATION_IDS_KEY: [input_ids[r] for r in val_rows],
+    # starting from trained weights (ImageNet ones, or an earlier version's) keeps their statistics
+    keep_statistics = start.decided(
+        KEEP_STATISTICS, p.freeze_batchnorm and (plan is not None or pretrained is not None)
+    )
+    config = {
+        "architecture": backbone.architecture,
+        "image_size": p.image_size,
+        "mean": list(mean),
+        "std": list(std),
+        "exclusive": exclusive,
+        KEEP_STATISTICS: keep_statistics,
     }
-
+    meta = start.checkpoint_meta(config, p.model_dump())
     save = checkpoint_saver(model, meta)
 
     images = ImageBatches(examples, p.image_size, pin=ctx.device == "cuda")
@@ -124,20 +106,16 @@ def train_classifier(
         len(training_batches(train_rows, p.batch_size)),
         validation_batches if val_rows else None,
     )
-    settings = LoopSettings.of(p, exclusive)
-    state, optimizer_state = continued_state(ctx, plan)
-    state = fit(
+    return fit_to_artifacts(
         ctx,
+        start,
         model,
         CLASSIFICATION.objective(_forward, exclusive),
         loop_data,
-        settings,
+        LoopSettings.of(p, exclusive),
         save,
-        state,
-        optimizer_state,
-        train_mode=train_keeping_batchnorm_statistics if keep_statistics else nn.Module.train,
+        train_keeping_batchnorm_statistics if keep_statistics else nn.Module.train,
     )
-    return TrainResult(artifacts_from_best(ctx), state.stopped_at_cap, state.epochs_done)
 
 
 def initial_model(
@@ -152,16 +130,5 @@ def initial_model(
     training's own weights; or an earlier version's weights with its head carried over."""
     torch.manual_seed(seed)  # the new output layer's initialisation
     model = create_model(backbone, len(concepts), pretrained)
-    if plan is None:
-        return model
-    old_state = plan.checkpoint.model_state()
-    if plan.continues:
-        model.load_state_dict(old_state)
-        return model
-    state = model.state_dict()
-    counts = carry_over_head(
-        old_state, plan.checkpoint.meta[CONCEPTS_KEY], state, concepts, head_keys(model)
-    )
-    model.load_state_dict(state)
-    ctx.log.info("incremental training from %s: %s", plan.checkpoint.path, counts)
-    return model
+    carry_over = partial(carry_over_head, new_concepts=concepts, head_keys=head_keys(model))
+    return start_weights(ctx, model, plan, carry_over)

@@ -6,24 +6,24 @@ inference settings (output_info.params) a prediction request may change.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonDict
 
 from modelmill.training.finetune.fields import (
     MixedPrecision,
+    PretrainedWeights,
+    batch_size_field,
+    flip_probability_field,
+    image_size_field,
     mixed_precision_field,
     momentum_field,
+    num_epochs_field,
+    per_item_lrate_field,
+    pretrained_weights_field,
     seed_field,
     validation_fraction_field,
     warmup_epochs_field,
     weight_decay_field,
-)
-from modelmill.training.templates.visual_classifier.params import (
-    batch_size_field,
-    num_epochs_field,
-    per_item_lrate_field,
 )
 
 INFERENCE: JsonDict = {"path": "output_info.params"}
@@ -31,14 +31,11 @@ MAX_FROZEN_STAGES = 7  # Lite0 has a stem and seven stages
 
 
 def detector_image_size_field(default: int) -> int:
-    return Field(  # type: ignore[no-any-return]
+    return image_size_field(
         default,
-        ge=32,
-        le=1024,
-        description="Side in pixels of the square images the detector sees: each image is "
+        "Side in pixels of the square images the detector sees: each image is "
         "resized to fit (letterboxed when keep_aspect_ratio) and its boxes move with it. "
         "Anchor sizes follow it. Training time grows with its square.",
-        json_schema_extra={"step": 32},
     )
 
 
@@ -59,11 +56,10 @@ class VisualDetectorParams(BaseModel):
         "(reshuffled, re-augmented) until an epoch has at least this many; 0 = one pass.",
         json_schema_extra={"step": 1},
     )
-    pretrained_weights: Literal["ImageNet-1k", "None"] = Field(
-        "ImageNet-1k",
-        description="Start the EfficientNet-Lite0 backbone from its ImageNet-1k weights "
+    pretrained_weights: PretrainedWeights = pretrained_weights_field(
+        "Start the EfficientNet-Lite0 backbone from its ImageNet-1k weights "
         "(shipped with modelmill) or from random weights (None). The detection heads always "
-        "start fresh: no COCO-trained detector weights are used.",
+        "start fresh: no COCO-trained detector weights are used."
     )
     frozen_stages: int = Field(
         1,
@@ -94,12 +90,8 @@ class VisualDetectorParams(BaseModel):
         description="Upper bound of the random resize factor (see random_resize_lower).",
         json_schema_extra={"step": 0.05},
     )
-    flip_probability: float = Field(
-        0.5,
-        ge=0.0,
-        le=1.0,
-        description="Chance that a training image is mirrored left to right (boxes follow).",
-        json_schema_extra={"step": 0.05},
+    flip_probability: float = flip_probability_field(
+        "Chance that a training image is mirrored left to right (boxes follow)."
     )
     weight_decay: float = weight_decay_field(1e-4)
     momentum: float = momentum_field()

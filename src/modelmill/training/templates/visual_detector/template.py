@@ -6,8 +6,9 @@ import); training.py and predictor.py do the work.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -16,62 +17,51 @@ from modelmill.training.contract import (
     Hardware,
     InputKind,
     InvalidInput,
-    Predictor,
     TrainContext,
     TrainingData,
     TrainResult,
 )
 from modelmill.training.finetune.outputs import linear_estimate
 from modelmill.training.tasks.detection import invalid_inputs
+from modelmill.training.templates.faces import imagenet_start, params_as
 from modelmill.training.templates.visual_classifier.backbones import Backbone
 from modelmill.training.templates.visual_detector.layouts import REFERENCE_IMAGE_SIZE, Layout
 from modelmill.training.templates.visual_detector.params import VisualDetectorParams
-from modelmill.training.weights import WeightsLocation, imagenet_weights
+from modelmill.training.weights import WeightsLocation
+
+if TYPE_CHECKING:
+    from modelmill.training.templates.visual_detector.predictor import DetectorPredictor
 
 
+@dataclass(frozen=True, eq=False)
 class VisualDetector:
     """One visual-detector template: a layout on a backbone plus its Params defaults."""
 
-    model_type_id = "visual-detector"
-    input_kind: InputKind = "image"
+    model_type_id: ClassVar[str] = "visual-detector"
+    input_kind: ClassVar[InputKind] = "image"
 
-    def __init__(
-        self,
-        name: str,
-        layout: Layout,
-        backbone: Backbone,
-        params: type[VisualDetectorParams],
-        description: str,
-        aliases: tuple[str, ...] = (),
-        recommended: bool = False,
-    ) -> None:
-        self.name = name
-        self.layout = layout
-        self.backbone = backbone
-        self.Params = params
-        self.description = description
-        self.aliases = aliases
-        self.recommended = recommended
-
-    def params_of(self, params: BaseModel) -> VisualDetectorParams:
-        return params if isinstance(params, self.Params) else self.Params.model_validate(params)
+    name: str
+    layout: Layout
+    backbone: Backbone
+    Params: type[VisualDetectorParams]
+    description: str
+    aliases: tuple[str, ...] = ()
+    recommended: bool = False
 
     def pretrained_weights(
         self, params: VisualDetectorParams, weights_dir: Path | None
     ) -> WeightsLocation | None:
         """Where the backbone's ImageNet weights are (None for random); DataError if nowhere."""
-        if params.pretrained_weights == "None":
-            return None
-        return imagenet_weights(self.backbone.weights, weights_dir, self.name)
+        return imagenet_start(self.backbone.weights, params, weights_dir, self.name)
 
     def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
-        self.pretrained_weights(self.params_of(params), weights_dir)
+        self.pretrained_weights(params_as(self.Params, params), weights_dir)
 
     def validate(self, examples: Sequence[Example], params: BaseModel) -> list[InvalidInput]:
         return invalid_inputs(examples)
 
     def estimate(self, num_inputs: int, params: BaseModel, hardware: Hardware) -> float:
-        p = self.params_of(params)
+        p = params_as(self.Params, params)
         scale = (p.image_size / REFERENCE_IMAGE_SIZE) ** 2
         inputs = max(num_inputs, p.min_samples_per_epoch)
         return linear_estimate(self.layout.estimate, hardware.device, inputs, p.num_epochs, scale)
@@ -88,7 +78,7 @@ class VisualDetector:
         """
         from modelmill.training.templates.visual_detector.training import train_detector
 
-        p = self.params_of(params)
+        p = params_as(self.Params, params)
         return train_detector(
             self.name,
             self.layout,
@@ -99,7 +89,7 @@ class VisualDetector:
             lambda: self.pretrained_weights(p, ctx.weights_dir),
         )
 
-    def load(self, artifacts: Path) -> Predictor:
+    def load(self, artifacts: Path) -> DetectorPredictor:
         from modelmill.training.checkpoints import find_checkpoint
         from modelmill.training.templates.visual_detector.predictor import DetectorPredictor
 
@@ -110,11 +100,7 @@ class VisualDetector:
     ) -> dict[str, Any]:
         """EvalMetrics (COCO mAP) on the validation split the training held out; on the
         training inputs, and saying so in eval_info, when none were held out."""
-        from modelmill.training.checkpoints import find_checkpoint
-        from modelmill.training.templates.visual_detector.predictor import DetectorPredictor
-
-        predictor = DetectorPredictor(find_checkpoint(artifacts), self.layout, self.backbone)
-        return predictor.evaluate(self.name, data)
+        return self.load(artifacts).evaluate(self.name, data)
 
     def export(self, artifacts: Path, out_dir: Path) -> Path:
         from modelmill.training.templates.visual_detector.predictor import export_detector

@@ -7,37 +7,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-from clarifai_grpc.grpc.api.status import status_code_pb2
 from torch import nn
 
-from modelmill.training.checkpoint_keys import (
-    CONCEPTS_KEY,
-    CONFIG_KEY,
-    FINGERPRINT_KEY,
-    PARAMS_KEY,
-    TEMPLATE_KEY,
-    VALIDATION_IDS_KEY,
-)
-from modelmill.training.contract import DataError, Example, TrainContext, TrainingData, TrainResult
+from modelmill.training.contract import Example, TrainContext, TrainingData, TrainResult
 from modelmill.training.data import (
     Targets,
     batched,
     epoch_order,
-    split_train_validation,
     training_batches,
 )
 from modelmill.training.finetune.fields import LoopSettings
-from modelmill.training.finetune.loop import LoopData, checkpoint_saver, fit
+from modelmill.training.finetune.loop import LoopData, checkpoint_saver
 from modelmill.training.finetune.resume import (
     ResumePlan,
-    artifacts_from_best,
-    continued_state,
-    plan_resume,
-    training_fingerprint,
+    fit_to_artifacts,
+    start_training,
+    start_weights,
 )
 from modelmill.training.tasks.detection import DETECTION, true_boxes
 from modelmill.training.templates.visual_classifier.backbones import Backbone
@@ -60,6 +50,8 @@ from modelmill.training.templates.visual_detector.model import (
 )
 from modelmill.training.templates.visual_detector.params import VisualDetectorParams
 from modelmill.training.weights import WeightsLocation
+
+KEEP_STATISTICS = "keep_batchnorm_statistics"  # in the checkpoint's config
 
 
 def forward(model: Detector, images: Any, targets: Any) -> Any:
@@ -98,33 +90,18 @@ def train_detector(
     """VisualDetector.train: the artifacts folder of the best epoch."""
     concepts = list(data.concepts)
     examples = [e for e in data.examples if e.kind == "image"]
-    input_ids = [e.input_id for e in examples]
     targets = box_targets(examples, concepts)
-    train_rows, val_rows = split_train_validation(input_ids, targets, p.validation_fraction, p.seed)
-    if not train_rows:
-        raise DataError(status_code_pb2.MODEL_TRAINING_NO_DATA, "No images to train on.")
-    fingerprint = training_fingerprint(name, p.model_dump(), concepts, input_ids)
-    plan = plan_resume(ctx.resume_from, ctx.warm_start, name, fingerprint)
+    start = start_training(ctx, name, examples, concepts, targets, p, "No images to train on.")
+    train_rows, val_rows, plan = start.train_rows, start.validation_rows, start.plan
     pretrained = None if plan else find_pretrained()
     mean, std = normalisation(backbone)
     model = initial_model(layout, backbone, ctx, concepts, p, mean, std, pretrained, plan)
     model.to(ctx.device)
-    if plan is not None and plan.continues:  # decided when this training started
-        keep_statistics = bool(plan.checkpoint.meta[CONFIG_KEY]["keep_batchnorm_statistics"])
-    else:  # trained backbone weights (ImageNet, or an earlier version's) keep their statistics
-        keep_statistics = plan is not None or pretrained is not None
+    # trained backbone weights (ImageNet, or an earlier version's) keep their statistics
+    keep_statistics = start.decided(KEEP_STATISTICS, plan is not None or pretrained is not None)
     freeze_stages(model, p.frozen_stages if keep_statistics else -1)
-    meta = {
-        TEMPLATE_KEY: name,
-        CONFIG_KEY: {
-            **config_of(layout, backbone, p, mean, std),
-            "keep_batchnorm_statistics": keep_statistics,
-        },
-        CONCEPTS_KEY: concepts,
-        PARAMS_KEY: p.model_dump(),
-        FINGERPRINT_KEY: fingerprint,
-        VALIDATION_IDS_KEY: [input_ids[r] for r in val_rows],
-    }
+    config = {**config_of(layout, backbone, p, mean, std), KEEP_STATISTICS: keep_statistics}
+    meta = start.checkpoint_meta(config, p.model_dump())
     save = checkpoint_saver(model, meta)
     images = PlacedImages(examples, concepts, p.image_size, p.keep_aspect_ratio)
     repeats = max(1, math.ceil(p.min_samples_per_epoch / len(train_rows)))
@@ -150,19 +127,16 @@ def train_detector(
         len(training_batches(train_rows * repeats, p.batch_size)),
         validation_batches if val_rows else None,
     )
-    state, optimizer_state = continued_state(ctx, plan)
-    state = fit(
+    return fit_to_artifacts(
         ctx,
+        start,
         model,
         DETECTION.objective(forward, concepts),
         loop_data,
         LoopSettings.of(p, exclusive=False),
         save,
-        state,
-        optimizer_state,
-        train_mode=train_keeping_backbone_statistics if keep_statistics else nn.Module.train,
+        train_keeping_backbone_statistics if keep_statistics else nn.Module.train,
     )
-    return TrainResult(artifacts_from_best(ctx), state.stopped_at_cap, state.epochs_done)
 
 
 def config_of(
@@ -203,16 +177,5 @@ def initial_model(
     torch.manual_seed(p.seed)  # the fresh layers' initialisation
     features = lite0_features(backbone.weights, pretrained)
     model = build_detector(layout, len(concepts), p.image_size, mean, std, features)
-    if plan is None:
-        return model
-    old_state = plan.checkpoint.model_state()
-    if plan.continues:
-        model.load_state_dict(old_state)
-        return model
-    state = model.state_dict()
-    counts = carry_over_classes(
-        old_state, plan.checkpoint.meta[CONCEPTS_KEY], state, concepts, class_row_layouts(model)
-    )
-    model.load_state_dict(state)
-    ctx.log.info("incremental training from %s: %s", plan.checkpoint.path, counts)
-    return model
+    carry_over = partial(carry_over_classes, new_concepts=concepts, rows=class_row_layouts(model))
+    return start_weights(ctx, model, plan, carry_over)

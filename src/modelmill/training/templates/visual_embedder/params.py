@@ -4,23 +4,24 @@ descriptions are what ListModelTypes answers for that template. Light (no torch)
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
 from modelmill.training.finetune.fields import (
     MixedPrecision,
+    PretrainedWeights,
+    batch_size_field,
+    flip_probability_field,
+    image_size_field,
     mixed_precision_field,
+    momentum_field,
+    num_epochs_field,
     patience_field,
+    per_item_lrate_field,
+    pretrained_weights_field,
     seed_field,
     validation_fraction_field,
     warmup_epochs_field,
-)
-from modelmill.training.templates.visual_classifier.params import (
-    batch_size_field,
-    image_size_field,
-    num_epochs_field,
-    per_item_lrate_field,
+    weight_decay_field,
 )
 
 
@@ -31,12 +32,8 @@ class EmbedderParams(BaseModel):
     batch_size: int = batch_size_field(32)
     num_epochs: int = num_epochs_field(15)
     per_item_lrate: float = per_item_lrate_field(3.125e-05)
-    weight_decay: float = Field(
-        0.01, ge=0.0, le=1.0, description="Decoupled weight decay (AdamW) on weights."
-    )
-    momentum: float = Field(
-        0.9, ge=0.0, le=0.999, description="AdamW's first-moment decay (beta1)."
-    )
+    weight_decay: float = weight_decay_field(0.01, "Decoupled weight decay (AdamW) on weights.")
+    momentum: float = momentum_field("AdamW's first-moment decay (beta1).")
     embedding_size: int = Field(
         128,
         ge=8,
@@ -45,17 +42,12 @@ class EmbedderParams(BaseModel):
         "features, L2-normalised).",
         json_schema_extra={"step": 8},
     )
-    pretrained_weights: Literal["ImageNet-1k", "None"] = Field(
-        "ImageNet-1k",
-        description="Start the backbone from its ImageNet-1k weights (shipped with modelmill) "
-        "or from random weights (None).",
+    pretrained_weights: PretrainedWeights = pretrained_weights_field(
+        "Start the backbone from its ImageNet-1k weights (shipped with modelmill) "
+        "or from random weights (None)."
     )
-    flip_probability: float = Field(
-        0.5,
-        ge=0.0,
-        le=1.0,
-        description="Chance that a training image is flipped horizontally (augmentation).",
-        json_schema_extra={"step": 0.05},
+    flip_probability: float = flip_probability_field(
+        "Chance that a training image is flipped horizontally (augmentation)."
     )
     unseen_concepts_fraction: float = Field(
         0.0,

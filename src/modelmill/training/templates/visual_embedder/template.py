@@ -6,8 +6,9 @@ This module is the light face the registry lists (no torch at import); model.py 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -16,60 +17,51 @@ from modelmill.training.contract import (
     Hardware,
     InputKind,
     InvalidInput,
-    Predictor,
     TrainContext,
     TrainingData,
     TrainResult,
 )
 from modelmill.training.finetune.outputs import linear_estimate
+from modelmill.training.templates.faces import imagenet_start, invalid_inputs, params_as
 from modelmill.training.templates.visual_classifier.backbones import (
     EFFICIENTNET_LITE0,
     REFERENCE_IMAGE_SIZE,
 )
-from modelmill.training.weights import WeightsLocation, imagenet_weights
+from modelmill.training.templates.visual_embedder.params import EmbedderParams
+from modelmill.training.weights import WeightsLocation
+
+if TYPE_CHECKING:
+    from modelmill.training.templates.visual_embedder.model import EmbedderPredictor
 
 
+@dataclass(frozen=True, eq=False)
 class VisualEmbedder:
     """One metric-learning template: its loss ("arcface" or "multi_similarity") and Params."""
 
-    model_type_id = "visual-embedder"
-    input_kind: InputKind = "image"
+    model_type_id: ClassVar[str] = "visual-embedder"
+    input_kind: ClassVar[InputKind] = "image"
 
-    def __init__(
-        self,
-        name: str,
-        loss: str,
-        params: type[BaseModel],
-        description: str,
-        aliases: tuple[str, ...] = (),
-        recommended: bool = False,
-    ) -> None:
-        self.name = name
-        self.loss = loss
-        self.Params = params
-        self.description = description
-        self.aliases = aliases
-        self.recommended = recommended
+    name: str
+    loss: str
+    Params: type[EmbedderParams]
+    description: str
+    aliases: tuple[str, ...] = ()
+    recommended: bool = False
 
-    def params_of(self, params: BaseModel) -> Any:
-        return params if isinstance(params, self.Params) else self.Params.model_validate(params)
-
-    def pretrained_weights(self, params: Any, weights_dir: Path | None) -> WeightsLocation | None:
+    def pretrained_weights(
+        self, params: EmbedderParams, weights_dir: Path | None
+    ) -> WeightsLocation | None:
         """Where the backbone's ImageNet weights are (None for random); DataError if nowhere."""
-        if params.pretrained_weights == "None":
-            return None
-        return imagenet_weights(EFFICIENTNET_LITE0.weights, weights_dir, self.name)
+        return imagenet_start(EFFICIENTNET_LITE0.weights, params, weights_dir, self.name)
 
     def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
-        self.pretrained_weights(self.params_of(params), weights_dir)
+        self.pretrained_weights(params_as(self.Params, params), weights_dir)
 
     def validate(self, examples: Sequence[Example], params: BaseModel) -> list[InvalidInput]:
-        from modelmill.training.data import validate_examples
-
-        return validate_examples(examples, self.input_kind)
+        return invalid_inputs(examples, self.input_kind)
 
     def estimate(self, num_inputs: int, params: BaseModel, hardware: Hardware) -> float:
-        p = self.params_of(params)
+        p = params_as(self.Params, params)
         scale = (p.image_size / REFERENCE_IMAGE_SIZE) ** 2
         return linear_estimate(
             EFFICIENTNET_LITE0.estimate, hardware.device, num_inputs, p.num_epochs, scale
@@ -80,12 +72,12 @@ class VisualEmbedder:
     def train(self, ctx: TrainContext, data: TrainingData, params: BaseModel) -> TrainResult:
         from modelmill.training.templates.visual_embedder.model import train_embedder
 
-        p = self.params_of(params)
+        p = params_as(self.Params, params)
         return train_embedder(
             self.name, self.loss, ctx, data, p, lambda: self.pretrained_weights(p, ctx.weights_dir)
         )
 
-    def load(self, artifacts: Path) -> Predictor:
+    def load(self, artifacts: Path) -> EmbedderPredictor:
         from modelmill.training.checkpoints import find_checkpoint
         from modelmill.training.templates.visual_embedder.model import EmbedderPredictor
 
@@ -94,10 +86,7 @@ class VisualEmbedder:
     def evaluate(
         self, ctx: TrainContext, data: TrainingData, params: BaseModel, artifacts: Path
     ) -> dict[str, Any]:
-        from modelmill.training.checkpoints import find_checkpoint
-        from modelmill.training.templates.visual_embedder.model import EmbedderPredictor
-
-        return EmbedderPredictor(find_checkpoint(artifacts)).evaluate(self.name, data)
+        return self.load(artifacts).evaluate(self.name, data)
 
     def export(self, artifacts: Path, out_dir: Path) -> Path:
         from modelmill.training.templates.visual_embedder.model import export_embedder

@@ -9,21 +9,26 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from modelmill.training.finetune.fields import (
+    FlipDirection,
     MixedPrecision,
+    PretrainedWeights,
+    batch_size_field,
+    flip_direction_field,
+    flip_probability_field,
     mixed_precision_field,
     momentum_field,
+    num_epochs_field,
+    patience_field,
+    per_item_lrate_field,
+    pretrained_weights_field,
     seed_field,
     validation_fraction_field,
     warmup_epochs_field,
     weight_decay_field,
 )
-from modelmill.training.templates.visual_classifier.params import (
-    batch_size_field,
-    num_epochs_field,
-    per_item_lrate_field,
-)
 
 SIZE_STEP = 32  # the encoders downsample by 32: image sides must be multiples of it
+MIOU = "a higher validation mIoU"  # what early stopping waits for
 
 
 def image_size_field(default: int) -> int:
@@ -39,17 +44,6 @@ def image_size_field(default: int) -> int:
     )
 
 
-def patience_field(default: int) -> int:
-    return Field(  # type: ignore[no-any-return]
-        default,
-        ge=0,
-        le=1000,
-        description="Early stopping: end training after this many epochs without a higher "
-        "validation mIoU (0 = never stop early). The best epoch's weights are kept either way.",
-        json_schema_extra={"step": 1},
-    )
-
-
 class VisualSegmenterParams(BaseModel):
     """The Lite0 templates' (U-Net, FPN) defaults; SegFormer overrides a few of them."""
 
@@ -59,11 +53,10 @@ class VisualSegmenterParams(BaseModel):
     per_item_lrate: float = per_item_lrate_field(2.5e-04)
     weight_decay: float = weight_decay_field(0.01)
     momentum: float = momentum_field()
-    pretrained_weights: Literal["ImageNet-1k", "None"] = Field(
-        "ImageNet-1k",
-        description="Start the encoder from ImageNet-1k weights (found in the weights folder, a "
+    pretrained_weights: PretrainedWeights = pretrained_weights_field(
+        "Start the encoder from ImageNet-1k weights (found in the weights folder, a "
         "local cache, the package modelmill ships, or downloaded when online) or from random "
-        "weights (None). The decoder always starts from random weights.",
+        "weights (None). The decoder always starts from random weights."
     )
     freeze_batchnorm: bool = Field(
         True,
@@ -71,18 +64,12 @@ class VisualSegmenterParams(BaseModel):
         "statistics while fine-tuning (scale and shift still learn): steadier with small "
         "batches. The decoder's batch norms always learn their statistics.",
     )
-    flip_probability: float = Field(
-        0.5,
-        ge=0.0,
-        le=1.0,
-        description="Chance that a training image is flipped with its mask (augmentation).",
-        json_schema_extra={"step": 0.05},
+    flip_probability: float = flip_probability_field(
+        "Chance that a training image is flipped with its mask (augmentation)."
     )
-    flip_direction: Literal["horizontal", "vertical"] = Field(
-        "horizontal", description="Direction of the augmentation flip."
-    )
+    flip_direction: FlipDirection = flip_direction_field()
     warmup_epochs: float = warmup_epochs_field(1.0)
-    early_stopping_patience: int = patience_field(5)
+    early_stopping_patience: int = patience_field(5, MIOU)
     validation_fraction: float = validation_fraction_field(0.2)
     seed: int = seed_field()
     mixed_precision: MixedPrecision = mixed_precision_field()
@@ -103,7 +90,7 @@ class SegFormerParams(VisualSegmenterParams):
     num_epochs: int = num_epochs_field(60)
     per_item_lrate: float = per_item_lrate_field(1.5e-04)
     warmup_epochs: float = warmup_epochs_field(2.0)
-    early_stopping_patience: int = patience_field(10)
+    early_stopping_patience: int = patience_field(10, MIOU)
     pretrained_weights: Literal["None"] = Field(
         "None",
         description="SegFormer trains from random weights: no pretrained SegFormer weights "

@@ -16,21 +16,18 @@ from torch import nn
 from modelmill.training.checkpoint_keys import (
     CONCEPTS_KEY,
     CONFIG_KEY,
-    LOOP_KEY,
-    VALIDATION_IDS_KEY,
 )
 from modelmill.training.checkpoints import Checkpoint, find_checkpoint
 from modelmill.training.contract import Example, Output, Region, TrainingData, predict_all
 from modelmill.training.data import batched, normalise_images
-from modelmill.training.finetune.onnx_export import export_zip
-from modelmill.training.finetune.outputs import TRAINING_SPLIT, VALIDATION_SPLIT
+from modelmill.training.finetune.onnx_export import export_zip, random_images
+from modelmill.training.finetune.outputs import held_out
 from modelmill.training.tasks.segmentation import SEGMENTATION, mask_png
 from modelmill.training.templates.visual_segmenter.architectures import Architecture
 from modelmill.training.templates.visual_segmenter.model import PixelScores, create_model
 from modelmill.training.templates.visual_segmenter.training import resized_pixels
 
 PREDICT_BATCH_SIZE = 8
-EXPORT_TRACE_BATCH, EXPORT_CHECK_BATCHES = 2, (3, 1)  # other sizes than traced: dynamic batch
 
 
 def selected_ids(select: Any) -> set[str]:
@@ -106,15 +103,7 @@ class SegmenterPredictor:
     def evaluate(self, template: str, data: TrainingData) -> dict[str, Any]:
         """The segmentation task's EvalMetrics on the validation inputs the training held out;
         on all inputs, and saying so in eval_info, when it kept none."""
-        held_out = set(self.meta[VALIDATION_IDS_KEY])
-        examples = [e for e in data.examples if e.input_id in held_out]
-        split = VALIDATION_SPLIT if examples else TRAINING_SPLIT
-        examples = examples or list(data.examples)
-        info = {
-            "template": template,
-            "split": split,
-            "best_epoch": self.meta[LOOP_KEY]["best_epoch"],
-        }
+        examples, info = held_out(self.meta, template, data)
         outputs = self.predict(examples, predict_all(self.concepts))
         return SEGMENTATION.metrics(examples, outputs, self.concepts, True, info)
 
@@ -126,12 +115,7 @@ def export_segmenter(
     concepts.json and a manifest, after checking ONNX against PyTorch."""
     predictor = SegmenterPredictor(find_checkpoint(artifacts), architecture)
     module = PixelScores(predictor.model, predictor.mean, predictor.std)
-    size, generator = predictor.image_size, torch.Generator().manual_seed(0)
-
-    def images(batch: int) -> dict[str, torch.Tensor]:
-        pixels = torch.randint(0, 256, (batch, 3, size, size), generator=generator)
-        return {"images": pixels.float()}
-
+    size = predictor.image_size
     config = {
         "template": name,
         "model_type_id": model_type_id,
@@ -146,12 +130,10 @@ def export_segmenter(
     }
     return export_zip(
         module,
-        images(EXPORT_TRACE_BATCH),
-        [images(batch) for batch in EXPORT_CHECK_BATCHES],
-        {"images": {0: "batch"}},
+        *random_images(size),
         out_dir,
         name,
         config,
         predictor.concepts,
-        output_names=SEGMENTATION.export_outputs,
+        SEGMENTATION.export_outputs,
     )

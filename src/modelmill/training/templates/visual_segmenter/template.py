@@ -6,8 +6,9 @@ registry lists (no torch at import); training.py and predictor.py do the work.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -16,59 +17,48 @@ from modelmill.training.contract import (
     Hardware,
     InputKind,
     InvalidInput,
-    Predictor,
     TrainContext,
     TrainingData,
     TrainResult,
 )
 from modelmill.training.finetune.outputs import linear_estimate
 from modelmill.training.tasks.segmentation import problem
+from modelmill.training.templates.faces import imagenet_start, params_as
 from modelmill.training.templates.visual_segmenter.architectures import (
     REFERENCE_IMAGE_SIZE,
     Architecture,
 )
 from modelmill.training.templates.visual_segmenter.params import VisualSegmenterParams
-from modelmill.training.weights import WeightsLocation, imagenet_weights
+from modelmill.training.weights import WeightsLocation
+
+if TYPE_CHECKING:
+    from modelmill.training.templates.visual_segmenter.predictor import SegmenterPredictor
 
 
+@dataclass(frozen=True, eq=False)
 class VisualSegmenter:
     """One visual-segmenter template: an architecture plus its Params defaults (see
     __init__.py)."""
 
-    model_type_id = "visual-segmenter"
-    input_kind: InputKind = "image"
+    model_type_id: ClassVar[str] = "visual-segmenter"
+    input_kind: ClassVar[InputKind] = "image"
 
-    def __init__(
-        self,
-        name: str,
-        architecture: Architecture,
-        params: type[VisualSegmenterParams],
-        description: str,
-        aliases: tuple[str, ...] = (),
-        recommended: bool = False,
-    ) -> None:
-        self.name = name
-        self.architecture = architecture
-        self.Params = params
-        self.description = description
-        self.aliases = aliases
-        self.recommended = recommended
-
-    def params_of(self, params: BaseModel) -> VisualSegmenterParams:
-        return params if isinstance(params, self.Params) else self.Params.model_validate(params)
+    name: str
+    architecture: Architecture
+    Params: type[VisualSegmenterParams]
+    description: str
+    aliases: tuple[str, ...] = ()
+    recommended: bool = False
 
     def pretrained_weights(
         self, params: VisualSegmenterParams, weights_dir: Path | None
     ) -> WeightsLocation | None:
         """Where the encoder's ImageNet weights are (None for random weights); DataError if
         they are asked for and nowhere."""
-        encoder = self.architecture.encoder
-        if params.pretrained_weights == "None" or encoder is None:
-            return None
-        return imagenet_weights(encoder, weights_dir, self.name)
+        return imagenet_start(self.architecture.encoder, params, weights_dir, self.name)
 
     def check_params(self, params: BaseModel, weights_dir: Path | None) -> None:
-        self.pretrained_weights(self.params_of(params), weights_dir)
+        self.pretrained_weights(params_as(self.Params, params), weights_dir)
 
     def validate(self, examples: Sequence[Example], params: BaseModel) -> list[InvalidInput]:
         """Inputs that cannot train a segmenter: not images, undecodable, without a mask or
@@ -81,7 +71,7 @@ class VisualSegmenter:
         return invalid
 
     def estimate(self, num_inputs: int, params: BaseModel, hardware: Hardware) -> float:
-        p = self.params_of(params)
+        p = params_as(self.Params, params)
         scale = (p.image_size / REFERENCE_IMAGE_SIZE) ** 2
         return linear_estimate(
             self.architecture.estimate, hardware.device, num_inputs, p.num_epochs, scale
@@ -99,7 +89,7 @@ class VisualSegmenter:
         """
         from modelmill.training.templates.visual_segmenter.training import train_segmenter
 
-        p = self.params_of(params)
+        p = params_as(self.Params, params)
         return train_segmenter(
             self.name,
             self.architecture,
@@ -109,7 +99,7 @@ class VisualSegmenter:
             lambda: self.pretrained_weights(p, ctx.weights_dir),
         )
 
-    def load(self, artifacts: Path) -> Predictor:
+    def load(self, artifacts: Path) -> SegmenterPredictor:
         from modelmill.training.checkpoints import find_checkpoint
         from modelmill.training.templates.visual_segmenter.predictor import SegmenterPredictor
 
@@ -120,11 +110,7 @@ class VisualSegmenter:
     ) -> dict[str, Any]:
         """EvalMetrics (mIoU, IoU per concept) on the validation split the training held out;
         on the training inputs, and saying so in eval_info, when none were held out."""
-        from modelmill.training.checkpoints import find_checkpoint
-        from modelmill.training.templates.visual_segmenter.predictor import SegmenterPredictor
-
-        predictor = SegmenterPredictor(find_checkpoint(artifacts), self.architecture)
-        return predictor.evaluate(self.name, data)
+        return self.load(artifacts).evaluate(self.name, data)
 
     def export(self, artifacts: Path, out_dir: Path) -> Path:
         from modelmill.training.templates.visual_segmenter.predictor import export_segmenter

@@ -10,21 +10,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from clarifai_grpc.grpc.api.status import status_code_pb2
 from PIL import Image
 from torch import nn
 
-from modelmill.training.checkpoint_keys import (
-    CONCEPTS_KEY,
-    CONFIG_KEY,
-    FINGERPRINT_KEY,
-    PARAMS_KEY,
-    TEMPLATE_KEY,
-    VALIDATION_IDS_KEY,
-)
 from modelmill.training.checkpoints import carry_over_head
 from modelmill.training.contract import (
-    DataError,
     Example,
     TrainContext,
     TrainingData,
@@ -37,17 +27,15 @@ from modelmill.training.data import (
     batched,
     epoch_order,
     normalise_images,
-    split_train_validation,
     training_batches,
 )
 from modelmill.training.finetune.fields import LoopSettings
-from modelmill.training.finetune.loop import LoopData, checkpoint_saver, fit
+from modelmill.training.finetune.loop import LoopData, checkpoint_saver
 from modelmill.training.finetune.resume import (
     ResumePlan,
-    artifacts_from_best,
-    continued_state,
-    plan_resume,
-    training_fingerprint,
+    fit_to_artifacts,
+    start_training,
+    start_weights,
 )
 from modelmill.training.tasks.segmentation import SEGMENTATION, label_map, shape_regions
 from modelmill.training.templates.visual_segmenter.architectures import Architecture
@@ -60,6 +48,8 @@ from modelmill.training.templates.visual_segmenter.model import (
 from modelmill.training.templates.visual_segmenter.params import VisualSegmenterParams
 from modelmill.training.weights import WeightsLocation
 
+KEEP_STATISTICS = "keep_encoder_statistics"  # in the checkpoint's config
+NO_IMAGES = "No labelled images to train on."
 BACKGROUND_ROW = ""  # the last layer's row 0 as carry_over_head sees it: no concept has this id
 
 
@@ -164,39 +154,28 @@ def train_segmenter(
     `find_pretrained()` locates the encoder's weights when the training starts afresh."""
     concepts = list(data.concepts)
     examples = [e for e in data.examples if e.kind == "image"]
-    input_ids = [e.input_id for e in examples]
     targets = presence_targets(examples, concepts)
-    train_rows, val_rows = split_train_validation(input_ids, targets, p.validation_fraction, p.seed)
-    if not train_rows:
-        raise DataError(status_code_pb2.MODEL_TRAINING_NO_DATA, "No labelled images to train on.")
-    fingerprint = training_fingerprint(name, p.model_dump(), concepts, input_ids)
-    plan = plan_resume(ctx.resume_from, ctx.warm_start, name, fingerprint)
+    start = start_training(ctx, name, examples, concepts, targets, p, NO_IMAGES)
+    train_rows, val_rows, plan = start.train_rows, start.validation_rows, start.plan
     pretrained = None if plan else find_pretrained()
     model = initial_model(architecture, ctx, concepts, pretrained, plan, p.seed)
     model.to(ctx.device)
     mean, std = normalisation(architecture)
-    if plan is not None and plan.continues:  # decided when this training started
-        keep_statistics = bool(plan.checkpoint.meta[CONFIG_KEY]["keep_encoder_statistics"])
-    else:  # an encoder with trained weights: ImageNet ones, or an earlier version's
-        trained_encoder = plan is not None or pretrained is not None
-        keep_statistics = (
-            p.freeze_batchnorm and trained_encoder and architecture.kind != "segformer"
-        )
-    meta = {
-        TEMPLATE_KEY: name,
-        CONFIG_KEY: {
-            "architecture": architecture.kind,
-            "encoder": architecture.encoder.model_name if architecture.encoder else None,
-            "image_size": p.image_size,
-            "mean": list(mean),
-            "std": list(std),
-            "keep_encoder_statistics": keep_statistics,
-        },
-        CONCEPTS_KEY: concepts,
-        PARAMS_KEY: p.model_dump(),
-        FINGERPRINT_KEY: fingerprint,
-        VALIDATION_IDS_KEY: [input_ids[r] for r in val_rows],
+    # an encoder with trained weights (ImageNet ones, or an earlier version's) keeps them
+    trained_encoder = plan is not None or pretrained is not None
+    keep_statistics = start.decided(
+        KEEP_STATISTICS,
+        p.freeze_batchnorm and trained_encoder and architecture.kind != "segformer",
+    )
+    config = {
+        "architecture": architecture.kind,
+        "encoder": architecture.encoder.model_name if architecture.encoder else None,
+        "image_size": p.image_size,
+        "mean": list(mean),
+        "std": list(std),
+        KEEP_STATISTICS: keep_statistics,
     }
+    meta = start.checkpoint_meta(config, p.model_dump())
     save = checkpoint_saver(model, meta)
     pairs = SegmentationBatches(examples, concepts, p.image_size)
 
@@ -217,19 +196,16 @@ def train_segmenter(
         len(training_batches(train_rows, p.batch_size)),
         validation_batches if val_rows else None,
     )
-    state, optimizer_state = continued_state(ctx, plan)
-    state = fit(
+    return fit_to_artifacts(
         ctx,
+        start,
         model,
         SEGMENTATION.objective(_forward),
         loop_data,
         LoopSettings.of(p, exclusive=True),  # one class per pixel: softmax
         save,
-        state,
-        optimizer_state,
-        train_mode=train_keeping_encoder_statistics if keep_statistics else nn.Module.train,
+        train_keeping_encoder_statistics if keep_statistics else nn.Module.train,
     )
-    return TrainResult(artifacts_from_best(ctx), state.stopped_at_cap, state.epochs_done)
 
 
 def initial_model(
@@ -245,20 +221,15 @@ def initial_model(
     carried over (background and kept concepts copied, new concepts fresh)."""
     torch.manual_seed(seed)  # the fresh layers' initialisation
     model = create_model(architecture, len(concepts) + 1, pretrained)
-    if plan is None:
-        return model
-    old_state = plan.checkpoint.model_state()
-    if plan.continues:
-        model.load_state_dict(old_state)
-        return model
-    state = model.state_dict()
-    counts = carry_over_head(
-        old_state,
-        classes_of(plan.checkpoint.meta[CONCEPTS_KEY]),
-        state,
-        classes_of(concepts),
-        head_keys(architecture),
+    return start_weights(
+        ctx,
+        model,
+        plan,
+        lambda old_state, old_concepts, state: carry_over_head(
+            old_state,
+            classes_of(old_concepts),
+            state,
+            classes_of(concepts),
+            head_keys(architecture),
+        ),
     )
-    model.load_state_dict(state)
-    ctx.log.info("incremental training from %s: %s", plan.checkpoint.path, counts)
-    return model
