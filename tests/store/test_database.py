@@ -12,6 +12,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import StatementError
 
 from modelmill.store.database import MIGRATIONS, Database
 from modelmill.store.tables import App, Base, Input, User
@@ -97,6 +98,29 @@ def test_deleting_an_app_deletes_what_it_holds(database: Database) -> None:
 
     with database.session() as session:
         assert session.scalars(select(Input)).all() == []
+
+
+def test_json_columns_refuse_nan_on_every_backend(database: Database) -> None:
+    """PostgreSQL refuses NaN in JSON; SQLite must too, or clients get JSON that is not JSON."""
+    database.migrate()
+    with (
+        pytest.raises((ValueError, StatementError), match="Out of range float"),
+        database.session() as session,
+    ):
+        user = User(id="ann")
+        session.add(user)
+        session.flush()
+        app = App(user_pk=user.pk, id="pets")
+        session.add(app)
+        session.flush()
+        nan = {"score": float("nan")}
+        session.add(
+            Input(app_pk=app.pk, id="i1", kind="text", text="x", status_code=30000, metadata_=nan)
+        )
+        session.flush()
+
+    with database.session() as session:
+        assert session.scalars(select(User)).all() == []
 
 
 def test_session_rolls_back_when_the_block_raises(database: Database) -> None:

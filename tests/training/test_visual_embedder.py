@@ -128,6 +128,9 @@ def test_retrieval_metrics_on_known_neighbours():
     crossed = retrieval_metrics(clusters, [0, 1, 0, 1])
     assert crossed["recall_at_1"] == 0.0 and crossed["recall_at_5"] == 1.0
     assert crossed["map_at_r"] == 0.0
+    # no query has another row of its class: mAP@R is undefined, so missing (None), never NaN
+    alone = retrieval_metrics(clusters, [0, 1, 2, 3])
+    assert alone == {"recall_at_1": 0.0, "recall_at_5": 0.0, "map_at_r": None}
 
 
 def test_check_data_names_what_an_embedder_needs():

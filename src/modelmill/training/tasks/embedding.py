@@ -11,6 +11,7 @@ each input's nearest neighbour's concept as its prediction (value: the cosine si
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ def first_concept(example: Example, concepts: Sequence[str]) -> str | None:
 
 def retrieval_metrics(
     embeddings: np.ndarray, labels: Sequence[int], queries: Sequence[int] | None = None
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """recall@k and mAP@R of the `queries` rows (default: all), each searched among all the
     other rows; needs two rows."""
     import torch
@@ -65,7 +66,10 @@ def retrieval_metrics(
         torch.from_numpy(classes[references]),
         ref_includes_query=True,
     )
-    result["map_at_r"] = float(accuracies["mean_average_precision_at_r"])
+    map_at_r = float(accuracies["mean_average_precision_at_r"])
+    # Undefined (NaN) when no query has another row of its class: missing, not a number that
+    # JSON and PostgreSQL refuse.
+    result["map_at_r"] = map_at_r if math.isfinite(map_at_r) else None
     return result
 
 
