@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from clarifai_grpc.grpc.api import resources_pb2 as pb
-from faster_coco_eval.core import mask as coco_mask
 from google.protobuf import json_format
 from PIL import Image
 
@@ -187,6 +186,8 @@ def _category_name(concept: pb.Concept) -> str:
 
 def _segment(region: pb.Region, width: int, height: int) -> tuple[Any, dict[str, Any]] | None:
     """A mask or polygon region as COCO segmentation (RLE or a pixel polygon) and its RLE."""
+    from faster_coco_eval.core import mask as coco_mask  # only COCO exports pay for its import
+
     info = region.region_info
     if info.mask.image.base64:
         with Image.open(io.BytesIO(info.mask.image.base64)) as picture:
@@ -211,6 +212,8 @@ def _annotation(region: pb.Region, width: int, height: int) -> dict[str, Any] | 
     polygons; None for a region with neither a box nor a shape."""
     shape = _segment(region, width, height)
     if shape is not None:
+        from faster_coco_eval.core import mask as coco_mask
+
         segmentation, rle = shape
         x, y, w, h = (float(v) for v in coco_mask.toBbox(rle))
         return {
