@@ -302,6 +302,21 @@ def test_calibration_of_a_tiny_template_predicts_a_run_it_never_saw(tmp_path: Pa
     assert predicted == pytest.approx(actual.seconds, rel=0.3), (predicted, actual.seconds)
 
 
+def test_a_trial_computes_with_the_threads_a_job_would(tmp_path: Path) -> None:
+    """Calibration measures what jobs run: a trial's process takes the job's thread count,
+    whatever torch would have chosen by itself (here: what this process has)."""
+    import torch
+
+    wanted = 1 if torch.get_num_threads() > 1 else 2
+    trial = Trial(8, {"num_epochs": 1, "batch_size": 4, "image_size": 32}, 64)
+    quiet = Quiet(wait_s=0.0, attempts=1)
+    measured = run_trial(
+        TinyTemplate(), "image", trial, "cpu", None, tmp_path, quiet=quiet, threads=wanted
+    )
+    assert measured.threads == wanted
+    assert measured.run.seconds > 0 and measured.run.peak_memory_bytes
+
+
 # ---- refitting after finished trainings --------------------------------------------------------
 
 

@@ -103,6 +103,7 @@ def calibrate_templates(
                         time_scale,
                         report,
                         quiet=quiet,
+                        threads=env.settings.resolved_job_threads,  # what a job computes with
                     )
                 except CalibrationError as error:
                     results.append(Calibrated(template, kind, [], str(error)))

@@ -187,11 +187,13 @@ def calibrate(
     on_trial: OnTrial | None = None,
     in_process: bool = False,
     quiet: Quiet | None = None,
+    threads: int = 0,
 ) -> list[Measured]:
     """Two pilot trials size the DESIGN trials; returns every measured trial, pilots included.
 
     `overrides` are params set in every trial (e.g. pretrained_weights None where no weights
-    can be had: training time is the same); `time_scale` scales each trial's target length.
+    can be had: training time is the same); `time_scale` scales each trial's target length;
+    `threads` are the CPU threads a job computes with (0: torch's default).
     """
     knobs = Knobs.of(template, kind, overrides or {})
     report = on_trial or (lambda done, total, what: None)
@@ -201,7 +203,9 @@ def calibrate(
         for index, trial in enumerate(trials, start=done):
             report(index, total, describe(kind, trial))
             measured.append(
-                run_trial(template, kind, trial, device, weights_dir, scratch, in_process, quiet)
+                run_trial(
+                    template, kind, trial, device, weights_dir, scratch, in_process, quiet, threads
+                )
             )
         return measured
 

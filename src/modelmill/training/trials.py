@@ -103,7 +103,10 @@ def train_once(
         import torch
 
         gpu = int(torch.cuda.max_memory_allocated())
+    import torch
+
     return {
+        "threads": torch.get_num_threads(),
         "epochs": outcome.result.epochs_run,
         "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB,
         "peak_gpu_memory_bytes": gpu,
@@ -121,7 +124,11 @@ def waiting_s() -> float:
         return 0.0
 
 
-def _trial_process(connection: Any, *args: Any) -> None:
+def _trial_process(connection: Any, threads: int, *args: Any) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # as a job's child sets them
     try:
         measured = train_once(*args)
         # Since the process started, imports included: it was spawned for this trial.
@@ -189,6 +196,7 @@ class Measured:
     wall_s: float
     waited_s: float
     interference: float  # share of the CPUs other processes used while the trial ran
+    threads: int  # the CPU threads torch computed with
 
 
 def run_trial(
@@ -200,14 +208,18 @@ def run_trial(
     scratch: Path,
     in_process: bool = False,
     quiet: Quiet | None = None,
+    threads: int = 0,
 ) -> Measured:
-    """Time one trial, in a quiet moment. In a spawned process (as a worker runs a job) unless
-    `in_process`, which skips process start-up and measures no memory: for tiny templates."""
+    """Time one trial, in a quiet moment. In a spawned process (as a worker runs a job, with
+    `threads` CPU threads: 0 leaves torch's default) unless `in_process`, which skips process
+    start-up and measures no memory: for tiny templates."""
     quiet = quiet or Quiet()
     best: Measured | None = None
     for _ in range(quiet.attempts):
         wait_until_quiet(quiet)
-        measured = _time_trial(template, kind, trial, device, weights_dir, scratch, in_process)
+        measured = _time_trial(
+            template, kind, trial, device, weights_dir, scratch, in_process, threads
+        )
         if best is None or measured.run.seconds < best.run.seconds:
             best = measured  # a disturbance only ever adds time: the fastest attempt is truest
         if measured.interference <= quiet.busy:
@@ -224,6 +236,7 @@ def _time_trial(
     weights_dir: Path | None,
     scratch: Path,
     in_process: bool,
+    threads: int,
 ) -> Measured:
     work_dir = Path(tempfile.mkdtemp(prefix="trial-", dir=scratch))
     busy_before, own_before = _busy_seconds(), _own_cpu_seconds()
@@ -234,7 +247,9 @@ def _time_trial(
             seconds = time.perf_counter() - started
             measured.update(peak_memory_bytes=None, waiting_s=waiting_s() - waited)
         else:
-            seconds, measured = _spawned(template, kind, trial, device, weights_dir, work_dir)
+            seconds, measured = _spawned(
+                template, kind, trial, device, weights_dir, work_dir, threads
+            )
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     busy_after, own_after = _busy_seconds(), _own_cpu_seconds()
@@ -254,7 +269,7 @@ def _time_trial(
         measured["peak_memory_bytes"],
         measured["peak_gpu_memory_bytes"],
     )
-    return Measured(run, seconds, waited, interference)
+    return Measured(run, seconds, waited, interference, measured["threads"])
 
 
 def _spawned(
@@ -264,12 +279,13 @@ def _spawned(
     device: str,
     weights_dir: Path | None,
     work_dir: Path,
+    threads: int,
 ) -> tuple[float, dict[str, Any]]:
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
         target=_trial_process,
-        args=(sender, template, kind, trial, device, weights_dir, work_dir),
+        args=(sender, threads, template, kind, trial, device, weights_dir, work_dir),
         name="modelmill-calibration-trial",
     )
     started = time.perf_counter()
