@@ -5,13 +5,17 @@ PostModelVersions to MODEL_TRAINED, through a real `modelmill serve` and the off
                                                                    [--extra-load N]
 
 Each row is a fresh server (one worker, a fresh data dir: the estimate is what a new install
-says, with the shipped calibration and no finished training to learn from) with generated JPEG
-images uploaded over gRPC into a dataset version; then PostModelVersionsTrainingTimeEstimate
-for that dataset version, then PostModelVersions with the same params, and GetModel polled
-every 0.2 s until MODEL_TRAINED. The "cached" rows compute the embeddings on upload (background
-jobs, waited for) before estimating and training. The grid uses input counts, epochs, image
-sizes and batch sizes that the shipped calibration did not. `--extra-load N` runs N processes
-spinning on the CPUs meanwhile. Prints a markdown table with the 1-minute load average before
+says, with the shipped calibration and no finished training to learn from) with its model
+type's generated data (the task's `sample_data`: images with concepts, boxes, masks or a
+normal/anomalous label; texts with concepts or completions) uploaded over gRPC into a dataset
+version; then PostModelVersionsTrainingTimeEstimate for that dataset version, then
+PostModelVersions with the same params, and GetModel polled every 0.2 s until MODEL_TRAINED.
+The "cached" rows compute the embeddings on upload (background jobs, waited for) before
+estimating and training. The grid uses input counts, epochs, image sizes, batch sizes and text
+lengths that the shipped calibration did not. Jobs compute with the server's default threads
+(the cores shared among its workers), as the calibration's trials did, unless
+MODELMILL_JOB_THREADS says otherwise. `--extra-load N` runs N processes spinning on the CPUs
+meanwhile. Prints a markdown table with the 1-minute load average before
 and after each row, the parts the job measured (start-up, runner, saving) and the MAPE per
 template. A benchmark measures: it asserts nothing.
 """
@@ -23,7 +27,6 @@ import io
 import multiprocessing
 import os
 import platform
-import random
 import socket
 import sqlite3
 import statistics
@@ -45,12 +48,14 @@ from clarifai_grpc.grpc.api import service_pb2 as service
 from clarifai_grpc.grpc.api import service_pb2_grpc
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from google.protobuf.struct_pb2 import Struct
-from PIL import Image, ImageDraw
 
-CONCEPTS = ("red-circle", "blue-square")
+from modelmill.training.contract import Example, Region
+from modelmill.training.registry import task_of
+
 UPLOAD_BATCH = 64
 POLL_S = 0.2
-STORED_SIDE = (320, 240)  # stored image size: calibration used 320, 800 and 1600 px wide
+IMAGE_SIDE = 320  # stored image width: calibration used 320, 800 and 1600 px
+TEXT_CHARS = 200  # stored text length: calibration used 80, 400 and 1500 characters
 
 
 @dataclass(frozen=True)
@@ -59,19 +64,21 @@ class Row:
     template: str
     inputs: int
     params: dict[str, Any]
+    kind: str = "image"
     cached: bool = False
 
     def describe(self) -> str:
         shown = ", ".join(f"{k} {v}" for k, v in self.params.items())
         return (
-            f"{self.inputs} images"
+            f"{self.inputs} {self.kind}s"
             + (f", {shown}" if shown else "")
             + (", embeddings cached" if self.cached else "")
         )
 
 
-# Held out: the calibration trained Lite0 at 1, 2 and 4 epochs, 112/224/336 px and batches of
-# 32 and 8, on 8 to a few hundred inputs; the embedding classifier on 8 to ~600 inputs.
+# Held out: the calibration trained 1, 2 and 4 epochs, image sizes 0.5/1/1.5 × the template's
+# default, its default batch and a quarter of it, on 16 inputs up to what fills 3–12 s a trial
+# (at --time-scale 0.5); the embedding classifier on 8 to ~600 inputs.
 GRID = (
     Row("visual-classifier", "EfficientNet_Lite0_Fast", 200, {"num_epochs": 3, "image_size": 64}),
     Row(
@@ -91,6 +98,46 @@ GRID = (
     Row("embedding-classifier", "embedding-classifier", 250, {}),
     Row("embedding-classifier", "embedding-classifier", 400, {}),
     Row("embedding-classifier", "embedding-classifier", 400, {}, cached=True),
+    Row("embedding-classifier", "embedding-classifier", 300, {}, kind="text"),
+    Row("embedding-classifier", "embedding-classifier", 900, {}, kind="text"),
+    Row("text-classifier", "HF_BERT_FullFineTune", 160, {"num_epochs": 3}, kind="text"),
+    Row(
+        "text-classifier",
+        "HF_BERT_FullFineTune",
+        300,
+        {"num_epochs": 2, "batch_size": 16},
+        kind="text",
+    ),
+    Row(
+        "visual-detector",
+        "EfficientNet_Lite0_RetinaNet_Fast",
+        48,
+        {"num_epochs": 3, "image_size": 256},
+    ),
+    Row(
+        "visual-detector",
+        "EfficientNet_Lite0_RetinaNet_Fast",
+        96,
+        {"num_epochs": 2, "image_size": 224, "batch_size": 4},
+    ),
+    Row("visual-segmenter", "Unet_EfficientNet_Lite0", 40, {"num_epochs": 3, "image_size": 256}),
+    Row(
+        "visual-segmenter",
+        "Unet_EfficientNet_Lite0",
+        80,
+        {"num_epochs": 2, "image_size": 192, "batch_size": 8},
+    ),
+    Row("visual-embedder", "Lite0_MultiSimilarity", 200, {"num_epochs": 3, "image_size": 96}),
+    Row(
+        "visual-embedder",
+        "Lite0_MultiSimilarity",
+        120,
+        {"num_epochs": 5, "image_size": 160, "batch_size": 16},
+    ),
+    Row("visual-anomaly-heatmap", "PatchCore", 90, {"image_size": 192}),
+    Row("visual-anomaly-heatmap", "PatchCore", 200, {"image_size": 256}),
+    Row("text-to-text", "HF_SmolLM2_135m_lora", 48, {"num_epochs": 2, "batch_size": 4}, "text"),
+    Row("text-to-text", "HF_SmolLM2_135m_lora", 96, {"num_epochs": 1}, "text"),
 )
 
 
@@ -100,19 +147,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def jpeg(index: int, rng: random.Random) -> tuple[bytes, str]:
-    concept = CONCEPTS[index % 2]
-    image = Image.new("RGB", STORED_SIDE, tuple(rng.randrange(256) for _ in range(3)))
-    draw = ImageDraw.Draw(image)
-    x, y, r = rng.randrange(40, 280), rng.randrange(40, 200), rng.randrange(15, 40)
-    box = (x - r, y - r, x + r, y + r)
-    if concept == "red-circle":
-        draw.ellipse(box, fill=(220, rng.randrange(60), rng.randrange(60)))
+def region_message(region: Region) -> pb.Region:
+    message = pb.Region(
+        data=pb.Data(concepts=[pb.Concept(id=c, value=v) for c, v in region.concepts.items()])
+    )
+    if region.box is not None:
+        top, left, bottom, right = region.box
+        message.region_info.bounding_box.CopyFrom(
+            pb.BoundingBox(top_row=top, left_col=left, bottom_row=bottom, right_col=right)
+        )
+    elif region.mask_png is not None:
+        message.region_info.mask.image.base64 = region.mask_png
     else:
-        draw.rectangle(box, fill=(rng.randrange(60), rng.randrange(60), 220))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=90)
-    return out.getvalue(), concept
+        message.region_info.polygon.points.extend(
+            pb.Point(row=row, col=col) for row, col in region.polygon
+        )
+    return message
+
+
+def input_of(example: Example, dataset_id: str) -> pb.Input:
+    """A generated example as a client sends it: content, concepts, regions, and a text
+    generator's wanted output as metadata (`completion`, or chat `messages`)."""
+    content = example.load()
+    if example.kind == "image":
+        out = io.BytesIO()
+        content.convert("RGB").save(out, "JPEG", quality=90)
+        data = pb.Data(image=pb.Image(base64=out.getvalue()))
+    else:
+        data = pb.Data(text=pb.Text(raw=content))
+    data.concepts.extend(pb.Concept(id=c, value=v) for c, v in example.concepts.items())
+    data.regions.extend(region_message(r) for r in example.regions)
+    if example.target_text is not None:
+        data.metadata.update({"completion": example.target_text})
+    if example.messages:
+        turns = [{"role": role, "content": text} for role, text in example.messages]
+        data.metadata.update({"messages": turns})
+    return pb.Input(id=example.input_id, data=data, dataset_ids=[dataset_id])
 
 
 def spin() -> None:
@@ -136,7 +206,7 @@ def extra_load(processes: int) -> Iterator[None]:
 class Server:
     """A `modelmill serve` on a fresh data dir, with one worker."""
 
-    def __init__(self, embed_on_upload: bool) -> None:
+    def __init__(self, embed_on_upload: bool, weights_dir: Path) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="mm-estimator-e2e-"))
         self.http, self.grpc = free_port(), free_port()
         cli = [sys.executable, "-m", "modelmill"]
@@ -149,6 +219,7 @@ class Server:
             **os.environ,
             "MODELMILL_EMBED_ON_UPLOAD": str(embed_on_upload).lower(),
             "MODELMILL_WORKERS": "1",
+            "MODELMILL_WEIGHTS_DIR": str(weights_dir),
         }
         self.process = subprocess.Popen(
             [*cli, "serve", "--data-dir", str(self.data_dir)]
@@ -209,19 +280,15 @@ class Server:
             self.process.wait()
 
 
-def run_row(row: Row, seed: int) -> dict[str, Any]:
-    server = Server(embed_on_upload=row.cached)
+def run_row(row: Row, weights_dir: Path) -> dict[str, Any]:
+    size = IMAGE_SIDE if row.kind == "image" else TEXT_CHARS
+    data = task_of(row.model_type).sample_data(row.kind, row.inputs, size)  # type: ignore[arg-type]
+    server = Server(embed_on_upload=row.cached, weights_dir=weights_dir)
     try:
-        rng = random.Random(seed)
         server.call("PostDatasets", service.PostDatasetsRequest(datasets=[pb.Dataset(id="d")]))
-        for start in range(0, row.inputs, UPLOAD_BATCH):
-            inputs = []
-            for index in range(start, min(start + UPLOAD_BATCH, row.inputs)):
-                image, concept = jpeg(index, rng)
-                data = pb.Data(
-                    image=pb.Image(base64=image), concepts=[pb.Concept(id=concept, value=1)]
-                )
-                inputs.append(pb.Input(id=f"i{index}", data=data, dataset_ids=["d"]))
+        examples = list(data.examples)
+        for start in range(0, len(examples), UPLOAD_BATCH):
+            inputs = [input_of(e, "d") for e in examples[start : start + UPLOAD_BATCH]]
             server.call("PostInputs", service.PostInputsRequest(inputs=inputs))
         server.call(
             "PostDatasetVersions",
@@ -234,11 +301,12 @@ def run_row(row: Row, seed: int) -> dict[str, Any]:
         if row.cached:
             server.wait_for_idle_queue()
         params = Struct()
-        template = {"template": row.template} if row.model_type == "visual-classifier" else {}
+        template = {"template": row.template} if row.template != row.model_type else {}
         params.update({**template, **row.params, "dataset_id": "d", "dataset_version_id": "v1"})
+        concepts = [pb.Concept(id=c) for c in data.concepts]
         version = pb.ModelVersion(
             train_info=pb.TrainInfo(params=params),
-            output_info=pb.OutputInfo(data=pb.Data(concepts=[pb.Concept(id=c) for c in CONCEPTS])),
+            output_info=pb.OutputInfo(data=pb.Data(concepts=concepts)),
         )
         load_before = os.getloadavg()[0]
         estimate = server.call(
@@ -281,9 +349,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--template", action="append", default=[])
     parser.add_argument("--extra-load", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--first-only", action="store_true", help="only the first row of each chosen template"
+    )
+    parser.add_argument(
+        "--weights-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "mm-estimator-e2e-weights",
+        help="shared by every row, as by one install's trainings (SmolLM2's GGUF is converted "
+        "into it on the first text-to-text training)",
+    )
     args = parser.parse_args()
     rows = [r for r in GRID if not args.template or r.template in args.template]
+    if args.first_only:
+        rows = [r for i, r in enumerate(rows) if r.template not in {o.template for o in rows[:i]}]
     print(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.processor() or platform.machine()} · "
         f"{os.cpu_count()} CPUs · MODELMILL_JOB_THREADS={os.environ.get('MODELMILL_JOB_THREADS')}"
@@ -296,10 +375,14 @@ def main() -> None:
     print("|---|---|--:|--:|--:|---|---|")
     errors: dict[str, list[float]] = {}
     with extra_load(args.extra_load):
-        for index, row in enumerate(rows):
-            result = run_row(row, args.seed + index)
+        for row in rows:
+            try:
+                result = run_row(row, args.weights_dir)
+            except Exception as error:  # a row that fails is a finding: say it, go on
+                print(f"| {row.template} | {row.describe()} | failed: {error!r:.300} |", flush=True)
+                continue
             error = (result["estimated"] - result["took"]) / result["took"]
-            errors.setdefault(row.template, []).append(abs(error))
+            errors.setdefault(f"{row.template} ({row.kind}s)", []).append(abs(error))
             parts = result["parts"]
             runner = parts.get("train_s", 0.0) + parts.get("embed_s", 0.0)
             measured = " / ".join(
