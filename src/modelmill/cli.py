@@ -257,12 +257,11 @@ def estimate(
 ) -> None:
     """How long a training would take on the hardware that trains, rounded to 15-minute steps
     as the web UI shows it, with its cost and peak memory (the API's estimate, without an app)."""
-    from dataclasses import replace
-
     from pydantic import ValidationError
 
     from modelmill.services import Env, calibrations
-    from modelmill.services.estimates import estimate_workload, queue_ahead
+    from modelmill.services.estimates import estimate_workload
+    from modelmill.services.queue_ahead import with_queue
     from modelmill.training.estimator import DataStats, input_kinds
 
     settings = _settings(data_dir)
@@ -298,12 +297,7 @@ def estimate(
         raise typer.Exit(2) from None
     stats = DataStats(inputs, chosen, mean_megapixels=megapixels, mean_chars=chars)
     env = Env.open(settings)
-    jobs_ahead, starts_in_s = queue_ahead(env)
-    result = replace(
-        estimate_workload(env, template, chosen, hyper, stats),
-        jobs_ahead=jobs_ahead,
-        starts_in_s=starts_in_s,
-    )
+    result = with_queue(env, estimate_workload(env, template, chosen, hyper, stats))
     memory = f" · {result.memory}" if result.memory else ""
     console.print(
         f"[bold]{result.display}[/] ({result.seconds:,.0f} s) · {result.cost} at "

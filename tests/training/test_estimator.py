@@ -20,17 +20,15 @@ from pydantic import BaseModel, Field
 from modelmill.jobs.train import _Progress
 from modelmill.services import Env
 from modelmill.services.estimates import (
-    JobTimes,
     cost_model,
     display_cost,
     display_duration,
     display_memory,
     estimate_job,
     estimate_workload,
-    record_runs,
-    record_training,
     round_down_15,
 )
+from modelmill.services.training_runs import JobTimes, record_runs, record_training
 from modelmill.settings import Settings
 from modelmill.store.tables import Embedding, Job, TrainingRun, utcnow
 from modelmill.training.calibrate import calibrate

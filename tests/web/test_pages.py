@@ -30,8 +30,8 @@ from modelmill.services import (
     apps,
     auth,
     datasets,
-    estimates,
     models,
+    queue_ahead,
     training,
     workflows,
 )
@@ -715,10 +715,10 @@ def test_a_version_queued_behind_another_says_when_it_should_start(site: Site) -
     labelled_images(site.env, app, per_concept=2)
     models.create_model(site.env, app, "colours", "embedding-classifier")
     request = training.TrainRequest(concepts=["red", "blue"])
-    first = estimates.estimate_queued_version(
+    first = queue_ahead.estimate_queued_version(
         site.env, training.create_version(site.env, app, "colours", request)[1]
     )
-    second = estimates.estimate_queued_version(
+    second = queue_ahead.estimate_queued_version(
         site.env, training.create_version(site.env, app, "colours", request)[1]
     )
     site.sign_in()

@@ -7,7 +7,6 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,15 @@ from modelmill.services.embedders import (
     load_trained_embedder,
 )
 from modelmill.services.embeddings import EmbeddingCache
-from modelmill.services.estimates import JobTimes, estimate_job, record_training
+from modelmill.services.estimates import estimate_job
 from modelmill.services.evaluations import record_training_evaluation
 from modelmill.services.examples import content_key, from_snapshot
 from modelmill.services.training import PLAN, RESUME_FROM_VERSION
+from modelmill.services.training_runs import JobTimes, record_training
 from modelmill.settings import Settings
 from modelmill.store import queue
 from modelmill.store.blobs import get_tree, put_tree
-from modelmill.store.tables import DatasetVersion, Job, Model, ModelVersion, utcnow
+from modelmill.store.tables import DatasetVersion, Job, Model, ModelVersion, as_utc, utcnow
 from modelmill.training import runner
 from modelmill.training.contract import (
     DataError,
@@ -165,10 +165,7 @@ def _deadline(job: Job, plan: TrainingPlan) -> float | None:
 
 def _since_start(job: Job) -> float:
     """Seconds since the job first started, earlier attempts included."""
-    started = job.started_at or utcnow()
-    if started.tzinfo is None:  # SQLite hands back naive UTC datetimes
-        started = started.replace(tzinfo=UTC)
-    return (utcnow() - started).total_seconds()
+    return (utcnow() - as_utc(job.started_at or utcnow())).total_seconds()
 
 
 def _frozen_data(env: Env, job: Job) -> DatasetVersion | None:

@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import delete
 
 from modelmill.services import Env
-from modelmill.services.estimates import CALIBRATION, record_runs
+from modelmill.services.estimates import CALIBRATION
+from modelmill.services.training_runs import record_runs
 from modelmill.store.tables import TrainingRun
 from modelmill.training.calibrate import calibrate
 from modelmill.training.contract import DataError, InputKind, Template

@@ -1,24 +1,21 @@
-"""Training time estimates before training, and the measured trainings they are fitted to.
+"""Training time estimates before training.
 
 An estimate is the template's cost model on the hardware that trains (fitted to the calibration
-shipped for it or run here, plus every finished training), shown as the seed describes: rounded
-down to 15-minute steps, with a cost at an hourly price and the peak memory beside it.
+shipped for it or run here, plus every finished training: `training_runs` records them), shown
+as the seed describes: rounded down to 15-minute steps, with a cost at an hourly price and the
+peak memory beside it. `queue_ahead` adds the wait for the trainings ahead.
 """
 
 from __future__ import annotations
 
-import heapq
-import logging
-import resource
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as codes
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from modelmill.domain.errors import ApiError
@@ -29,28 +26,22 @@ from modelmill.services.embeddings import count_missing
 from modelmill.services.examples import content_key
 from modelmill.services.models import find_model
 from modelmill.services.training import (
-    PLAN,
     TOLERANCE,
     TrainRequest,
     build_params,
     resolve_base_embed_model,
     resolve_template,
 )
-from modelmill.store import queue
 from modelmill.store.tables import (
     Dataset,
     DatasetVersion,
     Input,
-    Job,
-    ModelVersion,
     TrainingRun,
-    utcnow,
 )
 from modelmill.training.contract import Hardware, InputKind, Template
 from modelmill.training.estimator import (
     DEFAULT_CHARS,
     DEFAULT_MEGAPIXELS,
-    EMBED,
     EMBEDDER_PARAM,
     EPOCH_PARAMS,
     RECENT_WAITS,
@@ -59,7 +50,6 @@ from modelmill.training.estimator import (
     JobCosts,
     Run,
     Wait,
-    Workload,
     find_param,
     fit,
     fit_job_costs,
@@ -71,14 +61,10 @@ from modelmill.training.estimator import (
 )
 from modelmill.training.hardware import resolve_device, this_hardware
 from modelmill.training.registry import COMMON_TRAIN_PARAMS
-from modelmill.training.runner import TrainingPlan
-
-log = logging.getLogger("modelmill")
 
 STEP_S = 15 * 60
 PRICE_PER_HOUR_USD = 4.0  # the seed's price; a server's is settings.price_per_hour_usd
 RECENT_RUNS = 500  # newest measured trainings a fit uses, so old software and data age out
-KIB = 1024  # ru_maxrss is in KiB on Linux
 BYTES_PER_GB = 1e9
 CALIBRATION, TRAINING = "calibration", "training"
 PART_SHOWN_S = 0.5  # parts of an estimate shorter than this are left out of its breakdown
@@ -92,11 +78,6 @@ __all__ = [
     "estimate_job",
     "estimate_training",
     "estimate_workload",
-    "JobTimes",
-    "estimate_queued_version",
-    "queue_ahead",
-    "record_runs",
-    "record_training",
     "round_down_15",
     "this_hardware",
 ]
@@ -160,7 +141,7 @@ def display_memory(ram_bytes: int | None, gpu_bytes: int | None = None) -> str:
 # ---- what the data looks like --------------------------------------------------------------
 
 
-def _kind_trained_on(template: Template, params: BaseModel, counts: Counter[str]) -> InputKind:
+def kind_trained_on(template: Template, params: BaseModel, counts: Counter[str]) -> InputKind:
     """The kind of inputs a training learns from: the template's own; for a template that
     follows its base embedder, the chosen embedder's or else the kind most of the data has."""
     kinds = input_kinds(template)
@@ -333,12 +314,12 @@ def estimate_training(
         params_model = build_params(template, model, request)
         snapshot = _snapshot(env, session, app, dataset_id, dataset_version_id)
         if snapshot is not None:
-            kind = _kind_trained_on(template, params_model, Counter(i["kind"] for i in snapshot))
+            kind = kind_trained_on(template, params_model, Counter(i["kind"] for i in snapshot))
             stats = snapshot_stats(snapshot, kind)
             embedder = embedder_of(template, kind, params_model)
             missing = _missing(env, snapshot, kind, embedder) if embedder else None
         elif input_count is not None:
-            kind = _kind_trained_on(template, params_model, _app_kinds(session, app.app_pk))
+            kind = kind_trained_on(template, params_model, _app_kinds(session, app.app_pk))
             stats = _app_stats(session, app.app_pk, input_count, kind)
             embedder = embedder_of(template, kind, params_model)
             missing = None
@@ -352,9 +333,7 @@ def estimate_training(
                 "Give estimated_input_count, or the dataset to train on (dataset_version_id, "
                 "with dataset_id if several datasets have that version id).",
             )
-    estimate = estimate_workload(env, template, kind, params_model, stats, missing=missing)
-    jobs_ahead, starts_in_s = queue_ahead(env)
-    return replace(estimate, jobs_ahead=jobs_ahead, starts_in_s=starts_in_s)
+    return estimate_workload(env, template, kind, params_model, stats, missing=missing)
 
 
 def _missing(env: Env, snapshot: Sequence[dict[str, Any]], kind: InputKind, embedder: str) -> int:
@@ -448,38 +427,6 @@ def _snapshot(
     return None
 
 
-# ---- recording measured trainings ------------------------------------------------------------
-
-
-def _hardware_json(hardware: Hardware) -> dict[str, Any]:
-    return {"device": hardware.device, "name": hardware.name, "cores": hardware.cores}
-
-
-def record_runs(
-    env: Env,
-    template: Template,
-    kind: InputKind,
-    hardware: Hardware,
-    runs: Iterable[Run],
-    model_version_pk: int | None = None,
-) -> None:
-    """Store measured runs; the next estimate of this template on this hardware is refitted
-    with them."""
-    key = model_key(template, kind)
-    with env.db.session() as session:
-        for run in runs:
-            session.add(
-                TrainingRun(
-                    model_key=key,
-                    hardware_profile=hardware.profile,
-                    hardware=_hardware_json(hardware),
-                    source=run.source,
-                    run=run.to_json(),
-                    model_version_pk=model_version_pk,
-                )
-            )
-
-
 def estimate_job(
     env: Env,
     template: Template,
@@ -490,7 +437,7 @@ def estimate_job(
     """The estimate of a training a worker is about to run, on the data it has, on its own
     hardware (`device`; None: the hardware that trains), with the embedding cache as it is
     now: what the version shows beside the actual time once trained."""
-    kind = _kind_trained_on(template, params, Counter(i["kind"] for i in snapshot))
+    kind = kind_trained_on(template, params, Counter(i["kind"] for i in snapshot))
     embedder = embedder_of(template, kind, params)
     return estimate_workload(
         env,
@@ -501,218 +448,3 @@ def estimate_job(
         this_hardware(device) if device else None,
         _missing(env, snapshot, kind, embedder) if embedder else None,
     )
-
-
-@dataclass(frozen=True)
-class JobTimes:
-    """When a training's phases began and ended, and its embedding of what was not cached:
-    what its job measured, for `record_training`."""
-
-    created: datetime  # PostModelVersions
-    claimed: datetime  # a worker took the job
-    runner_started: datetime
-    runner_ended: datetime
-    trained: datetime  # MODEL_TRAINED written
-    embed_s: float = 0.0
-    embedded: int = 0
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite's are naive UTC
-
-
-def record_training(
-    env: Env,
-    job: Job,
-    template: Template,
-    params: BaseModel,
-    snapshot: Sequence[dict[str, Any]],
-    device: str,
-    epochs_run: int | None,
-    times: JobTimes,
-) -> Wait | None:
-    """Add a finished training to what its template's estimates are fitted to: the runner's
-    time to the cost model (as calibration trials measure it: every input embedded), and the
-    whole wait in parts to the job's own costs; return the wait. A job that ran more than
-    once (a worker died) is left out (None): its time is not one training's."""
-    if job.attempts != 1:
-        return None
-    kind = _kind_trained_on(template, params, Counter(i["kind"] for i in snapshot))
-    workload = workload_of(params.model_dump(mode="json"), snapshot_stats(snapshot, kind))
-    if epochs_run is not None:  # early stopping ends some trainings sooner
-        workload = replace(workload, num_epochs=epochs_run)
-    hardware = this_hardware(device)
-    embedding_inputs = workload.num_inputs if embedder_of(template, kind, params) else 0
-    seconds = lambda start, end: (_aware(end) - _aware(start)).total_seconds()  # noqa: E731
-    runner_s = seconds(times.runner_started, times.runner_ended)
-    wait = Wait(
-        workload,
-        queued_s=seconds(times.created, times.claimed),
-        start_s=seconds(times.claimed, times.runner_started),
-        train_s=max(runner_s - times.embed_s, 0.0),
-        save_s=seconds(times.runner_ended, times.trained),
-        embed_s=times.embed_s,
-        embedded=times.embedded,
-        embedding_inputs=embedding_inputs,
-    )
-    cached = embedding_inputs - times.embedded
-    if cached > 0:  # as a calibration trial would take: embedding the cached ones too
-        runner_s += cached * (
-            times.embed_s / times.embedded
-            if times.embedded
-            else _embed_rate(env, template, kind, hardware, workload)
-        )
-    gpu = None
-    if device == "cuda":
-        import torch
-
-        gpu = int(torch.cuda.max_memory_allocated())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB  # the job's own process
-    record_runs(
-        env,
-        template,
-        kind,
-        hardware,
-        [Run(workload, runner_s, peak, gpu, TRAINING)],
-        job.model_version_pk,
-    )
-    _record_wait(env, model_key(template, kind), hardware, wait, job.model_version_pk)
-    refitted = cost_model(env, template, kind, hardware)
-    log.info(
-        "training took %.0f s from PostModelVersions (%.0f s queued); %s estimates on %s "
-        "refitted: %s",
-        wait.total_s,
-        wait.queued_s,
-        template.name,
-        hardware.profile,
-        refitted.coefficients if refitted else "too few runs",
-    )
-    return wait
-
-
-def _embed_rate(
-    env: Env, template: Template, kind: InputKind, hardware: Hardware, workload: Workload
-) -> float:
-    """Seconds an estimate counts for embedding one input of `workload`."""
-    model = cost_model(env, template, kind, hardware)
-    if model is None:
-        return 0.0
-    costs = job_costs(env, template, kind, hardware, model)
-    n = workload.num_inputs
-    return wait_parts(model, costs, workload, n, n)[EMBED] / n
-
-
-def _record_wait(
-    env: Env, key: str, hardware: Hardware, wait: Wait, model_version_pk: int | None
-) -> None:
-    with env.db.session() as session:
-        session.add(
-            TrainingRun(
-                model_key=key,
-                hardware_profile=hardware.profile,
-                hardware=_hardware_json(hardware),
-                source=WAIT,
-                run=wait.to_json(),
-                model_version_pk=model_version_pk,
-            )
-        )
-
-
-# ---- the queue ahead -------------------------------------------------------------------------
-
-
-def queue_ahead(env: Env, job_pk: int | None = None) -> tuple[int, float]:
-    """(trainings ahead, seconds until a worker should take the training) for the queued job
-    `job_pk`, or for one queued now when None. Workers finish the running trainings (their
-    progress's ETA), then take the queued ones ahead oldest first, each on the worker that
-    frees first, for as long as its estimate says; a worker free now means 0."""
-    with env.db.session() as session:
-        rows = list(
-            session.execute(
-                select(Job, ModelVersion.progress)
-                .join(ModelVersion, ModelVersion.pk == Job.model_version_pk)
-                .where(
-                    Job.kind == "train",
-                    Job.state.in_((queue.QUEUED, queue.RUNNING)),
-                    *([Job.pk < job_pk] if job_pk is not None else []),
-                )
-                .order_by(Job.pk)
-            )
-        )
-    running = [(job, progress or {}) for job, progress in rows if job.state == queue.RUNNING]
-    workers = max(env.settings.workers, len(running), 1)
-    free_at = [_remaining_s(env, job, progress) for job, progress in running]
-    free_at += [0.0] * (workers - len(running))
-    heapq.heapify(free_at)
-    for job, _ in rows:
-        if job.state == queue.QUEUED:
-            heapq.heappush(free_at, heapq.heappop(free_at) + _job_seconds(env, job))
-    return len(rows), round(free_at[0], 1)
-
-
-def _remaining_s(env: Env, job: Job, progress: dict[str, Any]) -> float:
-    if progress.get("eta_s") is not None:
-        return float(progress["eta_s"])
-    elapsed = (utcnow() - _aware(job.started_at or utcnow())).total_seconds()
-    total = progress.get("estimated_s") or _job_seconds(env, job)
-    return max(float(total) - elapsed, 0.0)
-
-
-def _job_estimate(env: Env, job: Job) -> Estimate:
-    plan = TrainingPlan.from_json(job.payload[PLAN])
-    template = plan.resolve()
-    with env.db.session() as session:
-        version = session.get(ModelVersion, job.model_version_pk)
-        assert version is not None and version.dataset_version_pk is not None
-        dataset_version = session.get(DatasetVersion, version.dataset_version_pk)
-        assert dataset_version is not None
-    snapshot = load_snapshot(env, dataset_version)
-    return estimate_job(env, template, template.Params.model_validate(plan.params), snapshot)
-
-
-def _job_seconds(env: Env, job: Job) -> float:
-    """A queued job's estimate; 0 when it cannot be made (a deleted dataset version: the job
-    will end at once)."""
-    try:
-        return _job_estimate(env, job).seconds
-    except Exception:
-        log.warning("no estimate of queued job %s", job.pk, exc_info=True)
-        return 0.0
-
-
-def estimate_queued_version(env: Env, version: ModelVersion) -> ModelVersion:
-    """The version just queued (a detached row), its progress holding the estimate of its
-    training in parts (`estimate_parts`: [part, seconds] pairs, in the order they happen) and
-    when a worker should take it (`starts_in_s`, `expected_start_at`, `jobs_ahead`): what
-    PostModelVersions answers, and GetModelVersion and the version's page show until the
-    training starts. An estimate is advice: when it cannot be made, the version is returned as
-    it was."""
-    try:
-        with env.db.session() as session:
-            job = session.scalars(
-                select(Job)
-                .where(Job.model_version_pk == version.pk, Job.kind == "train")
-                .order_by(Job.pk.desc())
-                .limit(1)
-            ).one()
-        estimate = _job_estimate(env, job)
-        jobs_ahead, starts_in_s = queue_ahead(env, job.pk)
-    except Exception:
-        log.warning("no estimate of version %s", version.id, exc_info=True)
-        return version
-    progress = {
-        **version.progress,
-        "estimated_s": estimate.seconds,
-        "estimate_parts": [[part, seconds] for part, seconds in estimate.parts.items()],
-        "jobs_ahead": jobs_ahead,
-        "starts_in_s": starts_in_s,
-        "expected_start_at": (utcnow() + timedelta(seconds=starts_in_s)).isoformat(),
-    }
-    with env.db.session() as session:  # unless a worker took it already: its progress says more
-        session.execute(
-            update(ModelVersion)
-            .where(ModelVersion.pk == version.pk, ModelVersion.status_code == version.status_code)
-            .values(progress=progress)
-        )
-    version.progress = progress  # the answer to PostModelVersions says it either way
-    return version

@@ -20,6 +20,7 @@ from starlette.datastructures import FormData, QueryParams
 from modelmill.domain.errors import ApiError
 from modelmill.services import AppScope, Env, training
 from modelmill.services.estimates import Estimate, estimate_training
+from modelmill.services.queue_ahead import with_queue
 from modelmill.services.training import count_training_inputs
 from modelmill.training.registry import (
     MAX_TRAINING_MINUTES,
@@ -341,4 +342,4 @@ def estimate(
     if not params.get("dataset_id") and not params.get("dataset_version_id"):
         concepts = request.concepts or concepts_in_app
         input_count = count_training_inputs(env, app, model_id, concepts)
-    return estimate_training(env, app, model_id, params, input_count)
+    return with_queue(env, estimate_training(env, app, model_id, params, input_count))

@@ -12,11 +12,11 @@ from modelmill.api.rpc import batch_status, rpc
 from modelmill.domain.errors import ApiError
 from modelmill.services import (
     embedders,
-    estimates,
     evaluations,
     exports,
     models,
     predictions,
+    queue_ahead,
     training,
 )
 
@@ -75,7 +75,7 @@ def PostModelVersions(api, request, principal):  # type: ignore[no-untyped-def]
             description=version.description or request.description,
         ),
     )
-    row = estimates.estimate_queued_version(api.env, row)
+    row = queue_ahead.estimate_queued_version(api.env, row)
     return service.SingleModelResponse(model=convert.model(model, row, scope, api.links))
 
 

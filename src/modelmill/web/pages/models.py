@@ -14,8 +14,8 @@ from modelmill.services import (
     concepts,
     datasets,
     embedders,
-    estimates,
     models,
+    queue_ahead,
     training,
 )
 from modelmill.services.paging import MAX_PER_PAGE, Page
@@ -193,7 +193,7 @@ def train(request: Request, web: Web, app: CurrentApp, model_id: str, form: Form
         _, version = training.create_version(
             web.env, app, model_id, training_form.train_request(settings)
         )
-        estimates.estimate_queued_version(web.env, version)
+        queue_ahead.estimate_queued_version(web.env, version)
     except ApiError as error:
         return _settings_page(request, web, app, model_id, form, 400, error=error.description)
     return redirect(
