@@ -11,7 +11,7 @@ from clarifai_grpc.grpc.api.status import status_pb2
 from modelmill.api import convert
 from modelmill.api.rpc import batch_status, rpc
 from modelmill.domain.errors import ApiError
-from modelmill.services import workflows
+from modelmill.services import workflow_runs, workflows
 
 # A node that does not read this kind of input skipped it: that is no failure.
 NOT_FAILURES = (codes.SUCCESS, codes.WORKFLOW_NO_MATCHING_INPUT)
@@ -80,7 +80,7 @@ def DeleteWorkflows(api, request, principal):  # type: ignore[no-untyped-def]
 @rpc
 def PostWorkflowResults(api, request, principal):  # type: ignore[no-untyped-def]
     scope = api.scope(request.user_app_id, principal)
-    run = workflows.run_workflow(
+    run = workflow_runs.run_workflow(
         api.env,
         api.predictors,
         scope,
