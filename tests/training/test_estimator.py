@@ -27,6 +27,7 @@ from modelmill.services.estimates import (
     estimate_job,
     estimate_workload,
     round_down_15,
+    snapshot_stats,
 )
 from modelmill.services.training_runs import JobTimes, record_runs, record_training
 from modelmill.settings import Settings
@@ -222,6 +223,21 @@ def test_shipped_calibrations_fit_their_own_runs() -> None:
             held_out = leave_one_out(runs)
             errors = [abs(p - r.seconds) / r.seconds for p, r in zip(held_out, runs, strict=True)]
             assert sum(errors) / len(errors) < 0.25, key
+
+
+def test_a_text_pair_is_sized_by_its_prompt_and_its_completion() -> None:
+    """A text-to-text model reads a pair's prompt and completion (or a chat's turns): the
+    estimate counts them all, as calibration trials count their examples."""
+    chat = [{"role": "user", "content": "e" * 50}, {"role": "assistant", "content": "f" * 50}]
+    items = [
+        {"kind": "text", "text": "a" * 100, "metadata": {"completion": "b" * 300}},
+        {"kind": "text", "text": "c" * 100, "labels": {"text": {"raw": "d" * 100}}},
+        {"kind": "text", "text": "the chat replaces this", "metadata": {"messages": chat}},
+        {"kind": "text", "text": "g" * 100},
+        {"kind": "image", "width": 10, "height": 10},
+    ]
+    stats = snapshot_stats(items, "text")
+    assert (stats.num_inputs, stats.mean_chars) == (4, (400 + 200 + 100 + 100) / 4)
 
 
 # ---- calibration of a tiny template -----------------------------------------------------------

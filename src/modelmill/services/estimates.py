@@ -23,7 +23,7 @@ from modelmill.services import AppScope, Env
 from modelmill.services.datasets import find_dataset, load_snapshot, snapshot_rows
 from modelmill.services.datasets import find_version as find_dataset_version
 from modelmill.services.embeddings import count_missing
-from modelmill.services.examples import content_key
+from modelmill.services.examples import chat_messages, content_key, target_text
 from modelmill.services.models import find_model
 from modelmill.services.training import (
     TOLERANCE,
@@ -56,6 +56,7 @@ from modelmill.training.estimator import (
     input_kinds,
     model_key,
     shipped_runs,
+    text_chars,
     wait_parts,
     workload_of,
 )
@@ -161,7 +162,9 @@ def snapshot_stats(snapshot: Sequence[dict[str, Any]], kind: InputKind) -> DataS
         pixels = [item["width"] * item["height"] for item in items if item.get("width")]
         mean = sum(pixels) / len(pixels) / 1e6 if pixels else DEFAULT_MEGAPIXELS
         return DataStats(len(items), kind, mean_megapixels=mean)
-    chars = [len(item.get("text") or "") for item in items]
+    chars = [
+        text_chars(item.get("text") or "", target_text(item), chat_messages(item)) for item in items
+    ]
     return DataStats(
         len(items), kind, mean_chars=sum(chars) / len(chars) if chars else DEFAULT_CHARS
     )

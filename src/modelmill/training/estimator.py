@@ -57,6 +57,14 @@ CALIBRATION_DIR = Path(__file__).parent / "calibration"
 # ---- what a training costs depends on ------------------------------------------------------
 
 
+def text_chars(text: str, target: str | None, messages: Sequence[tuple[str, str]]) -> int:
+    """The characters a text template reads of one input: a chat's turns, else its text and,
+    for a text-to-text pair, the wanted output too (the model learns both)."""
+    if messages:
+        return sum(len(content) for _, content in messages)
+    return len(text) + len(target or "")
+
+
 @dataclass(frozen=True)
 class DataStats:
     """What the data says about cost: how many inputs, of which kind, how big as stored."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from modelmill.training import runner
 from modelmill.training.contract import DataError, Example, InputKind, Template, TrainContext
-from modelmill.training.estimator import DataStats, Run, workload_of
+from modelmill.training.estimator import DataStats, Run, text_chars, workload_of
 from modelmill.training.registry import task_of
 from modelmill.training.runner import TrainingPlan
 from modelmill.training.tasks.samples import image_height
@@ -73,6 +73,9 @@ def train_once(
     making the sample data (not part of a training: the caller takes them off)."""
     made = time.perf_counter()
     data = task_of(template.model_type_id).sample_data(kind, trial.num_inputs, trial.source)
+    chars = [
+        text_chars(e.load(), e.target_text, e.messages) for e in data.examples if kind == "text"
+    ]
     making_s = time.perf_counter() - made
     params = template.Params(**trial.params)
     checkpoints = work_dir / "checkpoints"
@@ -107,6 +110,8 @@ def train_once(
 
     return {
         "threads": torch.get_num_threads(),
+        # what the examples really hold (a text-to-text pair is a prompt and its completion)
+        "mean_chars": sum(chars) / len(chars) if chars else None,
         "epochs": outcome.result.epochs_run,
         "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB,
         "peak_gpu_memory_bytes": gpu,
@@ -258,7 +263,10 @@ def _time_trial(
         # Our own time includes the trial's process: it has been waited for (joined) by now.
         others = (busy_after - busy_before) - (own_after - own_before)
         interference = max(0.0, others) / (seconds * (os.cpu_count() or 1))
-    workload = workload_of(trial.params, stats_of(kind, trial))
+    stats = stats_of(kind, trial)
+    if measured["mean_chars"] is not None:
+        stats = replace(stats, mean_chars=measured["mean_chars"])
+    workload = workload_of(trial.params, stats)
     if measured["epochs"]:
         workload = replace(workload, num_epochs=measured["epochs"])
     seconds -= measured["making_s"]
