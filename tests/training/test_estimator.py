@@ -155,6 +155,16 @@ def _workloads(count: int, seed: int = 0) -> list[Workload]:
     ]
 
 
+def test_an_epoch_that_repeats_its_inputs_costs_every_pass() -> None:
+    """A detector's epoch goes over its training inputs until it has seen min_samples_per_epoch
+    of them: 16 inputs, 13 of them training, take 5 passes to see 64."""
+    params = {"num_epochs": 3, "min_samples_per_epoch": 64, "validation_fraction": 0.2}
+    assert workload_of(params, DataStats(16, "image")).num_epochs == 3 * 5
+    assert workload_of(params, DataStats(16, "image"), epochs_run=2).num_epochs == 2 * 5
+    assert workload_of(params, DataStats(1000, "image")).num_epochs == 3
+    assert workload_of({"num_epochs": 3}, DataStats(16, "image"), epochs_run=1).num_epochs == 1
+
+
 def test_fit_recovers_the_costs_that_made_the_runs() -> None:
     truth = {
         "start-up": 8.0,

@@ -8,7 +8,7 @@ import logging
 import resource
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -102,9 +102,10 @@ def record_training(
     if job.attempts != 1:
         return None
     kind = kind_trained_on(template, params, Counter(i["kind"] for i in snapshot))
-    workload = workload_of(params.model_dump(mode="json"), snapshot_stats(snapshot, kind))
-    if epochs_run is not None:  # early stopping ends some trainings sooner
-        workload = replace(workload, num_epochs=epochs_run)
+    # the epochs it ran: early stopping ends some trainings sooner
+    workload = workload_of(
+        params.model_dump(mode="json"), snapshot_stats(snapshot, kind), epochs_run
+    )
     hardware = this_hardware(device)
     embedding_inputs = workload.num_inputs if embedder_of(template, kind, params) else 0
     seconds = lambda start, end: (as_utc(end) - as_utc(start)).total_seconds()  # noqa: E731

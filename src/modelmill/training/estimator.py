@@ -41,6 +41,10 @@ EPOCH_PARAMS = ("num_epochs", "epochs", "num_train_epochs", "max_epochs")
 BATCH_PARAMS = ("batch_size", "per_device_train_batch_size", "train_batch_size")
 IMAGE_SIZE_PARAMS = ("image_size", "input_size", "img_size")
 TOKEN_LIMIT_PARAMS = ("max_length", "max_seq_length", "max_tokens", "model_max_length")
+# An epoch that repeats the training inputs until it has seen this many (MMDetection's), and
+# the share of inputs held out for validation, which an epoch does not train on.
+MIN_SAMPLES_PARAMS = ("min_samples_per_epoch",)
+VALIDATION_PARAMS = ("validation_fraction",)
 EMBEDDER_PARAM = "base_embed_model"  # transfer learning: the base model that reads the inputs
 
 # Below FULL_MODEL_MIN_RUNS runs only the seed's two terms are fitted (fewer unknowns than runs);
@@ -124,9 +128,14 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def workload_of(params: Mapping[str, Any], stats: DataStats) -> Workload:
-    """The workload of training with `params` (a Params model_dump) on data like `stats`."""
-    epochs = _number(find_param(params, EPOCH_PARAMS)[1]) or 1.0
+def workload_of(
+    params: Mapping[str, Any], stats: DataStats, epochs_run: int | None = None
+) -> Workload:
+    """The workload of training with `params` (a Params model_dump) on data like `stats`, for
+    the configured epochs or the `epochs_run` of a finished training (early stopping). An epoch
+    that repeats the training inputs to see min_samples_per_epoch counts as that many passes."""
+    configured = _number(find_param(params, EPOCH_PARAMS)[1]) or 1.0
+    epochs = (configured if epochs_run is None else epochs_run) * _repeats(params, stats)
     batch = _number(find_param(params, BATCH_PARAMS)[1]) or 0.0
     if stats.kind == "image":
         side = _number(find_param(params, IMAGE_SIZE_PARAMS)[1])
@@ -140,6 +149,16 @@ def workload_of(params: Mapping[str, Any], stats: DataStats) -> Workload:
     return Workload(
         stats.kind, stats.num_inputs, max(1, round(epochs)), max(0, round(batch)), size, source
     )
+
+
+def _repeats(params: Mapping[str, Any], stats: DataStats) -> int:
+    """How many times an epoch goes over the training inputs (see MIN_SAMPLES_PARAMS)."""
+    wanted = _number(find_param(params, MIN_SAMPLES_PARAMS)[1])
+    if not wanted:
+        return 1
+    held_out = _number(find_param(params, VALIDATION_PARAMS)[1]) or 0.0
+    training = max(1, round(stats.num_inputs * (1 - held_out)))
+    return max(1, math.ceil(wanted / training))
 
 
 def _embedder_token_limit(params: Mapping[str, Any]) -> float | None:

@@ -266,9 +266,7 @@ def _time_trial(
     stats = stats_of(kind, trial)
     if measured["mean_chars"] is not None:
         stats = replace(stats, mean_chars=measured["mean_chars"])
-    workload = workload_of(trial.params, stats)
-    if measured["epochs"]:
-        workload = replace(workload, num_epochs=measured["epochs"])
+    workload = workload_of(trial.params, stats, measured["epochs"] or None)
     seconds -= measured["making_s"]
     waited = min(measured["waiting_s"], seconds)
     run = Run(
