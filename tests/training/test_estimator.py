@@ -165,6 +165,27 @@ def test_an_epoch_that_repeats_its_inputs_costs_every_pass() -> None:
     assert workload_of({"num_epochs": 3}, DataStats(16, "image"), epochs_run=1).num_epochs == 1
 
 
+def test_a_coreset_costs_its_picks_times_the_patches_until_the_bank_is_capped() -> None:
+    """PatchCore's greedy k-center bank: each pick is a pass over every training patch (one per
+    8 × 8 pixels of the images not held out), so its cost grows with the square of the data until
+    max_bank_size caps the picks; templates without a coreset have none."""
+    params = {
+        "image_size": 224,
+        "coreset_fraction": 0.01,
+        "max_bank_size": 20_000,
+        "holdout_fraction": 0.2,
+    }
+    patches = 100 * 0.8 * 28**2
+    small = workload_of(params, DataStats(100, "image"))
+    assert small.coreset_units == pytest.approx(0.01 * patches * patches / 1e9)
+    assert workload_of(params, DataStats(200, "image")).coreset_units == pytest.approx(
+        4 * small.coreset_units
+    )
+    capped = workload_of(params, DataStats(10_000, "image")).coreset_units
+    assert capped == pytest.approx(20_000 * 100 * patches / 1e9)
+    assert workload_of({"image_size": 224}, DataStats(100, "image")).coreset_units == 0
+
+
 def test_fit_recovers_the_costs_that_made_the_runs() -> None:
     truth = {
         "start-up": 8.0,

@@ -25,7 +25,8 @@ from modelmill.training.contract import InputKind, Template
 
 # Model input sizes are counted in units of these, so coefficients read as "seconds per input at
 # 224 × 224 pixels" or "... at 128 tokens".
-REFERENCE_PIXELS = 224 * 224
+REFERENCE_SIDE = 224  # pixels: the image side a size unit stands for
+REFERENCE_PIXELS = REFERENCE_SIDE * REFERENCE_SIDE
 REFERENCE_TOKENS = 128
 REFERENCE_BATCH = 32
 CHARS_PER_TOKEN = 4.0  # English averages about four characters per BPE / WordPiece token
@@ -45,6 +46,14 @@ TOKEN_LIMIT_PARAMS = ("max_length", "max_seq_length", "max_tokens", "model_max_l
 # the share of inputs held out for validation, which an epoch does not train on.
 MIN_SAMPLES_PARAMS = ("min_samples_per_epoch",)
 VALIDATION_PARAMS = ("validation_fraction",)
+# PatchCore's memory bank: a greedy k-center coreset of the training images' patches (one per
+# PATCH_STRIDE² pixels), keeping coreset_fraction of them up to max_bank_size; the images it
+# holds out to calibrate its threshold add no patches.
+CORESET_PARAMS = ("coreset_fraction",)
+BANK_CAP_PARAMS = ("max_bank_size",)
+HOLDOUT_PARAMS = ("holdout_fraction",)
+PATCH_STRIDE = 8
+PATCH_PICKS_PER_UNIT = 1e9
 EMBEDDER_PARAM = "base_embed_model"  # transfer learning: the base model that reads the inputs
 
 # Below FULL_MODEL_MIN_RUNS runs only the seed's two terms are fitted (fewer unknowns than runs);
@@ -94,6 +103,9 @@ class Workload:
     batch_size: int = 0  # 0 for templates without batches
     size_units: float = 1.0
     source_units: float = 0.0
+    # coreset picks × training patches (each pick of a k-center coreset is a pass over all the
+    # patches), in PATCH_PICKS_PER_UNIT; 0 for templates without a coreset
+    coreset_units: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,8 +159,26 @@ def workload_of(
         size = (min(tokens, limit) if limit else tokens) / REFERENCE_TOKENS
         source = stats.mean_chars / CHARS_PER_SOURCE_UNIT
     return Workload(
-        stats.kind, stats.num_inputs, max(1, round(epochs)), max(0, round(batch)), size, source
+        stats.kind,
+        stats.num_inputs,
+        max(1, round(epochs)),
+        max(0, round(batch)),
+        size,
+        source,
+        _coreset_units(params, stats),
     )
+
+
+def _coreset_units(params: Mapping[str, Any], stats: DataStats) -> float:
+    """A coreset's picks × the training patches it picks from (see CORESET_PARAMS)."""
+    fraction = _number(find_param(params, CORESET_PARAMS)[1])
+    if not fraction or stats.kind != "image":
+        return 0.0
+    side = _number(find_param(params, IMAGE_SIZE_PARAMS)[1]) or REFERENCE_SIDE
+    held_out = _number(find_param(params, HOLDOUT_PARAMS)[1]) or 0.0
+    patches = stats.num_inputs * (1 - held_out) * (side / PATCH_STRIDE) ** 2
+    picks = min(fraction * patches, _number(find_param(params, BANK_CAP_PARAMS)[1]) or patches)
+    return picks * patches / PATCH_PICKS_PER_UNIT
 
 
 def _repeats(params: Mapping[str, Any], stats: DataStats) -> int:
@@ -233,6 +263,12 @@ TIME_TERMS: tuple[Term, ...] = (
         lambda w: w.num_inputs * w.num_epochs * w.size_units**2,
         "what grows faster than the size: attention, with the square of the tokens; on a CPU, "
         "bigger images' activations outgrowing the caches (each pixel costs more)",
+    ),
+    Term(
+        "per coreset pick × patch",
+        lambda w: w.coreset_units,
+        "a memory bank's greedy k-center coreset (PatchCore): each pick is a pass over all the "
+        "training patches, so the time grows with their square until max_bank_size caps picks",
     ),
     Term(
         "per optimizer step",
