@@ -27,6 +27,7 @@ import io
 import multiprocessing
 import os
 import platform
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -278,6 +279,7 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        shutil.rmtree(self.data_dir, ignore_errors=True)  # a text-to-text row leaves ~2 GB
 
 
 def run_row(row: Row, weights_dir: Path) -> dict[str, Any]:
