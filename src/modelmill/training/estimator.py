@@ -501,7 +501,7 @@ TERM_PARTS = {
 }
 # Until finished trainings here say otherwise: the job's own start-up (spawning its process,
 # imports, opening the database, reading the frozen dataset) and its end (artifacts to the blob
-# store, the version's status): 1.9-2.2 s and under 0.1 s on the idle 2-core CI machine, 3.2-8.0 s
+# store, the version's status): 1.9-3.1 s and under 0.1 s on the idle 2-core CI machine, 3.2-8.0 s
 # at load 5-11 (bench/RESULTS.md, "The whole wait"). Estimates are of an idle server.
 DEFAULT_START_S = 2.0
 DEFAULT_SAVE_S = 0.2
