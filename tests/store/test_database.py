@@ -13,6 +13,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import StatementError
+from sqlalchemy.orm import Session
 
 from modelmill.store.database import MIGRATIONS, Database
 from modelmill.store.tables import App, Base, Input, User
@@ -45,6 +46,17 @@ def current_revision(db: Database) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def add_app(session: Session) -> App:
+    """User "ann" and her app "pets", flushed (their primary keys set)."""
+    user = User(id="ann")
+    session.add(user)
+    session.flush()
+    app = App(user_pk=user.pk, id="pets")
+    session.add(app)
+    session.flush()
+    return app
+
+
 def test_migrate_creates_every_table_on_a_fresh_database(database: Database) -> None:
     assert current_revision(database) is None
 
@@ -68,10 +80,7 @@ def test_migrated_schema_matches_the_tables(database: Database) -> None:
 def test_migrate_again_changes_nothing_and_keeps_the_data(database: Database) -> None:
     database.migrate()
     with database.session() as session:
-        user = User(id="ann")
-        session.add(user)
-        session.flush()
-        session.add(App(user_pk=user.pk, id="pets"))
+        add_app(session)
 
     database.migrate()
     database.migrate()
@@ -85,12 +94,7 @@ def test_deleting_an_app_deletes_what_it_holds(database: Database) -> None:
     """Foreign keys are enforced on both backends (SQLite needs a pragma for it)."""
     database.migrate()
     with database.session() as session:
-        user = User(id="ann")
-        session.add(user)
-        session.flush()
-        app = App(user_pk=user.pk, id="pets")
-        session.add(app)
-        session.flush()
+        app = add_app(session)
         session.add(Input(app_pk=app.pk, id="i1", kind="text", text="x", status_code=30000))
 
     with database.session() as session:
@@ -107,12 +111,7 @@ def test_json_columns_refuse_nan_on_every_backend(database: Database) -> None:
         pytest.raises((ValueError, StatementError), match="Out of range float"),
         database.session() as session,
     ):
-        user = User(id="ann")
-        session.add(user)
-        session.flush()
-        app = App(user_pk=user.pk, id="pets")
-        session.add(app)
-        session.flush()
+        app = add_app(session)
         nan = {"score": float("nan")}
         session.add(
             Input(app_pk=app.pk, id="i1", kind="text", text="x", status_code=30000, metadata_=nan)
