@@ -166,16 +166,22 @@ def region_message(region: Region) -> pb.Region:
     return message
 
 
-def input_of(example: Example, dataset_id: str) -> pb.Input:
+def input_of(example: Example, dataset_id: str, number: int) -> pb.Input:
     """A generated example as a client sends it: content, concepts, regions, and a text
-    generator's wanted output as metadata (`completion`, or chat `messages`)."""
+    generator's wanted output as metadata (`completion`, or chat `messages`). The sample data
+    cycles through a few distinct contents; input `number` is made unlike the others (its number in
+    pixels, or after the text) so that, as in a real dataset, no two inputs share a content
+    and the embedding cache computes each once."""
     content = example.load()
     if example.kind == "image":
+        image = content.convert("RGB")
+        for bit in range(16):  # the number in black and white pixels along the top row
+            image.putpixel((bit, 0), (255, 255, 255) if number >> bit & 1 else (0, 0, 0))
         out = io.BytesIO()
-        content.convert("RGB").save(out, "JPEG", quality=90)
+        image.save(out, "JPEG", quality=90)
         data = pb.Data(image=pb.Image(base64=out.getvalue()))
     else:
-        data = pb.Data(text=pb.Text(raw=content))
+        data = pb.Data(text=pb.Text(raw=f"{content} {number}"))
     data.concepts.extend(pb.Concept(id=c, value=v) for c, v in example.concepts.items())
     data.regions.extend(region_message(r) for r in example.regions)
     if example.target_text is not None:
@@ -290,7 +296,8 @@ def run_row(row: Row, weights_dir: Path) -> dict[str, Any]:
         server.call("PostDatasets", service.PostDatasetsRequest(datasets=[pb.Dataset(id="d")]))
         examples = list(data.examples)
         for start in range(0, len(examples), UPLOAD_BATCH):
-            inputs = [input_of(e, "d") for e in examples[start : start + UPLOAD_BATCH]]
+            batch = examples[start : start + UPLOAD_BATCH]
+            inputs = [input_of(e, "d", start + n) for n, e in enumerate(batch)]
             server.call("PostInputs", service.PostInputsRequest(inputs=inputs))
         server.call(
             "PostDatasetVersions",

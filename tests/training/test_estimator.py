@@ -32,7 +32,7 @@ from modelmill.services.estimates import (
 from modelmill.services.training_runs import JobTimes, record_runs, record_training
 from modelmill.settings import Settings
 from modelmill.store.tables import Embedding, Job, TrainingRun, utcnow
-from modelmill.training.calibrate import calibrate
+from modelmill.training.calibrate import calibrate, describe
 from modelmill.training.contract import (
     Hardware,
     InvalidInput,
@@ -42,19 +42,11 @@ from modelmill.training.contract import (
 )
 from modelmill.training.estimator import (
     CALIBRATION_DIR,
-    DEFAULT_SAVE_S,
-    DEFAULT_START_S,
-    EMBED,
-    EPOCHS,
-    START,
     TIME_TERMS,
     DataStats,
-    JobCosts,
     Run,
-    Wait,
     Workload,
     fit,
-    fit_job_costs,
     leave_one_out,
     shipped_runs,
     workload_of,
@@ -62,7 +54,18 @@ from modelmill.training.estimator import (
 from modelmill.training.hardware import this_hardware
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
 from modelmill.training.templates.visual_classifier import EFFICIENTNET_LITE0_CLASSIFIER as LITE0
-from modelmill.training.trials import Quiet, Trial, run_trial
+from modelmill.training.trials import Quiet, Trial, run_trial, train_once
+from modelmill.training.waits import (
+    DEFAULT_SAVE_S,
+    DEFAULT_START_S,
+    EMBED,
+    EPOCHS,
+    START,
+    JobCosts,
+    Wait,
+    fit_job_costs,
+    wait_parts,
+)
 
 # ---- display helpers at their edges ------------------------------------------------------------
 
@@ -163,6 +166,8 @@ def test_an_epoch_that_repeats_its_inputs_costs_every_pass() -> None:
     assert workload_of(params, DataStats(16, "image"), epochs_run=2).num_epochs == 2 * 5
     assert workload_of(params, DataStats(1000, "image")).num_epochs == 3
     assert workload_of({"num_epochs": 3}, DataStats(16, "image"), epochs_run=1).num_epochs == 1
+    trial = Trial(16, {**params, "image_size": 224, "batch_size": 4}, 320)
+    assert describe("image", trial).startswith("16 inputs × 3 epochs (15 passes), 224px")
 
 
 def test_a_coreset_costs_its_picks_times_the_patches_until_the_bank_is_capped() -> None:
@@ -362,6 +367,30 @@ def test_a_trial_computes_with_the_threads_a_job_would(tmp_path: Path) -> None:
     assert measured.run.seconds > 0 and measured.run.peak_memory_bytes
 
 
+def test_a_transfer_trial_embeds_each_input_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a job whose evaluation finds the training's embeddings cached: a trial that embedded
+    everything twice measured twice the job's cost per input (issue 17)."""
+    from modelmill.training.embedders import default_embedder
+
+    embedder = default_embedder("text")
+    embedded: list[int] = []
+    real_embed = embedder.embed
+
+    def counted(items: Any) -> np.ndarray:
+        embedded.append(len(items))
+        return real_embed(items)
+
+    monkeypatch.setattr(embedder, "embed", counted)
+    params = EMBEDDING_CLASSIFIER.Params().model_dump(mode="json")
+    trial = Trial(24, params, 80)
+
+    train_once(EMBEDDING_CLASSIFIER, "text", trial, "cpu", None, tmp_path)
+
+    assert sum(embedded) == 24  # 23 of the concepts and one labelled negative
+
+
 # ---- refitting after finished trainings --------------------------------------------------------
 
 
@@ -467,7 +496,7 @@ def test_trial_timing_waits_for_a_quiet_machine(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_job_is_estimated_on_its_own_data_and_hardware(env: Env) -> None:
-    snapshot = [{"kind": "text", "text": "x" * 400}] * 600
+    snapshot = [{"kind": "text", "text": f"{i:03} " + "x" * 396} for i in range(600)]
     params = EMBEDDING_CLASSIFIER.Params()
     hardware = this_hardware("cpu")
 
@@ -546,6 +575,27 @@ def test_cached_embeddings_are_not_estimated_again(env: Env) -> None:
         for item in snapshot[30:]:
             session.add(Embedding(content_key=item["blob_key"], embedder=tag, vector=b"\0" * 8))
     assert EMBED not in estimate_job(env, EMBEDDING_CLASSIFIER, params, snapshot).parts
+
+
+def test_with_every_embedding_cached_the_head_still_costs_its_time() -> None:
+    """Trials measure their embedding apart: a training that finds every embedding cached is
+    estimated the head's fit (per-input time less embedding), not nothing."""
+    runs = [
+        Run(Workload("image", n, 1, 0, 1.0, 0.1), 5 + 0.05 * n, embed_s=0.03 * n)
+        for n in (20, 40, 80, 160, 320, 640)
+    ]
+    model = fit(runs)
+    assert model is not None and model.embed_seconds(Workload("image", 100)) == pytest.approx(3)
+    workload = Workload("image", 100, 1, 0, 1.0, 0.1)
+
+    cold = wait_parts(model, JobCosts(), workload, embedding_inputs=100, missing=100)
+    warm = wait_parts(model, JobCosts(), workload, embedding_inputs=100, missing=0)
+
+    assert cold[EMBED] == pytest.approx(3.0, rel=0.05) and warm[EMBED] == 0
+    assert sum(warm.values()) == pytest.approx(sum(cold.values()) - 3.0, rel=0.02)
+    assert sum(warm.values()) > 5 + 1.5 + DEFAULT_START_S, "the head's 0.02 s an input counts"
+    assert Run.from_json(runs[0].to_json()) == runs[0]
+    assert "embed_s" not in Run(workload, 1.0).to_json()
 
 
 def test_the_jobs_own_start_up_follows_finished_trainings(env: Env) -> None:

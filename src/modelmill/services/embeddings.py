@@ -23,8 +23,8 @@ def _insert(env: Env):  # type: ignore[no-untyped-def]
 
 
 def count_missing(env: Env, content_keys: Sequence[str], embedder_id: str) -> int:
-    """How many of these contents `embedder_id` has no cached embedding of yet (what a training
-    would compute); reads keys only, computes nothing."""
+    """How many distinct contents of these `embedder_id` has no cached embedding of yet (what a
+    training computes: each once); reads keys only, computes nothing."""
     tag = cache_key(get_embedder(embedder_id))
     unique = sorted(set(content_keys))
     cached: set[str] = set()
@@ -38,7 +38,7 @@ def count_missing(env: Env, content_keys: Sequence[str], embedder_id: str) -> in
                     )
                 )
             )
-    return sum(1 for key in content_keys if key not in cached)
+    return len(unique) - len(cached)
 
 
 class EmbeddingCache:
@@ -61,22 +61,24 @@ class EmbeddingCache:
         for start in range(0, len(examples), BATCH):
             chunk = examples[start : start + BATCH]
             keys = [self.keys.get(e.input_id) for e in chunk]
-            known = self._lookup(tag, [k for k in keys if k])
-            missing = [i for i, k in enumerate(keys) if k not in known]
-            if missing:
+            # by content key, or by row for an input without one (embedded, never stored)
+            found: dict[str | int, np.ndarray] = dict(self._lookup(tag, [k for k in keys if k]))
+            ids: list[str | int] = [key or i for i, key in enumerate(keys)]
+            # one computation per missing content (a dataset may hold the same image twice)
+            first: dict[str | int, int] = {}
+            for i, id_ in enumerate(ids):
+                if id_ not in found:
+                    first.setdefault(id_, i)
+            if first:
                 started = time.perf_counter()
-                vectors = embedder.embed([chunk[i].load() for i in missing])
+                vectors = embedder.embed([chunk[i].load() for i in first.values()])
                 self.computing_s += time.perf_counter() - started
-                self.computed += len(missing)
-                fresh = {}
-                for i, vector in zip(missing, vectors, strict=True):
-                    result[start + i] = vector
-                    if keys[i]:
-                        fresh[keys[i]] = vector
-                self._store(tag, fresh)
-            for i, key in enumerate(keys):
-                if key in known:
-                    result[start + i] = known[key]
+                self.computed += len(first)
+                computed = dict(zip(first, vectors, strict=True))
+                self._store(tag, {k: v for k, v in computed.items() if isinstance(k, str)})
+                found.update(computed)
+            for i, id_ in enumerate(ids):
+                result[start + i] = found[id_]
         return result
 
     def stored(self, embedder_id: str) -> dict[str, np.ndarray]:

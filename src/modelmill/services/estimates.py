@@ -44,24 +44,20 @@ from modelmill.training.estimator import (
     DEFAULT_MEGAPIXELS,
     EMBEDDER_PARAM,
     EPOCH_PARAMS,
-    RECENT_WAITS,
     CostModel,
     DataStats,
-    JobCosts,
     Run,
-    Wait,
     find_param,
     fit,
-    fit_job_costs,
     input_kinds,
     model_key,
     shipped_runs,
     text_chars,
-    wait_parts,
     workload_of,
 )
 from modelmill.training.hardware import resolve_device, this_hardware
 from modelmill.training.registry import COMMON_TRAIN_PARAMS
+from modelmill.training.waits import RECENT_WAITS, JobCosts, Wait, fit_job_costs, wait_parts
 
 STEP_S = 15 * 60
 PRICE_PER_HOUR_USD = 4.0  # the seed's price; a server's is settings.price_per_hour_usd
@@ -69,7 +65,7 @@ RECENT_RUNS = 500  # newest measured trainings a fit uses, so old software and d
 BYTES_PER_GB = 1e9
 CALIBRATION, TRAINING = "calibration", "training"
 PART_SHOWN_S = 0.5  # parts of an estimate shorter than this are left out of its breakdown
-WAIT = "wait"  # TrainingRun.source of a finished training's whole wait in parts (estimator.Wait)
+WAIT = "wait"  # TrainingRun.source of a finished training's whole wait in parts (waits.Wait)
 
 __all__ = [
     "Estimate",
@@ -95,7 +91,7 @@ class Estimate:
     peak_gpu_memory_bytes: int | None = None  # on a GPU: peak memory torch allocates there
     memory: str = ""  # "peak RAM 1.2 GB" (and GPU memory on a GPU), "" when unknown
     basis: str = ""  # how the figure was made, for a person
-    # Seconds of each part of the wait on an idle server (estimator.PARTS),
+    # Seconds of each part of the wait on an idle server (waits.PARTS),
     # those of PART_SHOWN_S or more; `seconds` is the sum of all of them.
     parts: dict[str, float] = field(default_factory=dict)
     jobs_ahead: int = 0  # trainings queued or running ahead of this one

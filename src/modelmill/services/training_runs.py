@@ -26,16 +26,9 @@ from modelmill.services.estimates import (
 )
 from modelmill.store.tables import Job, TrainingRun, as_utc
 from modelmill.training.contract import Hardware, InputKind, Template
-from modelmill.training.estimator import (
-    EMBED,
-    Run,
-    Wait,
-    Workload,
-    model_key,
-    wait_parts,
-    workload_of,
-)
+from modelmill.training.estimator import Run, Workload, model_key, workload_of
 from modelmill.training.hardware import this_hardware
+from modelmill.training.waits import EMBED, Wait, wait_parts
 
 log = logging.getLogger("modelmill")
 

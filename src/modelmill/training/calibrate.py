@@ -20,6 +20,7 @@ from modelmill.training.estimator import (
     find_param,
     fit,
     leave_one_out,
+    param_number,
     workload_of,
 )
 from modelmill.training.trials import Measured, Quiet, Trial, run_trial, stats_of
@@ -173,7 +174,11 @@ def describe(kind: InputKind, trial: Trial) -> str:
         else (f"{w.size_units * 128:.0f} tokens")
     )
     batch = f", batch {w.batch_size}" if w.batch_size else ""
-    return f"{w.num_inputs} inputs × {w.num_epochs} epochs, {model}, stored {stored}{batch}"
+    configured = round(param_number(find_param(trial.params, EPOCH_PARAMS)[1]) or 1)
+    # an epoch that repeats small data (min_samples_per_epoch) is several passes
+    passes = f" ({w.num_epochs} passes)" if w.num_epochs != configured else ""
+    epochs = f"{configured} epochs{passes}"
+    return f"{w.num_inputs} inputs × {epochs}, {model}, stored {stored}{batch}"
 
 
 def calibrate(

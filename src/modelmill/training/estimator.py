@@ -129,7 +129,9 @@ def find_param(values: Mapping[str, Any], names: Sequence[str]) -> tuple[tuple[s
     return (), None
 
 
-def _number(value: Any) -> float | None:
+def param_number(value: Any) -> float | None:
+    """A cost param's value as a number ((height, width): the side of a square of that area);
+    None for none, a flag or what is not a number."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, list | tuple) and value:  # (height, width)
@@ -146,16 +148,18 @@ def workload_of(
     """The workload of training with `params` (a Params model_dump) on data like `stats`, for
     the configured epochs or the `epochs_run` of a finished training (early stopping). An epoch
     that repeats the training inputs to see min_samples_per_epoch counts as that many passes."""
-    configured = _number(find_param(params, EPOCH_PARAMS)[1]) or 1.0
+    configured = param_number(find_param(params, EPOCH_PARAMS)[1]) or 1.0
     epochs = (configured if epochs_run is None else epochs_run) * _repeats(params, stats)
-    batch = _number(find_param(params, BATCH_PARAMS)[1]) or 0.0
+    batch = param_number(find_param(params, BATCH_PARAMS)[1]) or 0.0
     if stats.kind == "image":
-        side = _number(find_param(params, IMAGE_SIZE_PARAMS)[1])
+        side = param_number(find_param(params, IMAGE_SIZE_PARAMS)[1])
         size = side * side / REFERENCE_PIXELS if side else 1.0
         source = stats.mean_megapixels
     else:
         tokens = stats.mean_chars / CHARS_PER_TOKEN
-        limit = _number(find_param(params, TOKEN_LIMIT_PARAMS)[1]) or _embedder_token_limit(params)
+        limit = param_number(find_param(params, TOKEN_LIMIT_PARAMS)[1]) or _embedder_token_limit(
+            params
+        )
         size = (min(tokens, limit) if limit else tokens) / REFERENCE_TOKENS
         source = stats.mean_chars / CHARS_PER_SOURCE_UNIT
     return Workload(
@@ -171,22 +175,22 @@ def workload_of(
 
 def _coreset_units(params: Mapping[str, Any], stats: DataStats) -> float:
     """A coreset's picks × the training patches it picks from (see CORESET_PARAMS)."""
-    fraction = _number(find_param(params, CORESET_PARAMS)[1])
+    fraction = param_number(find_param(params, CORESET_PARAMS)[1])
     if not fraction or stats.kind != "image":
         return 0.0
-    side = _number(find_param(params, IMAGE_SIZE_PARAMS)[1]) or REFERENCE_SIDE
-    held_out = _number(find_param(params, HOLDOUT_PARAMS)[1]) or 0.0
+    side = param_number(find_param(params, IMAGE_SIZE_PARAMS)[1]) or REFERENCE_SIDE
+    held_out = param_number(find_param(params, HOLDOUT_PARAMS)[1]) or 0.0
     patches = stats.num_inputs * (1 - held_out) * (side / PATCH_STRIDE) ** 2
-    picks = min(fraction * patches, _number(find_param(params, BANK_CAP_PARAMS)[1]) or patches)
+    picks = min(fraction * patches, param_number(find_param(params, BANK_CAP_PARAMS)[1]) or patches)
     return picks * patches / PATCH_PICKS_PER_UNIT
 
 
 def _repeats(params: Mapping[str, Any], stats: DataStats) -> int:
     """How many times an epoch goes over the training inputs (see MIN_SAMPLES_PARAMS)."""
-    wanted = _number(find_param(params, MIN_SAMPLES_PARAMS)[1])
+    wanted = param_number(find_param(params, MIN_SAMPLES_PARAMS)[1])
     if not wanted:
         return 1
-    held_out = _number(find_param(params, VALIDATION_PARAMS)[1]) or 0.0
+    held_out = param_number(find_param(params, VALIDATION_PARAMS)[1]) or 0.0
     training = max(1, round(stats.num_inputs * (1 - held_out)))
     return max(1, math.ceil(wanted / training))
 
@@ -199,7 +203,7 @@ def _embedder_token_limit(params: Mapping[str, Any]) -> float | None:
 
     chosen = params[EMBEDDER_PARAM]
     embedder = get_embedder(chosen) if chosen else default_embedder("text")
-    return _number(getattr(embedder, "max_length", None))
+    return param_number(getattr(embedder, "max_length", None))
 
 
 # ---- the terms -------------------------------------------------------------------------------
@@ -284,6 +288,9 @@ TIME_TERMS: tuple[Term, ...] = (
 )
 # The seed's form, fitted while there are too few runs for every term.
 SEED_TERMS = ("start-up", "per input-epoch × model size")
+# What computing a transfer-learning template's base-model embeddings costs (part of its
+# trials' time, measured apart): per input, by its stored size (decoding) and model size.
+EMBEDDING_TERMS = ("per input", "per input × stored size", "per input × model size")
 
 MEMORY_TERMS: tuple[Term, ...] = (
     Term("base", lambda w: 1.0, "the process, libraries, weights, gradients, optimizer state"),
@@ -310,16 +317,22 @@ def _matrix(terms: Sequence[Term], workloads: Iterable[Workload]) -> np.ndarray:
 @dataclass(frozen=True)
 class Run:
     """One measured training: its workload, seconds and peak memory. `seconds` is wall-clock
-    time; for a calibration trial, less what it waited for CPUs other processes held."""
+    time; for a calibration trial, less what it waited for CPUs other processes held.
+    `embed_s`: the part of it spent computing base-model embeddings (a transfer-learning
+    trial's; None where nothing was embedded or it was not measured)."""
 
     workload: Workload
     seconds: float
     peak_memory_bytes: int | None = None
     peak_gpu_memory_bytes: int | None = None
     source: str = "calibration"  # or "training": a finished training on this server
+    embed_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "workload": self.workload.to_json()}
+        data = {**asdict(self), "workload": self.workload.to_json()}
+        if self.embed_s is None:
+            del data["embed_s"]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Run:
@@ -368,9 +381,15 @@ class CostModel:
     runs: int = 0  # runs it was fitted to
     error: float = 0.0  # mean absolute relative error on those runs
     disturbed: int = 0  # runs left out as disturbed
+    embedding: dict[str, float] = field(default_factory=dict)  # EMBEDDING_TERMS of `embed_s`
 
     def seconds(self, workload: Workload) -> float:
         return _predict(TIME_TERMS, self.coefficients, workload)
+
+    def embed_seconds(self, workload: Workload) -> float | None:
+        """Of `seconds(workload)`, computing every input's embeddings; None when the runs did
+        not measure it."""
+        return _predict(TIME_TERMS, self.embedding, workload) if self.embedding else None
 
     def peak_memory_bytes(self, workload: Workload) -> int | None:
         return round(_predict(MEMORY_TERMS, self.memory, workload)) if self.memory else None
@@ -385,6 +404,14 @@ def _memory_fit(runs: Sequence[Run], attribute: str) -> dict[str, float]:
         return {}
     y = np.array([float(getattr(r, attribute)) for r in measured])
     return _fit_terms(MEMORY_TERMS, measured, y)
+
+
+def _embedding_fit(runs: Sequence[Run]) -> dict[str, float]:
+    measured = [r for r in runs if r.embed_s]
+    if len(measured) < MIN_RUNS:
+        return {}
+    y = np.array([float(r.embed_s or 0.0) for r in measured])
+    return _fit_terms(TIME_TERMS, measured, y, EMBEDDING_TERMS)
 
 
 def _time_fit(runs: Sequence[Run]) -> dict[str, float]:
@@ -422,6 +449,7 @@ def fit(runs: Sequence[Run]) -> CostModel | None:
         runs=len(kept),
         error=float(np.mean(np.abs(predicted - y) / y)),
         disturbed=len(runs) - len(kept),
+        embedding=_embedding_fit(kept),
     )
 
 
@@ -475,132 +503,8 @@ def calibration_document(
         models[key] = {
             "coefficients": model.coefficients if model else {},
             "memory_coefficients": model.memory if model else {},
+            **({"embedding_coefficients": model.embedding} if model and model.embedding else {}),
             "fit_error": round(model.error, 4) if model else None,
             "runs": [r.to_json() for r in key_runs],
         }
     return {"profile": profile, **about, "models": models}
-
-
-# ---- the whole wait: what a job adds around the calibrated training --------------------------
-
-# The parts of the wait from a worker taking a training to MODEL_TRAINED, in the order they
-# happen (the queue before it is said apart: it depends on the jobs ahead, not on this one).
-START = "start-up: job process, imports, data, model"
-EMBED = "embedding inputs not cached yet"
-DATA = "reading and decoding inputs"
-EPOCHS = "training, all epochs"
-EVALUATION = "evaluation"
-SAVE = "saving artifacts, checkpoints and results"
-PARTS = (START, EMBED, DATA, EPOCHS, EVALUATION, SAVE)
-# Which part of the wait each calibrated term's time falls in (TIME_TERMS' `why`).
-TERM_PARTS = {
-    "start-up": START,
-    "per input": DATA,
-    "per input × stored size": DATA,
-    "per input × model size": EVALUATION,
-}
-# Until finished trainings here say otherwise: the job's own start-up (spawning its process,
-# imports, opening the database, reading the frozen dataset) and its end (artifacts to the blob
-# store, the version's status): 1.9-3.1 s and under 0.1 s on the idle 2-core CI machine, 3.2-8.0 s
-# at load 5-11 (bench/RESULTS.md, "The whole wait"). Estimates are of an idle server.
-DEFAULT_START_S = 2.0
-DEFAULT_SAVE_S = 0.2
-RECENT_WAITS = 20  # newest finished trainings the job's own costs are fitted to
-
-
-@dataclass(frozen=True)
-class Wait:
-    """One finished training's whole wait, in parts its job measured (seconds): `queued_s`
-    from PostModelVersions to a worker's claim, `start_s` from the claim to the runner (child
-    process, imports, data), `embed_s` computing the `embedded` embeddings not cached (of
-    `embedding_inputs` a transfer-learning template embeds; 0 for others), `train_s` the runner
-    without them, `save_s` from the runner's end to MODEL_TRAINED. `workload` has the epochs
-    that ran."""
-
-    workload: Workload
-    queued_s: float
-    start_s: float
-    train_s: float
-    save_s: float
-    embed_s: float = 0.0
-    embedded: int = 0
-    embedding_inputs: int = 0
-
-    @property
-    def total_s(self) -> float:
-        return self.queued_s + self.start_s + self.embed_s + self.train_s + self.save_s
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "workload": self.workload.to_json()}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Wait:
-        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**{**fields, "workload": Workload.from_json(data["workload"])})
-
-
-@dataclass(frozen=True)
-class JobCosts:
-    """What a training job costs beyond the calibrated runner: its start-up and its end
-    (seconds), and embedding one input the cache did not have (None until a training here
-    embedded some: then the calibration's own per-input cost, as its trials embed every input)."""
-
-    start_s: float = DEFAULT_START_S
-    save_s: float = DEFAULT_SAVE_S
-    embed_s_per_input: float | None = None
-    trainings: int = 0  # finished trainings these were fitted to; 0: the defaults
-
-
-def fit_job_costs(waits: Sequence[Wait], model: CostModel | None) -> JobCosts:
-    """The job's own costs from finished trainings' click-to-trained times: what each took
-    beyond its queue, its embedding and what `model` predicts for its runner (the median, so
-    one disturbed training does not move it), split into start-up and end as measured. The
-    defaults while no training has finished.
-
-    e.g. `fit_job_costs([wait], model).start_s`
-    """
-    embedded = sum(w.embedded for w in waits)
-    rate = sum(w.embed_s for w in waits) / embedded if embedded else None
-    if not waits:
-        return JobCosts()
-    bare = JobCosts(0.0, 0.0, rate)
-
-    def runner_s(wait: Wait) -> float:
-        if model is None:
-            return wait.train_s
-        return sum(wait_parts(model, bare, wait.workload, wait.embedding_inputs).values())
-
-    beyond = max(
-        float(np.median([w.total_s - w.queued_s - w.embed_s - runner_s(w) for w in waits])), 0.0
-    )
-    start, save = (float(np.median([getattr(w, a) for w in waits])) for a in ("start_s", "save_s"))
-    share = start / (start + save) if start + save > 0 else 1.0
-    return JobCosts(beyond * share, beyond * (1 - share), rate, len(waits))
-
-
-def wait_parts(
-    model: CostModel,
-    costs: JobCosts,
-    workload: Workload,
-    embedding_inputs: int = 0,
-    missing: int = 0,
-) -> dict[str, float]:
-    """Seconds of each part of the whole wait (PARTS) of training
-    `workload`: the calibrated model's terms and the job's own start-up and end. For a
-    transfer-learning template embedding `embedding_inputs`, of which `missing` are not
-    cached: the calibration trials embedded them all (in the per-input terms), so that is
-    taken off those, and embedding the missing ones is its own part."""
-    parts = dict.fromkeys(PARTS, 0.0)
-    for term in TIME_TERMS:
-        part = TERM_PARTS.get(term.name, EPOCHS)
-        parts[part] += model.coefficients.get(term.name, 0.0) * term.value(workload)
-    per_input = parts[DATA] + parts[EVALUATION]
-    if embedding_inputs and per_input > 0:
-        rate = costs.embed_s_per_input or per_input / embedding_inputs
-        kept = 1 - min(rate * embedding_inputs, per_input) / per_input
-        parts[DATA] *= kept
-        parts[EVALUATION] *= kept
-        parts[EMBED] = rate * missing
-    parts[START] += costs.start_s
-    parts[SAVE] += costs.save_s
-    return parts

@@ -54,10 +54,28 @@ def _pixels(side: int) -> int:
 # ---- running one trial -----------------------------------------------------------------------
 
 
-def _embed(examples: Sequence[Example], model_id: str) -> np.ndarray:
-    from modelmill.training.embedders import get_embedder
+class _Embeddings:
+    """Each input embedded once per trial, as the training job's embedding cache does for a
+    dataset of distinct inputs: its training embeds them, its evaluation finds them cached.
+    `computing_s`: the time computing them took."""
 
-    return np.asarray(get_embedder(model_id).embed([e.load() for e in examples]), np.float32)
+    def __init__(self) -> None:
+        self.vectors: dict[tuple[str, str], np.ndarray] = {}
+        self.computing_s = 0.0
+
+    def __call__(self, examples: Sequence[Example], model_id: str) -> np.ndarray:
+        from modelmill.training.embedders import get_embedder
+
+        embedder = get_embedder(model_id)
+        missing = [e for e in examples if (e.input_id, model_id) not in self.vectors]
+        started = time.perf_counter()
+        for example, vector in zip(
+            missing, embedder.embed([e.load() for e in missing]), strict=True
+        ):
+            self.vectors[example.input_id, model_id] = np.asarray(vector, np.float32)
+        self.computing_s += time.perf_counter() - started
+        rows = [self.vectors[e.input_id, model_id] for e in examples]
+        return np.stack(rows) if rows else np.zeros((0, embedder.dim), np.float32)
 
 
 def train_once(
@@ -69,8 +87,9 @@ def train_once(
     work_dir: Path,
 ) -> dict[str, Any]:
     """The task's sample data, then the training runner as the training job runs it; returns
-    what was measured beside the time: epochs actually run, peak memory, and the seconds spent
-    making the sample data (not part of a training: the caller takes them off)."""
+    what was measured beside the time: epochs actually run, peak memory, the seconds spent
+    computing embeddings (transfer learning) and making the sample data (not part of a
+    training: the caller takes them off)."""
     made = time.perf_counter()
     data = task_of(template.model_type_id).sample_data(kind, trial.num_inputs, trial.source)
     chars = [
@@ -80,13 +99,14 @@ def train_once(
     params = template.Params(**trial.params)
     checkpoints = work_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
+    embeddings = _Embeddings()
     ctx = TrainContext(
         device=device,
         work_dir=work_dir,
         checkpoint_dir=checkpoints,
         report=lambda progress, **metrics: None,
         cancelled=lambda: False,
-        embeddings=_embed,
+        embeddings=embeddings,
         weights_dir=weights_dir,
     )
     plan = TrainingPlan(
@@ -113,6 +133,7 @@ def train_once(
         # what the examples really hold (a text-to-text pair is a prompt and its completion)
         "mean_chars": sum(chars) / len(chars) if chars else None,
         "epochs": outcome.result.epochs_run,
+        "embed_s": embeddings.computing_s if embeddings.vectors else None,
         "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB,
         "peak_gpu_memory_bytes": gpu,
         "making_s": making_s,
@@ -274,6 +295,7 @@ def _time_trial(
         seconds - waited,
         measured["peak_memory_bytes"],
         measured["peak_gpu_memory_bytes"],
+        embed_s=measured["embed_s"],
     )
     return Measured(run, seconds, waited, interference, measured["threads"])
 

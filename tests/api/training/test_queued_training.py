@@ -18,8 +18,8 @@ from api.training.support import (
     start_training,
     upload,
 )
-from modelmill.training.estimator import EPOCHS
-from modelmill.training.estimator import START as STARTUP
+from modelmill.training.waits import EPOCHS
+from modelmill.training.waits import START as STARTUP
 
 
 def test_no_template_trains_the_recommended_one_and_says_so(bare: Any) -> None:
