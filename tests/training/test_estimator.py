@@ -557,31 +557,32 @@ def test_cached_embeddings_are_not_estimated_again(env: Env) -> None:
 
     snapshot = [
         {"kind": "image", "width": 320, "height": 240, "text": None, "blob_key": f"blob-{i}"}
-        for i in range(40)
+        for i in range(400)
     ]
     params = EMBEDDING_CLASSIFIER.Params()
     cold = estimate_job(env, EMBEDDING_CLASSIFIER, params, snapshot)
     tag = cache_key(get_embedder("efficientnet-lite0"))
     with env.db.session() as session:
-        for item in snapshot[:30]:
+        for item in snapshot[:300]:
             session.add(Embedding(content_key=item["blob_key"], embedder=tag, vector=b"\0" * 8))
 
     warm = estimate_job(env, EMBEDDING_CLASSIFIER, params, snapshot)
 
-    assert cold.parts[EMBED] > 0 and "0 of 40 inputs' embeddings cached" in cold.basis
+    assert cold.parts[EMBED] > 0 and "0 of 400 inputs' embeddings cached" in cold.basis
     assert warm.parts[EMBED] == pytest.approx(cold.parts[EMBED] / 4, abs=0.1)
-    assert warm.seconds < cold.seconds and "30 of 40" in warm.basis
+    assert warm.seconds < cold.seconds and "300 of 400" in warm.basis
     with env.db.session() as session:
-        for item in snapshot[30:]:
+        for item in snapshot[300:]:
             session.add(Embedding(content_key=item["blob_key"], embedder=tag, vector=b"\0" * 8))
     assert EMBED not in estimate_job(env, EMBEDDING_CLASSIFIER, params, snapshot).parts
 
 
 def test_with_every_embedding_cached_the_head_still_costs_its_time() -> None:
-    """Trials measure their embedding apart: a training that finds every embedding cached is
-    estimated the head's fit (per-input time less embedding), not nothing."""
+    """Trials measure their embedding apart (loading the base model, then each input): a
+    training that finds every embedding cached is estimated the head's fit (per-input time
+    less embedding), not nothing."""
     runs = [
-        Run(Workload("image", n, 1, 0, 1.0, 0.1), 5 + 0.05 * n, embed_s=0.03 * n)
+        Run(Workload("image", n, 1, 0, 1.0, 0.1), 5 + 0.05 * n, embed_s=1.5 + 0.03 * n)
         for n in (20, 40, 80, 160, 320, 640)
     ]
     model = fit(runs)

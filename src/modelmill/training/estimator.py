@@ -289,8 +289,9 @@ TIME_TERMS: tuple[Term, ...] = (
 # The seed's form, fitted while there are too few runs for every term.
 SEED_TERMS = ("start-up", "per input-epoch × model size")
 # What computing a transfer-learning template's base-model embeddings costs (part of its
-# trials' time, measured apart): per input, by its stored size (decoding) and model size.
-EMBEDDING_TERMS = ("per input", "per input × stored size", "per input × model size")
+# trials' time, measured apart): loading the base model once, then per input, by its stored
+# size (decoding) and model size.
+EMBEDDING_TERMS = ("start-up", "per input", "per input × stored size", "per input × model size")
 
 MEMORY_TERMS: tuple[Term, ...] = (
     Term("base", lambda w: 1.0, "the process, libraries, weights, gradients, optimizer state"),
@@ -387,9 +388,12 @@ class CostModel:
         return _predict(TIME_TERMS, self.coefficients, workload)
 
     def embed_seconds(self, workload: Workload) -> float | None:
-        """Of `seconds(workload)`, computing every input's embeddings; None when the runs did
-        not measure it."""
-        return _predict(TIME_TERMS, self.embedding, workload) if self.embedding else None
+        """Of `seconds(workload)`'s per-input terms, computing every input's embeddings (loading
+        the base model stays in the start-up); None when the runs did not measure it."""
+        if not self.embedding:
+            return None
+        per_input = {k: v for k, v in self.embedding.items() if k != "start-up"}
+        return _predict(TIME_TERMS, per_input, workload)
 
     def peak_memory_bytes(self, workload: Workload) -> int | None:
         return round(_predict(MEMORY_TERMS, self.memory, workload)) if self.memory else None
