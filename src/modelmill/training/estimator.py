@@ -157,9 +157,8 @@ def workload_of(
         source = stats.mean_megapixels
     else:
         tokens = stats.mean_chars / CHARS_PER_TOKEN
-        limit = param_number(find_param(params, TOKEN_LIMIT_PARAMS)[1]) or _embedder_token_limit(
-            params
-        )
+        limit = param_number(find_param(params, TOKEN_LIMIT_PARAMS)[1])
+        limit = limit or _embedder_token_limit(params)
         size = (min(tokens, limit) if limit else tokens) / REFERENCE_TOKENS
         source = stats.mean_chars / CHARS_PER_SOURCE_UNIT
     return Workload(
