@@ -32,7 +32,7 @@ from modelmill.services.estimates import (
 from modelmill.services.training_runs import JobTimes, record_runs, record_training
 from modelmill.settings import Settings
 from modelmill.store.tables import Embedding, Job, TrainingRun, utcnow
-from modelmill.training.calibrate import calibrate, describe
+from modelmill.training.calibrate import MIN_INPUTS, Knobs, calibrate, describe, plan
 from modelmill.training.contract import (
     Hardware,
     InvalidInput,
@@ -168,6 +168,18 @@ def test_an_epoch_that_repeats_its_inputs_costs_every_pass() -> None:
     assert workload_of({"num_epochs": 3}, DataStats(16, "image"), epochs_run=1).num_epochs == 1
     trial = Trial(16, {**params, "image_size": 224, "batch_size": 4}, 320)
     assert describe("image", trial).startswith("16 inputs × 3 epochs (15 passes), 224px")
+
+
+def test_a_slow_template_still_gets_trials_of_several_input_counts() -> None:
+    """A model that takes seconds an input fills every time level with fewer than MIN_INPUTS
+    inputs; its trials must still differ in input count, or the fit cannot tell what an epoch
+    costs from what an input costs in it."""
+    knobs = Knobs.of(TinyTemplate(), "image", {})
+    slow = plan(knobs, "image", seconds_per_input=5.0, time_scale=0.5)
+    counts = {trial.num_inputs for trial in slow}
+    assert min(counts) == MIN_INPUTS and len(counts) >= 3, counts
+    fast = plan(knobs, "image", seconds_per_input=0.01, time_scale=0.5)
+    assert min(t.num_inputs for t in fast) > 2 * MIN_INPUTS  # sized by time, not the floor
 
 
 def test_a_coreset_costs_its_picks_times_the_patches_until_the_bank_is_capped() -> None:

@@ -36,6 +36,10 @@ BATCH_DIVISOR = 4  # the small batch level is the default divided by this
 TIME_LEVELS_S = (6.0, 12.0, 24.0)  # seconds beyond start-up each trial aims at
 PILOT_INPUTS = (16, 48)
 MIN_INPUTS, MAX_INPUTS = 24, 4000  # 24: some inputs left for validation and several steps
+# Input counts of trials whose time level MIN_INPUTS already overshoots (a slow model: SmolLM2
+# takes ~1 s an input): × these by time level, so the input count still varies between trials
+# and the fit can tell the per-epoch cost from the per-input-epoch one.
+CLAMPED_INPUT_FACTORS = (1.0, 1.5, 2.0)
 
 # The trials after the two pilots: level indexes of (epochs, image size, stored size, batch,
 # time). Every pair of knobs meets at several levels, so each term of the cost model can be told
@@ -129,7 +133,8 @@ def plan(
     """The DESIGN trials, each with as many inputs as fill its time level, given the pilots'
     marginal `seconds_per_input` (at the smallest epochs level and the largest image size).
     A row that a template's missing knobs make a repeat takes the next time level instead, so
-    a template with few knobs still gets trials of several input counts."""
+    a template with few knobs still gets trials of several input counts; where MIN_INPUTS
+    overshoots a time level, the count follows the level from there (CLAMPED_INPUT_FACTORS)."""
     sources = SOURCE_SIDES if kind == "image" else TEXT_CHARS
     pilot = pilot_trial(knobs, kind, PILOT_INPUTS[1])
     pilot_cost = _relative_cost(pilot, kind)
@@ -138,8 +143,11 @@ def plan(
         draft = Trial(1, knobs.params(epochs, size, batch), sources[source])
         per_input = seconds_per_input * _relative_cost(draft, kind) / pilot_cost
         for shift in range(len(TIME_LEVELS_S)):
-            seconds = TIME_LEVELS_S[(level + shift) % len(TIME_LEVELS_S)] * time_scale
-            count = min(max(seconds / max(per_input, 1e-6), MIN_INPUTS), MAX_INPUTS)
+            at = (level + shift) % len(TIME_LEVELS_S)
+            count = TIME_LEVELS_S[at] * time_scale / max(per_input, 1e-6)
+            if count < MIN_INPUTS:
+                count = MIN_INPUTS * CLAMPED_INPUT_FACTORS[at]
+            count = min(count, MAX_INPUTS)
             trial = replace(draft, num_inputs=2 * round(count / 2))  # even: both concepts
             if trial not in trials:
                 trials.append(trial)
