@@ -202,7 +202,8 @@ def calibrate(
     quiet: Quiet | None = None,
     threads: int = 0,
 ) -> list[Measured]:
-    """Two pilot trials size the DESIGN trials; returns every measured trial, pilots included.
+    """An untimed warm-up trial, then two pilot trials that size the DESIGN trials; returns
+    every measured trial, pilots included.
 
     `overrides` are params set in every trial (e.g. pretrained_weights None where no weights
     can be had: training time is the same); `time_scale` scales each trial's target length;
@@ -222,11 +223,14 @@ def calibrate(
             )
         return measured
 
-    pilots = measure(
-        [pilot_trial(knobs, kind, count) for count in PILOT_INPUTS],
-        0,
-        len(PILOT_INPUTS) + len(DESIGN),
-    )
+    planned = len(PILOT_INPUTS) + len(DESIGN)
+    # An untimed first training: what only an install's first training pays (weights converted
+    # into the weights folder: SmolLM2's GGUF, ~15 s) is no cost of every training, and a
+    # first pilot that paid it made SmolLM2's start-up term twice what a job pays.
+    warm_up = pilot_trial(knobs, kind, PILOT_INPUTS[0])
+    report(0, planned, f"warming up: {describe(kind, warm_up)}")
+    run_trial(template, kind, warm_up, device, weights_dir, scratch, in_process, quiet, threads)
+    pilots = measure([pilot_trial(knobs, kind, count) for count in PILOT_INPUTS], 0, planned)
     small, large = (m.run.seconds for m in pilots)
     marginal = (large - small) / (PILOT_INPUTS[1] - PILOT_INPUTS[0])
     # Timing noise can make the difference tiny or negative; a quarter of the average time
