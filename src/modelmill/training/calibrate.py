@@ -225,8 +225,8 @@ def calibrate(
 
     planned = len(PILOT_INPUTS) + len(DESIGN)
     # An untimed first training: what only an install's first training pays (weights converted
-    # into the weights folder: SmolLM2's GGUF, ~15 s) is no cost of every training, and a
-    # first pilot that paid it made SmolLM2's start-up term twice what a job pays.
+    # into the weights folder: SmolLM2's GGUF, ~15 s) is no cost of every training (a first
+    # pilot that paid it put SmolLM2's start-up term at 23.5 s, 17.2 s without).
     warm_up = pilot_trial(knobs, kind, PILOT_INPUTS[0])
     report(0, planned, f"warming up: {describe(kind, warm_up)}")
     run_trial(template, kind, warm_up, device, weights_dir, scratch, in_process, quiet, threads)
