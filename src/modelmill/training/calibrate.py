@@ -212,15 +212,16 @@ def calibrate(
     knobs = Knobs.of(template, kind, overrides or {})
     report = on_trial or (lambda done, total, what: None)
 
+    def run(trial: Trial) -> Measured:
+        return run_trial(
+            template, kind, trial, device, weights_dir, scratch, in_process, quiet, threads
+        )
+
     def measure(trials: list[Trial], done: int, total: int) -> list[Measured]:
         measured = []
         for index, trial in enumerate(trials, start=done):
             report(index, total, describe(kind, trial))
-            measured.append(
-                run_trial(
-                    template, kind, trial, device, weights_dir, scratch, in_process, quiet, threads
-                )
-            )
+            measured.append(run(trial))
         return measured
 
     planned = len(PILOT_INPUTS) + len(DESIGN)
@@ -229,7 +230,7 @@ def calibrate(
     # pilot that paid it put SmolLM2's start-up term at 23.5 s, 17.2 s without).
     warm_up = pilot_trial(knobs, kind, PILOT_INPUTS[0])
     report(0, planned, f"warming up: {describe(kind, warm_up)}")
-    run_trial(template, kind, warm_up, device, weights_dir, scratch, in_process, quiet, threads)
+    run(warm_up)
     pilots = measure([pilot_trial(knobs, kind, count) for count in PILOT_INPUTS], 0, planned)
     small, large = (m.run.seconds for m in pilots)
     marginal = (large - small) / (PILOT_INPUTS[1] - PILOT_INPUTS[0])
