@@ -67,11 +67,16 @@ class Row:
     params: dict[str, Any]
     kind: str = "image"
     cached: bool = False
+    # the sample data's text length (a pair, prompt and target, has ~1.4× as many characters)
+    chars: int = TEXT_CHARS
 
     def describe(self) -> str:
         shown = ", ".join(f"{k} {v}" for k, v in self.params.items())
+        length = (
+            f" of {self.chars} chars" if self.kind == "text" and self.chars != TEXT_CHARS else ""
+        )
         return (
-            f"{self.inputs} {self.kind}s"
+            f"{self.inputs} {self.kind}s{length}"
             + (f", {shown}" if shown else "")
             + (", embeddings cached" if self.cached else "")
         )
@@ -139,6 +144,17 @@ GRID = (
     Row("visual-anomaly-heatmap", "PatchCore", 200, {"image_size": 256}),
     Row("text-to-text", "HF_SmolLM2_135m_lora", 48, {"num_epochs": 2, "batch_size": 4}, "text"),
     Row("text-to-text", "HF_SmolLM2_135m_lora", 96, {"num_epochs": 1}, "text"),
+    Row("text-to-text", "HF_SmolLM2_135m_lora", 64, {"num_epochs": 2}, "text", chars=120),
+    Row(
+        "text-to-text",
+        "HF_SmolLM2_135m_lora",
+        40,
+        {"num_epochs": 1, "batch_size": 4},
+        "text",
+        chars=600,
+    ),
+    Row("text-to-text", "HF_SmolLM2_135m_FullFineTune", 48, {"num_epochs": 1}, "text"),
+    Row("text-to-text", "HuggingFace_AdvancedConfig", 40, {}, "text"),
 )
 
 
@@ -289,7 +305,7 @@ class Server:
 
 
 def run_row(row: Row, weights_dir: Path) -> dict[str, Any]:
-    size = IMAGE_SIDE if row.kind == "image" else TEXT_CHARS
+    size = IMAGE_SIDE if row.kind == "image" else row.chars
     data = task_of(row.model_type).sample_data(row.kind, row.inputs, size)  # type: ignore[arg-type]
     server = Server(embed_on_upload=row.cached, weights_dir=weights_dir)
     try:

@@ -33,10 +33,9 @@ from modelmill.training.estimator import (
     input_kinds,
     model_key,
     shipped_runs,
-    workload_of,
 )
 from modelmill.training.hardware import this_hardware
-from modelmill.training.trials import Trial, run_trial, stats_of
+from modelmill.training.trials import Trial, run_trial
 
 # Held-out points, between and beyond the calibration levels (calibration: epochs 1, 2, 4; image
 # sizes 0.5, 1.0, 1.5 × the default; stored widths 320, 800, 1600 px; texts 80, 400, 1500
@@ -73,8 +72,7 @@ def held_out_trials(
         # As many inputs as the model says fill this point's share of the target time: the
         # model picks the size of the test, never its answer.
         one, two = (
-            model.seconds(workload_of(params, stats_of(kind, Trial(n, params, source))))
-            for n in (100, 200)
+            model.seconds(knobs.workload(kind, Trial(n, params, source))) for n in (100, 200)
         )
         per_input = max((two - one) / 100, 1e-6)
         count = (target_s * share - (one - 100 * per_input)) / per_input
@@ -158,7 +156,8 @@ def main() -> None:
                     predicted = model.seconds(measured.run.workload)
                     errors.append(abs(predicted - actual) / actual)
                     print(
-                        f"| {describe(kind, trial)} | {predicted:.1f} | {actual:.1f} | "
+                        f"| {describe(kind, trial, knobs.prompt_tokens)} | {predicted:.1f} | "
+                        f"{actual:.1f} | "
                         f"{(predicted - actual) / actual:+.1%} | {measured.wall_s:.1f} | "
                         f"{measured.waited_s:.1f} | {measured.interference:.0%} |",
                         flush=True,

@@ -42,16 +42,19 @@ from modelmill.training.contract import (
 )
 from modelmill.training.estimator import (
     CALIBRATION_DIR,
+    REFERENCE_TOKENS,
     TIME_TERMS,
     DataStats,
     Run,
     Workload,
     fit,
     leave_one_out,
+    prompt_tokens_of,
     shipped_runs,
     workload_of,
 )
 from modelmill.training.hardware import this_hardware
+from modelmill.training.registry import find_template
 from modelmill.training.templates.embedding_classifier import EMBEDDING_CLASSIFIER
 from modelmill.training.templates.visual_classifier import EFFICIENTNET_LITE0_CLASSIFIER as LITE0
 from modelmill.training.trials import Quiet, Trial, run_trial, train_once
@@ -286,6 +289,25 @@ def test_a_text_pair_is_sized_by_its_prompt_and_its_completion() -> None:
     ]
     stats = snapshot_stats(items, "text")
     assert (stats.num_inputs, stats.mean_chars) == (4, (400 + 200 + 100 + 100) / 4)
+
+
+def test_a_prompt_formats_tokens_are_read_and_tokens_to_generate_are_no_training_limit() -> None:
+    """A chat template's tokens are part of every training sample; a generator's max_tokens
+    (tokens to generate) does not cut what training reads (its tokenizer_config's max_length
+    does)."""
+    generator = find_template("text-to-text", "HuggingFace_AdvancedConfig")
+    classifier = find_template("text-classifier", "HF_BERT_FullFineTune")
+    assert generator is not None and classifier is not None
+    values = generator.Params().model_dump(mode="json")
+    assert values["max_tokens"] < 100 < values["tokenizer_config"]["max_length"]
+    stats = DataStats(10, "text", mean_chars=400)  # 100 tokens
+    chat = prompt_tokens_of(generator, values)
+
+    assert workload_of(values, stats).size_units * REFERENCE_TOKENS == 100
+    assert workload_of(values, stats, prompt_tokens=chat).size_units * REFERENCE_TOKENS == 132
+    no_chat = {**values, "tokenizer_config": {**values["tokenizer_config"], "chat_template": False}}
+    assert prompt_tokens_of(generator, no_chat) == 2
+    assert prompt_tokens_of(classifier, classifier.Params().model_dump(mode="json")) == 0
 
 
 # ---- calibration of a tiny template -----------------------------------------------------------

@@ -436,6 +436,31 @@ def test_packaged_smollm2_gguf_is_found_without_a_download(tmp_path):
     template(LORA).check_params(template(LORA).Params(), tmp_path)
 
 
+def test_the_estimate_counts_the_tokens_smollm2s_prompt_formats_add():
+    """The constants the training time estimate reads (template.py) are what SmolLM2's tokenizer
+    (from the packaged GGUF) makes of a pair in each layout, beyond the pair's own tokens."""
+    from transformers import AutoTokenizer
+
+    from modelmill.training.templates.text_generator.sequences import causal_samples
+    from modelmill.training.templates.text_generator.template import (
+        CHAT_TEMPLATE_TOKENS,
+        SEPARATOR_TOKENS,
+    )
+    from modelmill.training.templates.text_generator.weights import packaged_gguf
+
+    gguf = packaged_gguf()
+    assert gguf is not None
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    prompt, target = "Translate to French: the black cat sleeps.", "Le chat noir dort."
+    own = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (prompt, target))
+    for layout, added in (
+        ("chat", CHAT_TEMPLATE_TOKENS[SMOLLM2_135M]),
+        ("separator", SEPARATOR_TOKENS),
+    ):
+        sample = causal_samples(tokenizer, prompt, target, layout, 1024)[0]
+        assert len(sample.input_ids) - own == added, layout
+
+
 def test_gpt_neo_refuses_at_once_without_its_weights_and_trains_with_them(tmp_path):
     from transformers import GPTNeoConfig, GPTNeoForCausalLM
 

@@ -51,6 +51,7 @@ from modelmill.training.estimator import (
     fit,
     input_kinds,
     model_key,
+    prompt_tokens_of,
     shipped_runs,
     text_chars,
     workload_of,
@@ -364,7 +365,7 @@ def estimate_workload(
     hardware = hardware or training_hardware(env)
     model_fit = cost_model(env, template, kind, hardware)
     values = params.model_dump(mode="json")
-    workload = workload_of(values, stats)
+    workload = workload_of(values, stats, prompt_tokens=prompt_tokens_of(template, values))
     embedding_inputs = stats.num_inputs if embedder_of(template, kind, params) else 0
     missing = embedding_inputs if missing is None else min(missing, embedding_inputs)
     parts: dict[str, float] = {}

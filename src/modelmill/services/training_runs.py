@@ -26,7 +26,7 @@ from modelmill.services.estimates import (
 )
 from modelmill.store.tables import Job, TrainingRun, as_utc
 from modelmill.training.contract import Hardware, InputKind, Template
-from modelmill.training.estimator import Run, Workload, model_key, workload_of
+from modelmill.training.estimator import Run, Workload, model_key, prompt_tokens_of, workload_of
 from modelmill.training.hardware import this_hardware
 from modelmill.training.waits import EMBED, Wait, wait_parts
 
@@ -96,8 +96,9 @@ def record_training(
         return None
     kind = kind_trained_on(template, params, Counter(i["kind"] for i in snapshot))
     # the epochs it ran: early stopping ends some trainings sooner
+    values = params.model_dump(mode="json")
     workload = workload_of(
-        params.model_dump(mode="json"), snapshot_stats(snapshot, kind), epochs_run
+        values, snapshot_stats(snapshot, kind), epochs_run, prompt_tokens_of(template, values)
     )
     hardware = this_hardware(device)
     embedding_inputs = workload.num_inputs if embedder_of(template, kind, params) else 0

@@ -17,10 +17,12 @@ from modelmill.training.estimator import (
     EPOCH_PARAMS,
     IMAGE_SIZE_PARAMS,
     TIME_TERMS,
+    Workload,
     find_param,
     fit,
     leave_one_out,
     param_number,
+    prompt_tokens_of,
     workload_of,
 )
 from modelmill.training.trials import Measured, Quiet, Trial, run_trial, stats_of
@@ -84,12 +86,14 @@ def _with(values: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str
 
 @dataclass(frozen=True)
 class Knobs:
-    """Where a template keeps its epochs, image size and batch size, and the levels to try."""
+    """Where a template keeps its epochs, image size and batch size, and the levels to try;
+    the tokens its prompt format adds to each text (the same in every trial)."""
 
     defaults: dict[str, Any]
     epochs: tuple[tuple[str, ...], tuple[int, ...]] | None
     size: tuple[tuple[str, ...], tuple[int, ...]] | None
     batch: tuple[tuple[str, ...], tuple[int, ...]] | None
+    prompt_tokens: int = 0
 
     @classmethod
     def of(cls, template: Template, kind: InputKind, overrides: dict[str, Any]) -> Knobs:
@@ -116,6 +120,7 @@ class Knobs:
             (batch_path, _levels(template, batch_path, [batch, max(1, batch // BATCH_DIVISOR)]))
             if batch_path
             else None,
+            prompt_tokens_of(template, defaults),
         )
 
     def params(self, epochs: int, size: int, batch: int) -> dict[str, Any]:
@@ -125,6 +130,9 @@ class Knobs:
             if knob is not None:
                 values = _with(values, knob[0], knob[1][level])
         return values
+
+    def workload(self, kind: InputKind, trial: Trial) -> Workload:
+        return workload_of(trial.params, stats_of(kind, trial), prompt_tokens=self.prompt_tokens)
 
 
 def plan(
@@ -137,11 +145,11 @@ def plan(
     overshoots a time level, the count follows the level from there (CLAMPED_INPUT_FACTORS)."""
     sources = SOURCE_SIDES if kind == "image" else TEXT_CHARS
     pilot = pilot_trial(knobs, kind, PILOT_INPUTS[1])
-    pilot_cost = _relative_cost(pilot, kind)
+    pilot_cost = _relative_cost(knobs.workload(kind, pilot))
     trials: list[Trial] = []
     for epochs, size, source, batch, level in DESIGN:
         draft = Trial(1, knobs.params(epochs, size, batch), sources[source])
-        per_input = seconds_per_input * _relative_cost(draft, kind) / pilot_cost
+        per_input = seconds_per_input * _relative_cost(knobs.workload(kind, draft)) / pilot_cost
         for shift in range(len(TIME_LEVELS_S)):
             at = (level + shift) % len(TIME_LEVELS_S)
             count = TIME_LEVELS_S[at] * time_scale / max(per_input, 1e-6)
@@ -155,9 +163,8 @@ def plan(
     return trials
 
 
-def _relative_cost(trial: Trial, kind: InputKind) -> float:
+def _relative_cost(workload: Workload) -> float:
     """Epochs × model size: how the dominant term scales, to size trials before any fit."""
-    workload = workload_of(trial.params, stats_of(kind, trial))
     return workload.num_epochs * workload.size_units
 
 
@@ -173,8 +180,8 @@ def pilot_trial(knobs: Knobs, kind: InputKind, num_inputs: int) -> Trial:
 OnTrial = Callable[[int, int, str], None]
 
 
-def describe(kind: InputKind, trial: Trial) -> str:
-    w = workload_of(trial.params, stats_of(kind, trial))
+def describe(kind: InputKind, trial: Trial, prompt_tokens: int = 0) -> str:
+    w = workload_of(trial.params, stats_of(kind, trial), prompt_tokens=prompt_tokens)
     stored = f"{trial.source}px" if kind == "image" else f"{trial.source} chars"
     model = (
         f"{(w.size_units * 224 * 224) ** 0.5:.0f}px"
@@ -220,7 +227,7 @@ def calibrate(
     def measure(trials: list[Trial], done: int, total: int) -> list[Measured]:
         measured = []
         for index, trial in enumerate(trials, start=done):
-            report(index, total, describe(kind, trial))
+            report(index, total, describe(kind, trial, knobs.prompt_tokens))
             measured.append(run(trial))
         return measured
 
@@ -229,7 +236,7 @@ def calibrate(
     # into the weights folder: SmolLM2's GGUF, ~15 s) is no cost of every training (a first
     # pilot that paid it put SmolLM2's start-up term at 23.5 s, 17.2 s without).
     warm_up = pilot_trial(knobs, kind, PILOT_INPUTS[0])
-    report(0, planned, f"warming up: {describe(kind, warm_up)}")
+    report(0, planned, f"warming up: {describe(kind, warm_up, knobs.prompt_tokens)}")
     run(warm_up)
     pilots = measure([pilot_trial(knobs, kind, count) for count in PILOT_INPUTS], 0, planned)
     small, large = (m.run.seconds for m in pilots)

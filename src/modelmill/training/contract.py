@@ -224,6 +224,9 @@ class Template(Protocol):
     """One way to train a model type. `Params` is a pydantic model: its fields, defaults, ranges
     and descriptions are what ListModelTypes answers and what the web form shows. A field's
     `json_schema_extra={"path": ...}` says where it lives in the API (default train_info.params).
+    A text template whose prompt format adds tokens to every input (a chat template's markers
+    and system turn) says how many in a `prompt_tokens(params) -> int` of its own: the training
+    time estimate counts them (estimator.prompt_tokens_of).
     """
 
     name: ClassVar[str]

@@ -41,7 +41,7 @@ DEFAULT_CHARS = 300.0
 EPOCH_PARAMS = ("num_epochs", "epochs", "num_train_epochs", "max_epochs")
 BATCH_PARAMS = ("batch_size", "per_device_train_batch_size", "train_batch_size")
 IMAGE_SIZE_PARAMS = ("image_size", "input_size", "img_size")
-TOKEN_LIMIT_PARAMS = ("max_length", "max_seq_length", "max_tokens", "model_max_length")
+TOKEN_LIMIT_PARAMS = ("max_length", "max_seq_length", "model_max_length")
 # An epoch that repeats the training inputs until it has seen this many (MMDetection's), and
 # the share of inputs held out for validation, which an epoch does not train on.
 MIN_SAMPLES_PARAMS = ("min_samples_per_epoch",)
@@ -143,11 +143,15 @@ def param_number(value: Any) -> float | None:
 
 
 def workload_of(
-    params: Mapping[str, Any], stats: DataStats, epochs_run: int | None = None
+    params: Mapping[str, Any],
+    stats: DataStats,
+    epochs_run: int | None = None,
+    prompt_tokens: float = 0.0,
 ) -> Workload:
     """The workload of training with `params` (a Params model_dump) on data like `stats`, for
     the configured epochs or the `epochs_run` of a finished training (early stopping). An epoch
-    that repeats the training inputs to see min_samples_per_epoch counts as that many passes."""
+    that repeats the training inputs to see min_samples_per_epoch counts as that many passes.
+    `prompt_tokens`: what the template's prompt format adds to each text (see prompt_tokens_of)."""
     configured = param_number(find_param(params, EPOCH_PARAMS)[1]) or 1.0
     epochs = (configured if epochs_run is None else epochs_run) * _repeats(params, stats)
     batch = param_number(find_param(params, BATCH_PARAMS)[1]) or 0.0
@@ -156,7 +160,7 @@ def workload_of(
         size = side * side / REFERENCE_PIXELS if side else 1.0
         source = stats.mean_megapixels
     else:
-        tokens = stats.mean_chars / CHARS_PER_TOKEN
+        tokens = stats.mean_chars / CHARS_PER_TOKEN + prompt_tokens
         limit = param_number(find_param(params, TOKEN_LIMIT_PARAMS)[1])
         limit = limit or _embedder_token_limit(params)
         size = (min(tokens, limit) if limit else tokens) / REFERENCE_TOKENS
@@ -170,6 +174,14 @@ def workload_of(
         source,
         _coreset_units(params, stats),
     )
+
+
+def prompt_tokens_of(template: Template, params: Mapping[str, Any]) -> int:
+    """Tokens a text template's prompt format adds to every input, which the model reads as it
+    reads the text (SmolLM2's chat template: 32, as many as a 120-character pair has); 0 for a
+    template without a `prompt_tokens(params)` of its own."""
+    own = getattr(template, "prompt_tokens", None)
+    return int(own(params)) if own is not None else 0
 
 
 def _coreset_units(params: Mapping[str, Any], stats: DataStats) -> float:

@@ -20,7 +20,13 @@ import numpy as np
 
 from modelmill.training import runner
 from modelmill.training.contract import DataError, Example, InputKind, Template, TrainContext
-from modelmill.training.estimator import DataStats, Run, text_chars, workload_of
+from modelmill.training.estimator import (
+    DataStats,
+    Run,
+    prompt_tokens_of,
+    text_chars,
+    workload_of,
+)
 from modelmill.training.registry import task_of
 from modelmill.training.runner import TrainingPlan
 from modelmill.training.tasks.samples import image_height
@@ -287,7 +293,9 @@ def _time_trial(
     stats = stats_of(kind, trial)
     if measured["mean_chars"] is not None:
         stats = replace(stats, mean_chars=measured["mean_chars"])
-    workload = workload_of(trial.params, stats, measured["epochs"] or None)
+    workload = workload_of(
+        trial.params, stats, measured["epochs"] or None, prompt_tokens_of(template, trial.params)
+    )
     seconds -= measured["making_s"]
     waited = min(measured["waiting_s"], seconds)
     run = Run(

@@ -5,9 +5,9 @@ template starts from are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -24,7 +24,7 @@ class StartingWeights(Protocol):
     def pretrained_weights(self) -> str: ...
 
 
-def params_as(params_class: type[ParamsT], params: BaseModel) -> ParamsT:
+def params_as(params_class: type[ParamsT], params: BaseModel | Mapping[str, Any]) -> ParamsT:
     """`params` as the template's Params class: as they are when they already are one, else
     validated (the defaults of the class fill what they leave out)."""
     return params if isinstance(params, params_class) else params_class.model_validate(params)

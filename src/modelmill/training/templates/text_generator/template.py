@@ -28,7 +28,7 @@ from modelmill.training.templates.text_generator.config import (
     GenerationSettings,
     generation_settings,
 )
-from modelmill.training.templates.text_generator.params import InferenceParams
+from modelmill.training.templates.text_generator.params import SMOLLM2_135M, InferenceParams
 from modelmill.training.templates.text_generator.weights import find_generator_weights
 from modelmill.training.weights import WeightsLocation
 
@@ -63,6 +63,15 @@ def text_problem(example: Example) -> str | None:
     return None
 
 
+# Tokens a prompt format adds to each prompt/completion pair, which training reads with the pair
+# (the estimate counts them): SmolLM2's chat template (its system turn, the turn markers and the
+# answer's end of turn) 32, as many as 120 characters of text; the separator layout a newline
+# and the end token. Both measured with SmolLM2's tokenizer (tests/training/test_text_generator).
+# Another base model's chat template is counted as a separator: the least it adds.
+CHAT_TEMPLATE_TOKENS = {SMOLLM2_135M: 32}
+SEPARATOR_TOKENS = 2
+
+
 @dataclass(frozen=True, eq=False)
 class TextGenerator:
     """One text-to-text template: a Params shape and its defaults (see __init__.py); `remedy`
@@ -79,7 +88,7 @@ class TextGenerator:
     recommended: bool = False
     remedy: str = ""
 
-    def settings_of(self, params: BaseModel) -> GenerationSettings:
+    def settings_of(self, params: BaseModel | Mapping[str, Any]) -> GenerationSettings:
         return generation_settings(params_as(self.Params, params))
 
     def base_weights(
@@ -114,6 +123,13 @@ class TextGenerator:
             settings.loop.num_epochs,
             settings.max_length / REFERENCE_TOKENS,
         )
+
+    def prompt_tokens(self, params: BaseModel | Mapping[str, Any]) -> int:
+        """Tokens the prompt format adds to each pair (plain texts get only the end token)."""
+        settings = self.settings_of(params)
+        if settings.chat_template:
+            return CHAT_TEMPLATE_TOKENS.get(settings.tokenizer, SEPARATOR_TOKENS)
+        return SEPARATOR_TOKENS
 
     # ---- the torch side, imported when used -------------------------------------------------
 
