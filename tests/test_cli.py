@@ -16,6 +16,7 @@ from modelmill.settings import Settings
 from modelmill.training.estimator import DataStats
 from modelmill.training.registry import TEMPLATES
 
+ADVANCED, NO_BASE_MODEL = "HuggingFace_AdvancedConfig", 'model_config={"torch_dtype": "float32"}'
 WIDE = {"COLUMNS": "400"}  # one line per message: rich wraps at the terminal's width
 
 
@@ -84,6 +85,10 @@ def test_the_price_setting_sets_the_cost(tmp_path: Path) -> None:
         (("EfficientNet_Lite0_Fast", "--inputs", "10", "--kind", "text"), "trains on image"),
         (("EfficientNet_Lite0_Fast", "--inputs", "0"), "--inputs"),
         (("EfficientNet_Lite0_Fast", "--inputs", "9", "--model-type", "text-classifier"), "none"),
+        (  # valid fields that the template still cannot train with
+            (ADVANCED, "--model-type", "text-to-text", "--inputs", "9", "--param", NO_BASE_MODEL),
+            "pretrained_model_name_or_path is required",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_what_to_change(

@@ -262,6 +262,7 @@ def estimate(
     from modelmill.services import Env, calibrations
     from modelmill.services.estimates import estimate_workload
     from modelmill.services.queue_ahead import with_queue
+    from modelmill.training.contract import DataError
     from modelmill.training.estimator import DataStats, input_kinds
 
     settings = _settings(data_dir)
@@ -297,7 +298,11 @@ def estimate(
         raise typer.Exit(2) from None
     stats = DataStats(inputs, chosen, mean_megapixels=megapixels, mean_chars=chars)
     env = Env.open(settings)
-    result = with_queue(env, estimate_workload(env, template, chosen, hyper, stats))
+    try:
+        result = with_queue(env, estimate_workload(env, template, chosen, hyper, stats))
+    except DataError as error:  # params the template cannot train with
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(2) from None
     memory = f" · {result.memory}" if result.memory else ""
     console.print(
         f"[bold]{result.display}[/] ({result.seconds:,.0f} s) · {result.cost} at "

@@ -175,3 +175,14 @@ def test_rest_answers_a_duration_at_the_literal_path(http: Http, api: Api) -> No
     assert reply["status"]["code"] == codes.SUCCESS, reply
     (duration,) = reply["training_time_estimates"]
     assert duration.endswith("s") and float(duration[:-1]) > 0
+
+
+def test_params_that_cannot_train_get_the_error_training_would(api: Api) -> None:
+    """The estimate reads the template's settings (a text generator's prompt format): params it
+    cannot train with get the same status and description PostModelVersions gives."""
+    model_id = create_model(api, "text-to-text")
+    params = {"template": "HuggingFace_AdvancedConfig", "model_config": {"torch_dtype": "float32"}}
+
+    reply = estimate(api, model_id, params, count=100)
+
+    assert_status(reply, codes.MODEL_TRAINING_INVALID_PARAMS, "pretrained_model_name_or_path")

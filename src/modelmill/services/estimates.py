@@ -38,7 +38,7 @@ from modelmill.store.tables import (
     Input,
     TrainingRun,
 )
-from modelmill.training.contract import Hardware, InputKind, Template
+from modelmill.training.contract import DataError, Hardware, InputKind, Template
 from modelmill.training.estimator import (
     DEFAULT_CHARS,
     DEFAULT_MEGAPIXELS,
@@ -333,7 +333,10 @@ def estimate_training(
                 "Give estimated_input_count, or the dataset to train on (dataset_version_id, "
                 "with dataset_id if several datasets have that version id).",
             )
-    return estimate_workload(env, template, kind, params_model, stats, missing=missing)
+    try:  # params that pass their fields' checks and still cannot train (a template's own)
+        return estimate_workload(env, template, kind, params_model, stats, missing=missing)
+    except DataError as error:
+        raise ApiError(error.code, error.description) from None
 
 
 def _missing(env: Env, snapshot: Sequence[dict[str, Any]], kind: InputKind, embedder: str) -> int:
