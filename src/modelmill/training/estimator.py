@@ -178,7 +178,7 @@ def workload_of(
 
 def prompt_tokens_of(template: Template, params: Mapping[str, Any]) -> int:
     """Tokens a text template's prompt format adds to every input, which the model reads as it
-    reads the text (SmolLM2's chat template: 32, as many as a 120-character pair has); 0 for a
+    reads the text (SmolLM2's chat template: 32, as many as 120 characters of text); 0 for a
     template without a `prompt_tokens(params)` of its own."""
     own = getattr(template, "prompt_tokens", None)
     return int(own(params)) if own is not None else 0

@@ -125,7 +125,8 @@ class TextGenerator:
         )
 
     def prompt_tokens(self, params: BaseModel | Mapping[str, Any]) -> int:
-        """Tokens the prompt format adds to each pair (plain texts get only the end token)."""
+        """Tokens the prompt format adds to a prompt/completion pair; the estimate counts them
+        for every input (a plain text gets only the end token: an over-count of 1–31)."""
         settings = self.settings_of(params)
         if settings.chat_template:
             return CHAT_TEMPLATE_TOKENS.get(settings.tokenizer, SEPARATOR_TOKENS)
